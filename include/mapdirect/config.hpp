@@ -1,0 +1,74 @@
+// mapdirect: durable, byte-granular updates to mapped files on Linux.
+// SPDX-License-Identifier: MIT
+#ifndef MAPDIRECT_CONFIG_HPP
+#define MAPDIRECT_CONFIG_HPP
+
+// Configuration macros. Each one may be defined by the user before the first
+// mapdirect include (or on the command line) to override the default.
+
+#define MAPDIRECT_VERSION_MAJOR 0
+#define MAPDIRECT_VERSION_MINOR 1
+#define MAPDIRECT_VERSION_PATCH 0
+#define MAPDIRECT_VERSION (MAPDIRECT_VERSION_MAJOR * 10000 + MAPDIRECT_VERSION_MINOR * 100 + MAPDIRECT_VERSION_PATCH)
+
+#if !defined(__linux__)
+#error "mapdirect supports Linux only"
+#endif
+
+// The versioned inline namespace: symbols from two incompatible versions can
+// then coexist in one program without ODR violations.
+#ifndef MAPDIRECT_ABI_NAMESPACE
+#define MAPDIRECT_ABI_NAMESPACE v0
+#endif
+#define MAPDIRECT_BEGIN_NAMESPACE namespace mapdirect { inline namespace MAPDIRECT_ABI_NAMESPACE {
+#define MAPDIRECT_END_NAMESPACE } }
+
+// Kernel MAP_DIRECT (never merged into mainline). Define MAPDIRECT_MAP_DIRECT_FLAG
+// to the mmap flag value of a kernel that carries the series, and
+// MAPDIRECT_F_MAY_SEAL_IOMAP to its fcntl command, to enable map_mode::direct
+// and the native iomap seal. They are never probed by default: both proposed
+// values (0x43 and 0x80000) mean something else on mainline kernels.
+// #define MAPDIRECT_MAP_DIRECT_FLAG 0x80000
+// #define MAPDIRECT_F_MAY_SEAL_IOMAP 1039
+
+// MAP_SYNC exists only on architectures using the generic mman flags. Never
+// invent a value on alpha, mips, parisc or xtensa, where 0x80000 means
+// MAP_HUGETLB or MAP_STACK.
+#ifndef MAPDIRECT_HAS_MAP_SYNC
+#if defined(__alpha__) || defined(__mips__) || defined(__hppa__) || defined(__xtensa__)
+#define MAPDIRECT_HAS_MAP_SYNC 0
+#else
+#define MAPDIRECT_HAS_MAP_SYNC 1
+#endif
+#endif
+
+// Copies at least this long use non-temporal stores on the cache-line path
+// (measured on the development machine; see tests/bench and README).
+#ifndef MAPDIRECT_MOVNT_THRESHOLD
+#define MAPDIRECT_MOVNT_THRESHOLD 256
+#endif
+
+// Mappings at least this long are placed at a 2 MiB-aligned address so that
+// DAX can serve PMD (huge page) faults.
+#ifndef MAPDIRECT_HUGE_ALIGN_THRESHOLD
+#define MAPDIRECT_HUGE_ALIGN_THRESHOLD (std::size_t{2} << 20)
+#endif
+
+// Size of the per-thread buffer that holds the detail of the last error.
+#ifndef MAPDIRECT_ERROR_DETAIL_SIZE
+#define MAPDIRECT_ERROR_DETAIL_SIZE 768
+#endif
+
+#if defined(__x86_64__)
+#define MAPDIRECT_ARCH_X86_64 1
+#elif defined(__aarch64__)
+#define MAPDIRECT_ARCH_AARCH64 1
+#endif
+
+#if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
+#define MAPDIRECT_HAS_EXCEPTIONS 1
+#else
+#define MAPDIRECT_HAS_EXCEPTIONS 0
+#endif
+
+#endif  // MAPDIRECT_CONFIG_HPP

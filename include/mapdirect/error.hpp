@@ -1,0 +1,182 @@
+// SPDX-License-Identifier: MIT
+#ifndef MAPDIRECT_ERROR_HPP
+#define MAPDIRECT_ERROR_HPP
+
+#include "config.hpp"
+
+#include <boost/outcome/std_result.hpp>
+#include <boost/outcome/try.hpp>
+
+#include <cerrno>
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <system_error>
+
+MAPDIRECT_BEGIN_NAMESPACE
+
+namespace outcome = BOOST_OUTCOME_V2_NAMESPACE;
+
+#if MAPDIRECT_HAS_EXCEPTIONS
+/// The result of every fallible mapdirect call: a value or a std::error_code.
+template <class T>
+using result = outcome::std_result<T, std::error_code>;
+#else
+// Without exceptions, .value() on an error terminates instead of throwing.
+template <class T>
+using result = outcome::std_result<T, std::error_code, outcome::policy::terminate>;
+#endif
+
+/// Error codes specific to mapdirect; each maps onto a std::errc condition.
+enum class errc {
+  mode_unavailable = 1,     ///< no mode between options.strongest and options.weakest could be had
+  granularity_unavailable,  ///< the mapping's store granularity is coarser than the caller accepts
+  sealed,                   ///< the block map is sealed (ETXTBSY); equals std::errc::text_file_busy
+  beyond_eof,               ///< the range lies at or past the end of the file
+  media_error,              ///< poisoned media (BUS_MCEERR_AR)
+  io_error,                 ///< an access faulted for a reason other than EOF or poison
+  misaligned_offset,        ///< a file offset that must be page-aligned is not
+  out_of_range,             ///< an offset/length outside the mapping
+  not_mapped,               ///< the object holds no mapping (moved-from or closed)
+  invalid_argument,         ///< a malformed argument (message says which)
+  block_map_unverifiable,   ///< the file system cannot report its block map (no FIEMAP)
+  block_map_unstable,       ///< the block map still has holes, unwritten or shared extents
+  lease_broken,             ///< another process opened the file for writing or truncated it
+  durability_lost,          ///< an earlier flush failed: dirty data may have been dropped
+};
+
+namespace detail {
+class errc_category_impl final : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "mapdirect"; }
+  std::string message(int value) const override {
+    switch (static_cast<errc>(value)) {
+      case errc::mode_unavailable: return "no acceptable mapping mode is available for this file";
+      case errc::granularity_unavailable: return "store granularity coarser than required";
+      case errc::sealed: return "block map is sealed";
+      case errc::beyond_eof: return "access at or beyond end of file";
+      case errc::media_error: return "media error (poisoned memory)";
+      case errc::io_error: return "I/O error while accessing the mapping";
+      case errc::misaligned_offset: return "file offset is not page-aligned";
+      case errc::out_of_range: return "range outside the mapping";
+      case errc::not_mapped: return "no mapping";
+      case errc::invalid_argument: return "invalid argument";
+      case errc::block_map_unverifiable: return "file system cannot report its block map (no FIEMAP)";
+      case errc::block_map_unstable: return "block map has holes, unwritten or shared extents";
+      case errc::lease_broken: return "file lease broken by a conflicting open or truncate";
+      case errc::durability_lost: return "an earlier flush failed; dirty data may have been lost";
+    }
+    return "unknown mapdirect error";
+  }
+  std::error_condition default_error_condition(int value) const noexcept override {
+    switch (static_cast<errc>(value)) {
+      case errc::mode_unavailable:
+      case errc::granularity_unavailable:
+      case errc::block_map_unverifiable: return std::errc::operation_not_supported;
+      case errc::sealed: return std::errc::text_file_busy;
+      case errc::beyond_eof:
+      case errc::out_of_range: return std::errc::result_out_of_range;
+      case errc::media_error:
+      case errc::io_error:
+      case errc::durability_lost: return std::errc::io_error;
+      case errc::misaligned_offset:
+      case errc::invalid_argument: return std::errc::invalid_argument;
+      case errc::not_mapped: return std::errc::bad_file_descriptor;
+      case errc::block_map_unstable: return std::errc::no_space_on_device;
+      case errc::lease_broken: return std::errc::resource_unavailable_try_again;
+    }
+    return std::error_condition(value, *this);
+  }
+};
+}  // namespace detail
+
+/// The std::error_category of mapdirect::errc.
+inline const std::error_category& error_category() noexcept {
+  static const detail::errc_category_impl category;
+  return category;
+}
+
+/// Makes a std::error_code from a mapdirect::errc.
+inline std::error_code make_error_code(errc e) noexcept { return {static_cast<int>(e), error_category()}; }
+
+/// Human-readable detail of the most recent mapdirect failure on this thread:
+/// what was tried and why it failed. Empty when the last failure left none.
+inline const char* last_error_detail() noexcept;
+
+namespace detail {
+inline char* error_detail_buffer() noexcept {
+  static thread_local char buffer[MAPDIRECT_ERROR_DETAIL_SIZE];
+  return buffer;
+}
+
+/// Records a printf-style detail for the current thread (truncated, never allocates).
+#if defined(__GNUC__)
+__attribute__((format(printf, 1, 2)))
+#endif
+inline void set_detail(const char* fmt, ...) noexcept {
+  va_list args;
+  va_start(args, fmt);
+  std::vsnprintf(error_detail_buffer(), MAPDIRECT_ERROR_DETAIL_SIZE, fmt, args);
+  va_end(args);
+}
+
+inline void clear_detail() noexcept { error_detail_buffer()[0] = '\0'; }
+
+/// An error_code from an errno value.
+inline std::error_code errno_code(int e) noexcept { return {e, std::system_category()}; }
+
+/// Fails with errno, recording "<what>: <strerror>" as the detail.
+inline std::error_code fail_errno(int e, const char* what) noexcept {
+  char buf[128];
+  const char* text = ::strerror_r(e, buf, sizeof buf);
+  set_detail("%s: %s (errno %d)", what, text, e);
+  return errno_code(e);
+}
+
+/// Fails with a mapdirect code, recording a printf-style detail.
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 3)))
+#endif
+inline std::error_code fail(errc e, const char* fmt, ...) noexcept {
+  va_list args;
+  va_start(args, fmt);
+  std::vsnprintf(error_detail_buffer(), MAPDIRECT_ERROR_DETAIL_SIZE, fmt, args);
+  va_end(args);
+  return make_error_code(e);
+}
+
+/// Short name of an errno value ("EOPNOTSUPP"), for messages.
+inline const char* errno_name(int e) noexcept {
+  switch (e) {
+    case EINVAL: return "EINVAL";
+    case EOPNOTSUPP: return "EOPNOTSUPP";
+    case EACCES: return "EACCES";
+    case EPERM: return "EPERM";
+    case ENOMEM: return "ENOMEM";
+    case ETXTBSY: return "ETXTBSY";
+    case ENODEV: return "ENODEV";
+    case EAGAIN: return "EAGAIN";
+    case EBADF: return "EBADF";
+    case ENOSPC: return "ENOSPC";
+    case EIO: return "EIO";
+    case EOVERFLOW: return "EOVERFLOW";
+    case ENOSYS: return "ENOSYS";
+    case EFBIG: return "EFBIG";
+    case EROFS: return "EROFS";
+    case 0: return "ok";
+    default: return "errno";
+  }
+}
+}  // namespace detail
+
+inline const char* last_error_detail() noexcept { return detail::error_detail_buffer(); }
+
+MAPDIRECT_END_NAMESPACE
+
+namespace std {
+template <>
+struct is_error_code_enum<mapdirect::errc> : true_type {};
+}  // namespace std
+
+#endif  // MAPDIRECT_ERROR_HPP

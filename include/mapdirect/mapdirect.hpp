@@ -1,0 +1,12 @@
+// SPDX-License-Identifier: MIT
+// Umbrella header: everything in mapdirect's core (no liburing; see async.hpp).
+#ifndef MAPDIRECT_MAPDIRECT_HPP
+#define MAPDIRECT_MAPDIRECT_HPP
+
+#include "config.hpp"
+#include "error.hpp"
+#include "persist.hpp"
+#include "mapping.hpp"
+#include "probe.hpp"
+
+#endif  // MAPDIRECT_MAPDIRECT_HPP

@@ -1,0 +1,699 @@
+// SPDX-License-Identifier: MIT
+// direct_mapping: a shared file mapping with the strongest durability the
+// kernel and file system give (MAP_DIRECT -> MAP_SYNC -> MAP_SHARED + msync),
+// and a precise report of which one it got.
+#ifndef MAPDIRECT_MAPPING_HPP
+#define MAPDIRECT_MAPPING_HPP
+
+#include "config.hpp"
+#include "detail/nd.hpp"
+#include "detail/syscall.hpp"
+#include "error.hpp"
+#include "persist.hpp"
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <optional>
+#include <string>
+#include <utility>
+
+#include <linux/stat.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#ifndef MAP_SHARED_VALIDATE
+#define MAP_SHARED_VALIDATE 0x03
+#endif
+#if MAPDIRECT_HAS_MAP_SYNC && !defined(MAP_SYNC)
+#define MAP_SYNC 0x80000
+#endif
+#ifndef STATX_ATTR_DAX
+#define STATX_ATTR_DAX 0x00200000
+#endif
+
+MAPDIRECT_BEGIN_NAMESPACE
+
+/// How stores to a mapping become durable; strongest first.
+enum class map_mode {
+  direct,  ///< kernel MAP_DIRECT: block map pinned, CPU flush makes stores durable
+  sync,    ///< MAP_SHARED_VALIDATE|MAP_SYNC: synchronous faults, CPU flush makes stores durable
+  shared,  ///< MAP_SHARED: page cache (or DAX without sync faults); msync/fdatasync makes stores durable
+};
+
+/// The smallest unit a persist must cover to be correct (PMDK's meaning).
+enum class granularity {
+  byte,        ///< stores are durable once visible (eADR): persist is a fence
+  cache_line,  ///< stores are durable after a cache-line flush and a fence
+  page,        ///< stores are durable after msync/fdatasync of their pages
+};
+
+/// Name of a mode ("sync").
+constexpr const char* to_string(map_mode m) noexcept {
+  switch (m) {
+    case map_mode::direct: return "direct";
+    case map_mode::sync: return "sync";
+    case map_mode::shared: return "shared";
+  }
+  return "?";
+}
+
+/// Name of a granularity ("cache_line").
+constexpr const char* to_string(granularity g) noexcept {
+  switch (g) {
+    case granularity::byte: return "byte";
+    case granularity::cache_line: return "cache_line";
+    case granularity::page: return "page";
+  }
+  return "?";
+}
+
+/// Options for direct_mapping::map.
+struct map_options {
+  /// The strongest mode to try. map_mode::direct is attempted only when the
+  /// build defines MAPDIRECT_MAP_DIRECT_FLAG; otherwise it is skipped (and reported).
+  map_mode strongest = map_mode::direct;
+  /// The weakest mode acceptable; below it map() fails with errc::mode_unavailable.
+  map_mode weakest = map_mode::shared;
+  /// The coarsest store granularity the caller can handle (errc::granularity_unavailable if coarser).
+  granularity coarsest = granularity::page;
+  /// Prefault the whole mapping (MAP_POPULATE).
+  bool populate = false;
+  /// copy_persist/fill_persist use non-temporal stores from this many bytes up.
+  std::size_t movnt_threshold = MAPDIRECT_MOVNT_THRESHOLD;
+  /// Test/diagnostic override of the flush instruction (default: CPUID/HWCAP).
+  std::optional<flush_instruction> flush = std::nullopt;
+  /// Test/diagnostic override of the nd persistence domain (default: sysfs).
+  std::optional<persistence_domain> domain = std::nullopt;
+};
+
+/// One rung of the ladder as map() tried it.
+struct map_attempt {
+  map_mode mode = map_mode::shared;
+  bool attempted = false;  ///< false: skipped (see cause)
+  int error = 0;           ///< errno of the attempt, 0 on success
+  const char* cause = "";  ///< likely cause, in words
+};
+
+/// What map() tried, strongest first.
+struct map_ladder {
+  map_attempt steps[3];
+  std::size_t count = 0;
+};
+
+/// Something that can make a page-granular range durable on map()'s behalf
+/// (the group committer of mapdirect/async.hpp implements it).
+class page_persister {
+ public:
+  /// Makes [file_offset, file_offset+length) of fd durable; `addr` is its mapped address.
+  virtual result<void> persist_pages(int fd, std::uint64_t file_offset, void* addr, std::size_t length) noexcept = 0;
+
+ protected:
+  ~page_persister() = default;
+};
+
+/// Options for direct_mapping::open.
+struct open_options {
+  /// Bytes to map from offset 0; 0 maps the whole existing file.
+  std::uint64_t size = 0;
+  /// Create the file if it does not exist (it is then sized to `size`).
+  bool create = false;
+  /// With create: fail with EEXIST if the file exists.
+  bool exclusive = false;
+  /// Extend an existing file shorter than `size` (never shrinks). Off by
+  /// default so that a wrong size cannot change a file on disk.
+  bool grow = false;
+  /// Allocate the blocks of any extension (fallocate), so stores never need
+  /// an allocation; else the extension is sparse.
+  bool preallocate = true;
+  /// Permission bits of a created file.
+  mode_t permissions = 0644;
+  /// How to map it.
+  map_options map = {};
+};
+
+// Checks a range against the mapping (used inside direct_mapping members).
+#define MAPDIRECT_TRY_RANGE(off, len)                                                             \
+  do {                                                                                            \
+    if (!data_) return detail::fail(errc::not_mapped, "no mapping");                             \
+    if ((off) > size_ || (len) > size_ - (off))                                                   \
+      return detail::fail(errc::out_of_range, "range [%zu, +%zu) outside mapping of %zu bytes", \
+                          static_cast<std::size_t>(off), static_cast<std::size_t>(len), size_);   \
+  } while (0)
+
+/// A move-only RAII shared mapping of a file range with a known durability
+/// guarantee. The destructor unmaps and never throws; close() reports errors.
+class direct_mapping {
+ public:
+  /// An empty object (no mapping).
+  direct_mapping() noexcept = default;
+  direct_mapping(direct_mapping&& other) noexcept { swap(other); }
+  direct_mapping& operator=(direct_mapping&& other) noexcept {
+    if (this != &other) {
+      direct_mapping tmp(std::move(other));
+      swap(tmp);
+    }
+    return *this;
+  }
+  direct_mapping(const direct_mapping&) = delete;
+  direct_mapping& operator=(const direct_mapping&) = delete;
+  ~direct_mapping() { (void)close(); }
+
+  /// Maps [offset, offset+length) of fd (opened O_RDWR) with the strongest
+  /// mode options allow. length 0 maps to the end of the file. The fd is
+  /// duplicated: the caller may close its own.
+  /// Errors: errc::misaligned_offset, errc::beyond_eof (range past EOF),
+  /// errc::invalid_argument, errc::mode_unavailable (every step named in
+  /// last_error_detail()), errc::granularity_unavailable, errc::sealed (ETXTBSY),
+  /// errno codes (EACCES: fd not writable, ENOMEM, EBADF, ...).
+  static result<direct_mapping> map(int fd, std::uint64_t offset, std::size_t length, map_options options = {}) noexcept;
+
+  /// Opens (or creates) `path` and maps it. A file this call created is
+  /// removed again if mapping fails; a failed extension is rolled back.
+  /// Errors: as map(), plus open/fallocate/ftruncate errno codes (ENOSPC, EEXIST, ENOENT, ...).
+  static result<direct_mapping> open(const char* path, open_options options = {}) noexcept;
+  /// As open(const char*, open_options).
+  static result<direct_mapping> open(const std::string& path, open_options options = {}) noexcept {
+    return open(path.c_str(), std::move(options));
+  }
+
+  /// First byte of the mapping (nullptr when empty).
+  std::byte* data() const noexcept { return data_; }
+  /// Mapped length in bytes.
+  std::size_t size() const noexcept { return size_; }
+  /// True when this object holds a mapping.
+  bool is_mapped() const noexcept { return data_ != nullptr; }
+  explicit operator bool() const noexcept { return is_mapped(); }
+  /// File offset of data()[0].
+  std::uint64_t file_offset() const noexcept { return offset_; }
+  /// The mapping's own (duplicated) file descriptor, or -1.
+  int native_handle() const noexcept { return fd_; }
+  /// The durability mode obtained.
+  map_mode mode() const noexcept { return mode_; }
+  /// The store granularity obtained.
+  granularity store_granularity() const noexcept { return granularity_; }
+  /// The nd persistence domain behind a sync/direct mapping (unknown for shared).
+  persistence_domain domain() const noexcept { return domain_; }
+  /// The flush instruction persist() uses.
+  flush_instruction flush_with() const noexcept { return flush_; }
+  /// Every rung map() tried, with errno and likely cause.
+  const map_ladder& ladder() const noexcept { return ladder_; }
+  /// One line per rung, e.g. "sync: EOPNOTSUPP (not on a DAX file system (statx DAX=0))".
+  std::string describe() const { return describe_ladder(ladder_); }
+
+  /// Makes [offset, offset+length) durable: a fence (byte), cache-line
+  /// flushes and a fence (cache_line), or msync/the attached persister (page).
+  /// Errors: errc::out_of_range, errc::not_mapped, errc::durability_lost
+  /// (an earlier msync failed), msync errno codes (EIO, ENOSPC, ENOMEM).
+  result<void> persist(std::size_t offset, std::size_t length) noexcept {
+    MAPDIRECT_TRY_RANGE(offset, length);
+    switch (granularity_) {
+      case granularity::byte: mapdirect::drain(flush_); return outcome::success();
+      case granularity::cache_line:
+        flush_lines(data_ + offset, length, flush_);
+        mapdirect::drain(flush_);
+        return outcome::success();
+      case granularity::page: break;
+    }
+    return persist_pages(offset, length);
+  }
+
+  /// Starts writing back [offset, offset+length) (clamped to the mapping);
+  /// durable only after the next drain(). Batch many flushes, then drain once.
+  void flush(std::size_t offset, std::size_t length) noexcept {
+    if (!data_ || offset >= size_) return;
+    if (length > size_ - offset) length = size_ - offset;
+    if (length == 0) return;
+    switch (granularity_) {
+      case granularity::byte: return;
+      case granularity::cache_line: flush_lines(data_ + offset, length, flush_); return;
+      case granularity::page:
+        pending_lo_ = pending_hi_ > pending_lo_ ? (offset < pending_lo_ ? offset : pending_lo_) : offset;
+        pending_hi_ = offset + length > pending_hi_ ? offset + length : pending_hi_;
+        return;
+    }
+  }
+
+  /// Makes every flush() since the last drain durable.
+  /// Errors: errc::not_mapped, errc::durability_lost, msync errno codes.
+  result<void> drain() noexcept {
+    if (!data_) return detail::fail(errc::not_mapped, "drain: no mapping");
+    if (granularity_ != granularity::page) {
+      mapdirect::drain(flush_);
+      return outcome::success();
+    }
+    if (pending_hi_ <= pending_lo_) return durability_failed_ ? durability_lost() : outcome::success();
+    const std::size_t lo = pending_lo_, hi = pending_hi_;
+    pending_lo_ = pending_hi_ = 0;
+    return persist_pages(lo, hi - lo);
+  }
+
+  /// Copies n bytes from src to offset and makes them durable.
+  /// Errors: as persist().
+  result<void> copy_persist(std::size_t offset, const void* src, std::size_t n) noexcept {
+    MAPDIRECT_TRY_RANGE(offset, n);
+    if (n == 0) return outcome::success();
+    switch (granularity_) {
+      case granularity::byte:
+        std::memcpy(data_ + offset, src, n);
+        mapdirect::drain(flush_);
+        return outcome::success();
+      case granularity::cache_line:
+        memcpy_flush(data_ + offset, src, n, flush_, movnt_threshold_);
+        mapdirect::drain(flush_);
+        return outcome::success();
+      case granularity::page: break;
+    }
+    std::memcpy(data_ + offset, src, n);
+    return persist_pages(offset, n);
+  }
+
+  /// Fills n bytes at offset with `byte` and makes them durable.
+  /// Errors: as persist().
+  result<void> fill_persist(std::size_t offset, int byte, std::size_t n) noexcept {
+    MAPDIRECT_TRY_RANGE(offset, n);
+    if (n == 0) return outcome::success();
+    switch (granularity_) {
+      case granularity::byte:
+        std::memset(data_ + offset, byte, n);
+        mapdirect::drain(flush_);
+        return outcome::success();
+      case granularity::cache_line:
+        memset_flush(data_ + offset, byte, n, flush_, movnt_threshold_);
+        mapdirect::drain(flush_);
+        return outcome::success();
+      case granularity::page: break;
+    }
+    std::memset(data_ + offset, byte, n);
+    return persist_pages(offset, n);
+  }
+
+  /// Routes page-granular persists through `p` (for example a group
+  /// committer); nullptr restores msync. `p` must outlive the attachment.
+  void attach_persister(page_persister* p) noexcept { persister_ = p; }
+  /// The attached page persister, or nullptr.
+  page_persister* persister() const noexcept { return persister_; }
+
+  /// After a failed msync (EIO, ENOSPC, EDQUOT) every later persist fails with
+  /// errc::durability_lost, because the kernel may have dropped the dirty
+  /// pages and would not report it twice. Call this once the data written
+  /// since the last successful persist has been rewritten.
+  void clear_durability_error() noexcept { durability_failed_ = false; }
+
+  /// Unmaps now (and closes the mapping's fd). Closing an empty object
+  /// succeeds and does nothing. Errors: munmap/close errno codes; the object
+  /// is empty afterwards either way.
+  result<void> close() noexcept {
+    if (!map_base_ && fd_ < 0) return outcome::success();
+    std::error_code ec;
+    if (map_base_ && detail::sys::munmap(map_base_, map_length_) != 0) ec = detail::fail_errno(errno, "munmap");
+    if (fd_ >= 0 && detail::sys::close(fd_) != 0 && !ec) ec = detail::fail_errno(errno, "close");
+    reset_fields();
+    if (ec) return ec;
+    return outcome::success();
+  }
+
+  /// Exchanges two mappings.
+  void swap(direct_mapping& o) noexcept {
+    using std::swap;
+    swap(data_, o.data_);
+    swap(size_, o.size_);
+    swap(map_base_, o.map_base_);
+    swap(map_length_, o.map_length_);
+    swap(offset_, o.offset_);
+    swap(fd_, o.fd_);
+    swap(mode_, o.mode_);
+    swap(granularity_, o.granularity_);
+    swap(domain_, o.domain_);
+    swap(flush_, o.flush_);
+    swap(movnt_threshold_, o.movnt_threshold_);
+    swap(ladder_, o.ladder_);
+    swap(pending_lo_, o.pending_lo_);
+    swap(pending_hi_, o.pending_hi_);
+    swap(persister_, o.persister_);
+    swap(durability_failed_, o.durability_failed_);
+  }
+  friend void swap(direct_mapping& a, direct_mapping& b) noexcept { a.swap(b); }
+
+  /// Which mode map() would obtain for fd (opened O_RDWR), found by mapping
+  /// one page at offset 0 (the file may be empty; nothing is touched) and
+  /// unmapping it. `ladder` receives every rung tried.
+  /// Errors: as map()'s ladder (errc::mode_unavailable, errno codes).
+  static result<map_mode> try_modes(int fd, const map_options& options, map_ladder& ladder) noexcept {
+    detail::clear_detail();
+    void* mapped = nullptr;
+    map_mode mode = map_mode::shared;
+    const std::size_t page = page_size();
+    if (auto ec = climb(fd, 0, page, options, nullptr, ladder, mapped, mode)) return ec;
+    detail::sys::munmap(mapped, page);
+    return mode;
+  }
+
+  /// Renders a ladder as text, one rung per line.
+  static std::string describe_ladder(const map_ladder& ladder) {
+    std::string out;
+    for (std::size_t i = 0; i < ladder.count; ++i) {
+      const map_attempt& a = ladder.steps[i];
+      out += to_string(a.mode);
+      out += ": ";
+      if (!a.attempted) out += "skipped";
+      else if (a.error == 0) out += "ok";
+      else out += detail::errno_name(a.error);
+      if (a.cause && *a.cause) {
+        out += " (";
+        out += a.cause;
+        out += ")";
+      }
+      out += "\n";
+    }
+    return out;
+  }
+
+ private:
+  result<void> durability_lost() noexcept {
+    return detail::fail(errc::durability_lost,
+                        "an earlier msync of this mapping failed; the kernel may have dropped dirty pages "
+                        "(rewrite the data, then clear_durability_error())");
+  }
+
+  result<void> persist_pages(std::size_t offset, std::size_t length) noexcept {
+    if (durability_failed_) return durability_lost();
+    if (length == 0) return outcome::success();
+    const std::size_t page = page_size();
+    const std::size_t lo = offset & ~(page - 1);
+    const std::size_t hi = offset + length;
+    if (persister_) {
+      auto r = persister_->persist_pages(fd_, offset_ + lo, data_ + lo, hi - lo);
+      if (!r) note_flush_failure(r.error().value(), r.error().category() == std::system_category());
+      return r;
+    }
+    // msync needs a page-aligned start; the kernel rounds the length up.
+    if (detail::sys::msync(data_ + lo, hi - lo, MS_SYNC) != 0) {
+      const int e = errno;
+      note_flush_failure(e, true);
+      return detail::fail_errno(e, "msync(MS_SYNC)");
+    }
+    return outcome::success();
+  }
+
+  void note_flush_failure(int e, bool is_errno) noexcept {
+    if (is_errno && (e == EIO || e == ENOSPC || e == EDQUOT)) durability_failed_ = true;
+  }
+
+  void reset_fields() noexcept {
+    data_ = nullptr;
+    size_ = 0;
+    map_base_ = nullptr;
+    map_length_ = 0;
+    offset_ = 0;
+    fd_ = -1;
+    pending_lo_ = pending_hi_ = 0;
+    persister_ = nullptr;
+    durability_failed_ = false;
+  }
+
+  static std::size_t page_size() noexcept {
+    static const std::size_t cached = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+    return cached;
+  }
+
+  static int try_map(void* at, std::size_t len, int flags, int fd, std::uint64_t off, bool populate,
+                     void*& out) noexcept {
+    if (at) flags |= MAP_FIXED;
+    if (populate) flags |= MAP_POPULATE;
+    void* p = detail::sys::mmap(at, len, PROT_READ | PROT_WRITE, flags, fd, static_cast<off_t>(off));
+    if (p == MAP_FAILED) return errno;
+    out = p;
+    return 0;
+  }
+
+  // Tries each rung from options.strongest to options.weakest at `at` (or
+  // anywhere when null). On success sets mapped/mode; on failure returns the
+  // error with the detail recorded.
+  static std::error_code climb(int fd, std::uint64_t offset, std::size_t map_length, const map_options& options,
+                               void* at, map_ladder& ladder, void*& mapped, map_mode& mode_out) noexcept {
+    ladder = map_ladder{};
+    for (int rung = static_cast<int>(options.strongest); rung <= static_cast<int>(options.weakest); ++rung) {
+      const auto mode = static_cast<map_mode>(rung);
+      map_attempt& a = ladder.steps[ladder.count++];
+      a.mode = mode;
+      int flags = 0;
+      switch (mode) {
+        case map_mode::direct:
+#ifdef MAPDIRECT_MAP_DIRECT_FLAG
+          flags = MAP_SHARED_VALIDATE | (MAPDIRECT_MAP_DIRECT_FLAG);
+          break;
+#else
+          a.cause = "not configured: build does not define MAPDIRECT_MAP_DIRECT_FLAG (MAP_DIRECT is not in mainline)";
+          continue;
+#endif
+        case map_mode::sync:
+#if MAPDIRECT_HAS_MAP_SYNC
+          flags = MAP_SHARED_VALIDATE | MAP_SYNC;
+          break;
+#else
+          a.cause = "no MAP_SYNC on this architecture";
+          continue;
+#endif
+        case map_mode::shared: flags = MAP_SHARED; break;
+      }
+      a.attempted = true;
+      a.error = try_map(at, map_length, flags, fd, offset, options.populate, mapped);
+      if (a.error == 0) {
+        mode_out = mode;
+        return {};
+      }
+      // After a failed MAP_FIXED attempt the kernel may already have removed
+      // the reservation under it; put it back before the next rung.
+      if (at)
+        (void)detail::sys::mmap(at, map_length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
+                                -1, 0);
+      // Only "this mode is not offered here" steps down; anything else is real.
+      const int e = a.error;
+      bool step_down = false;
+      if (mode == map_mode::direct) {
+        step_down = (e == EOPNOTSUPP || e == EINVAL || e == EPERM || e == ENODEV);
+        a.cause = e == EOPNOTSUPP ? "file system does not support MAP_DIRECT"
+                  : e == EINVAL   ? "kernel does not know MAP_DIRECT"
+                  : e == EPERM    ? "file not eligible (not DAX, or reflinked)"
+                  : e == EACCES   ? "MAP_DIRECT needs a writable mapping of a file opened O_RDWR"
+                                  : "";
+      } else if (mode == map_mode::sync) {
+        step_down = (e == EOPNOTSUPP || e == EINVAL);
+        a.cause = sync_refusal_cause(fd, e);
+      }
+      if (e == EACCES && !*a.cause) a.cause = "file descriptor not open O_RDWR (a writable shared mapping needs it)";
+      if (e == ETXTBSY) a.cause = "block map is sealed or busy";
+      if (e == ENOMEM && !*a.cause) a.cause = "out of memory or address space";
+      if (!step_down) {
+        const std::string steps = describe_ladder(ladder);
+        detail::set_detail("map: %s mapping failed with %s; tried:\n%s", to_string(mode), detail::errno_name(e),
+                           steps.c_str());
+        return e == ETXTBSY ? make_error_code(errc::sealed) : detail::errno_code(e);
+      }
+    }
+    const std::string steps = describe_ladder(ladder);
+    return detail::fail(errc::mode_unavailable, "map: no mode from %s to %s is available; tried:\n%s",
+                        to_string(options.strongest), to_string(options.weakest), steps.c_str());
+  }
+
+  // Why MAP_SYNC was refused, in words, from statx's DAX attribute.
+  static const char* sync_refusal_cause(int fd, int e) noexcept {
+    if (e == EINVAL) return "kernel older than 4.15 (MAP_SHARED_VALIDATE unknown)";
+    if (e != EOPNOTSUPP) return "";
+    struct statx stx {};
+    if (detail::sys::statx(fd, "", AT_EMPTY_PATH, STATX_BASIC_STATS, &stx) == 0 &&
+        (stx.stx_attributes_mask & STATX_ATTR_DAX)) {
+      return (stx.stx_attributes & STATX_ATTR_DAX)
+                 ? "DAX file without synchronous faults (virtio-pmem or similar): persist uses msync"
+                 : "not on a DAX file system (statx DAX=0)";
+    }
+    return "file system or device has no synchronous faults (DAX state unknown: statx lacks STATX_ATTR_DAX)";
+  }
+
+  std::byte* data_ = nullptr;
+  std::size_t size_ = 0;
+  void* map_base_ = nullptr;
+  std::size_t map_length_ = 0;
+  std::uint64_t offset_ = 0;
+  int fd_ = -1;
+  map_mode mode_ = map_mode::shared;
+  granularity granularity_ = granularity::page;
+  persistence_domain domain_ = persistence_domain::unknown;
+  flush_instruction flush_ = flush_instruction::none;
+  std::size_t movnt_threshold_ = MAPDIRECT_MOVNT_THRESHOLD;
+  map_ladder ladder_{};
+  std::size_t pending_lo_ = 0, pending_hi_ = 0;
+  page_persister* persister_ = nullptr;
+  bool durability_failed_ = false;
+};
+
+inline result<direct_mapping> direct_mapping::map(int fd, std::uint64_t offset, std::size_t length,
+                                                  map_options options) noexcept {
+  detail::clear_detail();
+  if (fd < 0) return detail::fail(errc::invalid_argument, "map: negative file descriptor %d", fd);
+  if (static_cast<int>(options.strongest) > static_cast<int>(options.weakest))
+    return detail::fail(errc::invalid_argument, "map: options.strongest (%s) is weaker than options.weakest (%s)",
+                        to_string(options.strongest), to_string(options.weakest));
+  const std::size_t page = page_size();
+  if (offset % page != 0)
+    return detail::fail(errc::misaligned_offset, "map: file offset %llu is not a multiple of the page size %zu",
+                        static_cast<unsigned long long>(offset), page);
+  struct stat st {};
+  if (detail::sys::fstat(fd, &st) != 0) return detail::fail_errno(errno, "map: fstat");
+  if (!S_ISREG(st.st_mode)) return detail::fail(errc::invalid_argument, "map: not a regular file");
+  const auto file_size = static_cast<std::uint64_t>(st.st_size);
+  if (length == 0) {
+    if (offset >= file_size)
+      return detail::fail(errc::beyond_eof, "map: length 0 (to end of file) but offset %llu is at or past EOF (%llu)",
+                          static_cast<unsigned long long>(offset), static_cast<unsigned long long>(file_size));
+    if (file_size - offset > std::numeric_limits<std::size_t>::max())
+      return detail::fail(errc::invalid_argument, "map: file too large for the address space");
+    length = static_cast<std::size_t>(file_size - offset);
+  }
+  if (offset > file_size || length > file_size - offset)
+    return detail::fail(errc::beyond_eof,
+                        "map: range [%llu, %llu) extends past end of file (%llu bytes); grow the file first "
+                        "(direct_mapping::open with grow) so that no access can SIGBUS",
+                        static_cast<unsigned long long>(offset),
+                        static_cast<unsigned long long>(offset + length), static_cast<unsigned long long>(file_size));
+  if (length > std::numeric_limits<std::size_t>::max() - 2 * MAPDIRECT_HUGE_ALIGN_THRESHOLD)
+    return detail::fail(errc::invalid_argument, "map: length too large");
+
+  direct_mapping m;
+  m.fd_ = detail::sys::fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  if (m.fd_ < 0) return detail::fail_errno(errno, "map: fcntl(F_DUPFD_CLOEXEC)");
+  m.offset_ = offset;
+  m.size_ = length;
+  m.map_length_ = (length + page - 1) & ~(page - 1);
+  m.movnt_threshold_ = options.movnt_threshold;
+
+  // Reserve an address range so that large mappings start 2 MiB-aligned (DAX
+  // PMD faults); the file is then mapped over it with MAP_FIXED.
+  void* reservation = nullptr;
+  std::size_t reservation_length = 0;
+  void* at = nullptr;
+  const std::size_t huge = MAPDIRECT_HUGE_ALIGN_THRESHOLD;
+  if (m.map_length_ >= huge) {
+    reservation_length = m.map_length_ + huge;
+    void* r = detail::sys::mmap(nullptr, reservation_length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                                -1, 0);
+    if (r == MAP_FAILED) return detail::fail_errno(errno, "map: reserving address space");
+    reservation = r;
+    const auto base = reinterpret_cast<std::uintptr_t>(r);
+    at = reinterpret_cast<void*>((base + huge - 1) & ~(std::uintptr_t{huge} - 1));
+  }
+  // Releases whatever part of the reservation is not the final mapping.
+  auto release_reservation = [&](void* keep) noexcept {
+    if (!reservation) return;
+    auto* r = static_cast<char*>(reservation);
+    auto* k = static_cast<char*>(keep ? keep : at);
+    const std::size_t lead = static_cast<std::size_t>(k - r);
+    const std::size_t trail = reservation_length - lead - m.map_length_;
+    if (!keep) {
+      detail::sys::munmap(reservation, reservation_length);
+      return;
+    }
+    if (lead) detail::sys::munmap(r, lead);
+    if (trail) detail::sys::munmap(k + m.map_length_, trail);
+  };
+
+  void* mapped = nullptr;
+  const std::error_code climb_error = climb(m.fd_, offset, m.map_length_, options, at, m.ladder_, mapped, m.mode_);
+  if (climb_error) {
+    release_reservation(nullptr);
+    return climb_error;
+  }
+  release_reservation(mapped);
+  m.map_base_ = mapped;
+  m.data_ = static_cast<std::byte*>(mapped);
+
+  if (m.mode_ == map_mode::shared) {
+    m.granularity_ = granularity::page;
+    m.domain_ = persistence_domain::unknown;
+  } else {
+    m.domain_ = options.domain ? *options.domain : detail::domain_of_device(st.st_dev);
+    m.granularity_ = m.domain_ == persistence_domain::cpu_cache ? granularity::byte : granularity::cache_line;
+  }
+  m.flush_ = options.flush ? *options.flush : detect_flush_instruction();
+  if (m.granularity_ == granularity::cache_line && m.flush_ == flush_instruction::none) {
+    return detail::fail(errc::granularity_unavailable,
+                        "map: %s mapping needs a cache-line flush instruction and this CPU has none",
+                        to_string(m.mode_));
+  }
+  if (static_cast<int>(m.granularity_) > static_cast<int>(options.coarsest)) {
+    const std::string steps = describe_ladder(m.ladder_);
+    return detail::fail(errc::granularity_unavailable, "map: granularity %s is coarser than the required %s; tried:\n%s",
+                        to_string(m.granularity_), to_string(options.coarsest), steps.c_str());
+  }
+  return m;
+}
+
+inline result<direct_mapping> direct_mapping::open(const char* path, open_options options) noexcept {
+  detail::clear_detail();
+  if (!path || !*path) return detail::fail(errc::invalid_argument, "open: empty path");
+  if (options.exclusive && !options.create)
+    return detail::fail(errc::invalid_argument, "open: exclusive requires create");
+  bool created = false;
+  int fd = -1;
+  if (options.create) {
+    fd = detail::sys::open(path, O_RDWR | O_CLOEXEC | O_CREAT | O_EXCL, options.permissions);
+    if (fd >= 0) created = true;
+    else if (errno != EEXIST || options.exclusive) return detail::fail_errno(errno, "open: creating file");
+  }
+  if (fd < 0) {
+    fd = detail::sys::open(path, O_RDWR | O_CLOEXEC, 0);
+    if (fd < 0) return detail::fail_errno(errno, "open");
+  }
+  // Undo on failure: remove what we created, or restore the old size.
+  off_t old_size = 0;
+  bool extended = false;
+  auto fail_with = [&](std::error_code ec) noexcept -> result<direct_mapping> {
+    if (created) detail::sys::unlink(path);
+    else if (extended) (void)detail::sys::ftruncate(fd, old_size);
+    detail::sys::close_quietly(fd);
+    return ec;
+  };
+  struct stat st {};
+  if (detail::sys::fstat(fd, &st) != 0) return fail_with(detail::fail_errno(errno, "open: fstat"));
+  if (!S_ISREG(st.st_mode)) return fail_with(detail::fail(errc::invalid_argument, "open: %s is not a regular file", path));
+  old_size = st.st_size;
+  std::uint64_t size = options.size;
+  if (size == 0) {
+    if (st.st_size == 0)
+      return fail_with(detail::fail(errc::invalid_argument, "open: %s is empty and no size was given", path));
+    size = static_cast<std::uint64_t>(st.st_size);
+  }
+  if (size > static_cast<std::uint64_t>(std::numeric_limits<off_t>::max()))
+    return fail_with(detail::fail(errc::invalid_argument, "open: size too large"));
+  if (size > static_cast<std::uint64_t>(st.st_size)) {
+    if (!created && !options.grow)
+      return fail_with(detail::fail(errc::beyond_eof,
+                                    "open: %s has %lld bytes, fewer than the requested %llu; set grow to extend it",
+                                    path, static_cast<long long>(st.st_size), static_cast<unsigned long long>(size)));
+    extended = true;
+    const off_t grow_by = static_cast<off_t>(size) - st.st_size;
+    int rc = -1;
+    if (options.preallocate) {
+      rc = detail::sys::fallocate(fd, 0, st.st_size, grow_by);
+      if (rc != 0 && errno != EOPNOTSUPP)
+        return fail_with(detail::fail_errno(errno, "open: fallocate (allocating blocks for the new size)"));
+    }
+    if (rc != 0 && detail::sys::ftruncate(fd, static_cast<off_t>(size)) != 0)
+      return fail_with(detail::fail_errno(errno, "open: ftruncate (extending the file)"));
+  }
+  if (size > std::numeric_limits<std::size_t>::max())
+    return fail_with(detail::fail(errc::invalid_argument, "open: size too large for the address space"));
+  auto m = map(fd, 0, static_cast<std::size_t>(size), options.map);
+  if (!m) return fail_with(m.error());
+  detail::sys::close_quietly(fd);  // the mapping holds its own duplicate
+  return m;
+}
+
+#undef MAPDIRECT_TRY_RANGE
+
+MAPDIRECT_END_NAMESPACE
+
+#endif  // MAPDIRECT_MAPPING_HPP

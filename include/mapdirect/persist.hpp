@@ -1,0 +1,240 @@
+// SPDX-License-Identifier: MIT
+// CPU persistence primitives: cache-line flush, drain fence, and copies that
+// leave their destination flushed. They work on any memory; on a mapping
+// whose granularity is cache_line they make stores durable.
+#ifndef MAPDIRECT_PERSIST_HPP
+#define MAPDIRECT_PERSIST_HPP
+
+#include "config.hpp"
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#if defined(MAPDIRECT_ARCH_X86_64)
+#include <cpuid.h>
+#include <emmintrin.h>
+#elif defined(MAPDIRECT_ARCH_AARCH64)
+#include <sys/auxv.h>
+#ifndef HWCAP_DCPOP
+#define HWCAP_DCPOP (1 << 16)
+#endif
+#endif
+
+MAPDIRECT_BEGIN_NAMESPACE
+
+/// The instruction that writes a cache line back towards memory.
+enum class flush_instruction {
+  none,        ///< no flush instruction (unsupported architecture): only msync can persist
+  clflush,     ///< x86 CLFLUSH: serialised, evicts; needs no fence afterwards
+  clflushopt,  ///< x86 CLFLUSHOPT: weakly ordered, evicts; SFENCE to drain
+  clwb,        ///< x86 CLWB: weakly ordered, may keep the line; SFENCE to drain
+  dc_cvac,     ///< Arm DC CVAC: clean to point of coherency; DMB ISH to drain
+  dc_cvap,     ///< Arm DC CVAP (ARMv8.2 DCPoP): clean to point of persistence; DMB ISH to drain
+};
+
+/// Name of a flush instruction ("clwb").
+constexpr const char* to_string(flush_instruction f) noexcept {
+  switch (f) {
+    case flush_instruction::none: return "none";
+    case flush_instruction::clflush: return "clflush";
+    case flush_instruction::clflushopt: return "clflushopt";
+    case flush_instruction::clwb: return "clwb";
+    case flush_instruction::dc_cvac: return "dc cvac";
+    case flush_instruction::dc_cvap: return "dc cvap";
+  }
+  return "?";
+}
+
+namespace detail {
+inline flush_instruction detect_flush_instruction_uncached() noexcept {
+#if defined(MAPDIRECT_ARCH_X86_64)
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
+    if (b & (1u << 24)) return flush_instruction::clwb;
+    if (b & (1u << 23)) return flush_instruction::clflushopt;
+  }
+  if (__get_cpuid(1, &a, &b, &c, &d) && (d & (1u << 19))) return flush_instruction::clflush;
+  return flush_instruction::none;
+#elif defined(MAPDIRECT_ARCH_AARCH64)
+  return (::getauxval(AT_HWCAP) & HWCAP_DCPOP) ? flush_instruction::dc_cvap : flush_instruction::dc_cvac;
+#else
+  return flush_instruction::none;
+#endif
+}
+
+inline std::size_t detect_cache_line_size() noexcept {
+#if defined(MAPDIRECT_ARCH_AARCH64)
+  std::uint64_t ctr = 0;
+  __asm__ volatile("mrs %0, ctr_el0" : "=r"(ctr));
+  return std::size_t{4} << ((ctr >> 16) & 0xF);  // DminLine: log2 of words
+#else
+  return 64;
+#endif
+}
+}  // namespace detail
+
+/// The best flush instruction this CPU offers (CPUID / HWCAP, read once).
+inline flush_instruction detect_flush_instruction() noexcept {
+  static const flush_instruction cached = detail::detect_flush_instruction_uncached();
+  return cached;
+}
+
+/// The smallest data cache line of this CPU (64 on x86-64; CTR_EL0 on Arm).
+inline std::size_t cache_line_size() noexcept {
+  static const std::size_t cached = detail::detect_cache_line_size();
+  return cached;
+}
+
+/// Writes back every cache line overlapping [addr, addr+len) with instruction
+/// `f`. Call drain() once after a batch of flushes.
+inline void flush_lines(const void* addr, std::size_t len, flush_instruction f) noexcept {
+  if (len == 0) return;
+  const std::size_t line = cache_line_size();
+  auto p = reinterpret_cast<std::uintptr_t>(addr) & ~(std::uintptr_t{line} - 1);
+  const auto end = reinterpret_cast<std::uintptr_t>(addr) + len;
+  switch (f) {
+#if defined(MAPDIRECT_ARCH_X86_64)
+    case flush_instruction::clwb:
+      for (; p < end; p += line) __asm__ volatile("clwb %0" : "+m"(*reinterpret_cast<volatile char*>(p)));
+      break;
+    case flush_instruction::clflushopt:
+      for (; p < end; p += line) __asm__ volatile("clflushopt %0" : "+m"(*reinterpret_cast<volatile char*>(p)));
+      break;
+    case flush_instruction::clflush:
+      for (; p < end; p += line) __asm__ volatile("clflush %0" : "+m"(*reinterpret_cast<volatile char*>(p)));
+      break;
+#elif defined(MAPDIRECT_ARCH_AARCH64)
+    case flush_instruction::dc_cvap:
+      // "sys #3, c7, c12, #1" is DC CVAP, spelled so that pre-ARMv8.2 assemblers accept it.
+      for (; p < end; p += line) __asm__ volatile("sys #3, c7, c12, #1, %0" : : "r"(p) : "memory");
+      break;
+    case flush_instruction::dc_cvac:
+      for (; p < end; p += line) __asm__ volatile("dc cvac, %0" : : "r"(p) : "memory");
+      break;
+#endif
+    default:
+      break;
+  }
+}
+
+/// Waits until every preceding flush and non-temporal store has reached the
+/// persistence domain. No-op after CLFLUSH, which is already ordered.
+inline void drain(flush_instruction f) noexcept {
+#if defined(MAPDIRECT_ARCH_X86_64)
+  if (f != flush_instruction::clflush) _mm_sfence();
+  else __asm__ volatile("" ::: "memory");
+#elif defined(MAPDIRECT_ARCH_AARCH64)
+  (void)f;
+  __asm__ volatile("dmb ish" ::: "memory");
+#else
+  (void)f;
+  __atomic_thread_fence(__ATOMIC_SEQ_CST);
+#endif
+}
+
+namespace detail {
+#if defined(MAPDIRECT_ARCH_X86_64)
+// Stores 64-byte blocks with MOVNTDQ; dst must be 64-byte aligned, n a multiple of 64.
+inline void stream_copy_blocks(char* dst, const char* src, std::size_t n) noexcept {
+  for (std::size_t i = 0; i < n; i += 64) {
+    const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i + 16));
+    const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i + 32));
+    const __m128i d = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i + 48));
+    _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i), a);
+    _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i + 16), b);
+    _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i + 32), c);
+    _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i + 48), d);
+  }
+}
+
+inline void stream_fill_blocks(char* dst, int byte, std::size_t n) noexcept {
+  const __m128i v = _mm_set1_epi8(static_cast<char>(byte));
+  for (std::size_t i = 0; i < n; i += 64) {
+    _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i), v);
+    _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i + 16), v);
+    _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i + 32), v);
+    _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i + 48), v);
+  }
+}
+#endif
+
+// Splits [dst, dst+n) into an unaligned head, 64-byte aligned body and tail;
+// the body goes through non-temporal stores, head and tail through the cache
+// and a flush. Returns false (nothing done) where non-temporal stores are not
+// implemented.
+template <class Body, class Edge>
+inline bool split_nt(char* dst, std::size_t n, flush_instruction f, Body body, Edge edge) noexcept {
+#if defined(MAPDIRECT_ARCH_X86_64)
+  const std::size_t head = (64 - (reinterpret_cast<std::uintptr_t>(dst) & 63)) & 63;
+  if (head >= n) return false;
+  const std::size_t mid = (n - head) & ~std::size_t{63};
+  const std::size_t tail = n - head - mid;
+  if (head) {
+    edge(0, head);
+    flush_lines(dst, head, f);
+  }
+  body(head, mid);
+  if (tail) {
+    edge(head + mid, tail);
+    flush_lines(dst + head + mid, tail, f);
+  }
+  return true;
+#else
+  (void)dst, (void)n, (void)f, (void)body, (void)edge;
+  return false;
+#endif
+}
+}  // namespace detail
+
+/// Copies n bytes and writes the destination back with `f` (no drain).
+/// Copies of at least `nt_threshold` bytes bypass the cache with
+/// non-temporal stores where the CPU has them.
+inline void memcpy_flush(void* dst, const void* src, std::size_t n, flush_instruction f,
+                         std::size_t nt_threshold = MAPDIRECT_MOVNT_THRESHOLD) noexcept {
+  if (n == 0) return;
+  auto* d = static_cast<char*>(dst);
+  const auto* s = static_cast<const char*>(src);
+  if (n >= nt_threshold && f != flush_instruction::none) {
+    const bool done = detail::split_nt(
+        d, n, f,
+        [&](std::size_t off, std::size_t len) {
+#if defined(MAPDIRECT_ARCH_X86_64)
+          detail::stream_copy_blocks(d + off, s + off, len);
+#else
+          (void)off, (void)len;
+#endif
+        },
+        [&](std::size_t off, std::size_t len) { std::memcpy(d + off, s + off, len); });
+    if (done) return;
+  }
+  std::memcpy(d, s, n);
+  flush_lines(d, n, f);
+}
+
+/// Fills n bytes with `byte` and writes the destination back with `f` (no drain).
+inline void memset_flush(void* dst, int byte, std::size_t n, flush_instruction f,
+                         std::size_t nt_threshold = MAPDIRECT_MOVNT_THRESHOLD) noexcept {
+  if (n == 0) return;
+  auto* d = static_cast<char*>(dst);
+  if (n >= nt_threshold && f != flush_instruction::none) {
+    const bool done = detail::split_nt(
+        d, n, f,
+        [&](std::size_t off, std::size_t len) {
+#if defined(MAPDIRECT_ARCH_X86_64)
+          detail::stream_fill_blocks(d + off, byte, len);
+#else
+          (void)off, (void)len;
+#endif
+        },
+        [&](std::size_t off, std::size_t len) { std::memset(d + off, byte, len); });
+    if (done) return;
+  }
+  std::memset(d, byte, n);
+  flush_lines(d, n, f);
+}
+
+MAPDIRECT_END_NAMESPACE
+
+#endif  // MAPDIRECT_PERSIST_HPP

@@ -1,0 +1,170 @@
+// SPDX-License-Identifier: MIT
+// probe(): what direct_mapping would give for a file or directory, and why.
+#ifndef MAPDIRECT_PROBE_HPP
+#define MAPDIRECT_PROBE_HPP
+
+#include "config.hpp"
+#include "detail/nd.hpp"
+#include "detail/syscall.hpp"
+#include "error.hpp"
+#include "mapping.hpp"
+#include "persist.hpp"
+
+#include <linux/magic.h>
+#include <sys/statfs.h>
+
+#include <cstdio>
+#include <optional>
+#include <string>
+
+#ifndef XFS_SUPER_MAGIC
+#define XFS_SUPER_MAGIC 0x58465342
+#endif
+#ifndef EXT4_SUPER_MAGIC
+#define EXT4_SUPER_MAGIC 0xEF53
+#endif
+
+MAPDIRECT_BEGIN_NAMESPACE
+
+/// Everything probe() learned about a file (or a new file in a directory).
+struct probe_report {
+  std::string kernel_release;           ///< uname -r
+  std::string file_system;              ///< "ext4", "xfs", "tmpfs", ... or the hex magic
+  bool directory = false;               ///< the probed object was a directory (a temporary file in it was tested)
+  bool writable = false;                ///< the file could be opened for writing (needed to test the ladder)
+  map_mode mode = map_mode::shared;     ///< what direct_mapping::map would obtain
+  granularity store_granularity = granularity::page;  ///< and its store granularity
+  bool mode_known = false;              ///< false when the ladder could not be tested (read-only)
+  std::string ladder;                   ///< each rung tried, with errno and cause
+  bool map_sync = false;                ///< MAP_SHARED_VALIDATE|MAP_SYNC accepted for this file
+  bool map_direct_configured = false;   ///< the build defines MAPDIRECT_MAP_DIRECT_FLAG
+  std::optional<bool> dax;              ///< statx STATX_ATTR_DAX, when the kernel reports it
+  persistence_domain persistence = persistence_domain::unknown;  ///< of the nd regions behind the device
+  int nd_regions = 0;                   ///< nd regions found behind the device
+  flush_instruction flush = flush_instruction::none;  ///< what persist() would use
+  std::size_t cache_line = 0;           ///< flush stride in bytes
+  bool io_uring = false;                ///< io_uring_setup succeeded
+  std::string io_uring_detail;          ///< why not, when not
+};
+
+namespace detail {
+inline const char* file_system_name(unsigned long magic) noexcept {
+  switch (magic) {
+    case EXT4_SUPER_MAGIC: return "ext4";
+    case XFS_SUPER_MAGIC: return "xfs";
+    case TMPFS_MAGIC: return "tmpfs";
+    case BTRFS_SUPER_MAGIC: return "btrfs";
+    case NFS_SUPER_MAGIC: return "nfs";
+    case OVERLAYFS_SUPER_MAGIC: return "overlayfs";
+    case 0x65735546: return "fuse";
+    case 0x2fc12fc1: return "zfs";
+    case 0xf2f52010: return "f2fs";
+    default: return nullptr;
+  }
+}
+
+inline void probe_io_uring(probe_report& r) noexcept {
+  char disabled[16] = {};
+  if (sys::read_text("/proc/sys/kernel/io_uring_disabled", disabled, sizeof disabled) > 0 && disabled[0] != '0') {
+    r.io_uring_detail = std::string("disabled by sysctl kernel.io_uring_disabled=") + disabled;
+    // Value 1 still allows the io_uring group; try anyway below.
+  }
+  unsigned char params[120] = {};  // struct io_uring_params; zeroed asks for defaults
+  const long ring = sys::io_uring_setup(1, params);
+  if (ring >= 0) {
+    sys::close_quietly(static_cast<int>(ring));
+    r.io_uring = true;
+    r.io_uring_detail.clear();
+    return;
+  }
+  const int e = errno;
+  if (r.io_uring_detail.empty()) {
+    r.io_uring_detail = e == ENOSYS ? "io_uring_setup: ENOSYS (kernel without io_uring, or blocked by seccomp)"
+                        : e == EPERM ? "io_uring_setup: EPERM (disabled by sysctl or policy)"
+                                     : std::string("io_uring_setup: ") + errno_name(e);
+  }
+}
+}  // namespace detail
+
+/// Probes an open file or directory: the mode and granularity map() would
+/// give there and why, DAX, persistence domain, flush instruction, kernel
+/// release and io_uring availability. A directory is probed through an
+/// unnamed temporary file (O_TMPFILE) that vanishes afterwards.
+/// Errors: fstat/openat errno codes (EBADF, EACCES, EOPNOTSUPP for O_TMPFILE).
+inline result<probe_report> probe(int fd) noexcept {
+  probe_report r;
+  struct utsname u {};
+  if (detail::sys::uname(&u) == 0) r.kernel_release = u.release;
+  struct stat st {};
+  if (detail::sys::fstat(fd, &st) != 0) return detail::fail_errno(errno, "probe: fstat");
+  struct statfs sfs {};
+  if (detail::sys::fstatfs(fd, &sfs) == 0) {
+    const auto magic = static_cast<unsigned long>(sfs.f_type);
+    if (const char* name = detail::file_system_name(magic)) r.file_system = name;
+    else {
+      char hex[24];
+      std::snprintf(hex, sizeof hex, "0x%lx", magic);
+      r.file_system = hex;
+    }
+  }
+  int test_fd = fd;
+  int owned = -1;
+  if (S_ISDIR(st.st_mode)) {
+    r.directory = true;
+    owned = detail::sys::openat(fd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (owned < 0) return detail::fail_errno(errno, "probe: O_TMPFILE in directory");
+    test_fd = owned;
+  } else if (!S_ISREG(st.st_mode)) {
+    return detail::fail(errc::invalid_argument, "probe: not a regular file or directory");
+  }
+  const int fl = detail::sys::fcntl(test_fd, F_GETFL);
+  r.writable = fl >= 0 && (fl & O_ACCMODE) == O_RDWR;
+  struct statx stx {};
+  if (detail::sys::statx(test_fd, "", AT_EMPTY_PATH, STATX_BASIC_STATS, &stx) == 0 &&
+      (stx.stx_attributes_mask & STATX_ATTR_DAX))
+    r.dax = (stx.stx_attributes & STATX_ATTR_DAX) != 0;
+#ifdef MAPDIRECT_MAP_DIRECT_FLAG
+  r.map_direct_configured = true;
+#endif
+  r.persistence = detail::domain_of_device(st.st_dev, &r.nd_regions);
+  r.flush = detect_flush_instruction();
+  r.cache_line = cache_line_size();
+  if (r.writable) {
+    map_ladder ladder;
+    auto mode = direct_mapping::try_modes(test_fd, map_options{}, ladder);
+    r.ladder = direct_mapping::describe_ladder(ladder);
+    for (std::size_t i = 0; i < ladder.count; ++i)
+      if (ladder.steps[i].mode == map_mode::sync && ladder.steps[i].attempted && ladder.steps[i].error == 0)
+        r.map_sync = true;
+    if (mode) {
+      r.mode_known = true;
+      r.mode = mode.value();
+      r.store_granularity = r.mode == map_mode::shared ? granularity::page
+                            : r.persistence == persistence_domain::cpu_cache ? granularity::byte
+                                                                             : granularity::cache_line;
+    } else {
+      r.ladder += std::string("error: ") + last_error_detail() + "\n";
+    }
+  } else {
+    r.ladder = "not tested: the file is not open for writing (a shared writable mapping needs O_RDWR)\n";
+  }
+  if (owned >= 0) detail::sys::close_quietly(owned);
+  detail::probe_io_uring(r);
+  return r;
+}
+
+/// As probe(int), opening `path` (read-write when permitted, else read-only).
+/// Errors: open errno codes (ENOENT, EACCES), and those of probe(int).
+inline result<probe_report> probe(const char* path) noexcept {
+  int fd = detail::sys::open(path, O_RDWR | O_CLOEXEC, 0);
+  if (fd < 0 && (errno == EISDIR || errno == EACCES || errno == EROFS || errno == ETXTBSY))
+    fd = detail::sys::open(path, O_RDONLY | O_CLOEXEC, 0);
+  if (fd < 0) return detail::fail_errno(errno, "probe: open");
+  auto r = probe(fd);
+  detail::sys::close_quietly(fd);
+  return r;
+}
+
+MAPDIRECT_END_NAMESPACE
+
+#endif  // MAPDIRECT_PROBE_HPP

@@ -1,0 +1,301 @@
+// direct_mapping on real files of this host, and every kernel answer through the seam.
+#include "catch.hpp"
+#include "test_support.hpp"
+
+#include <mapdirect/mapdirect.hpp>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+using namespace mapdirect;
+using mdtest::temp_file;
+
+namespace {
+std::string host_expectation(const char* var, const char* fallback) {
+  auto v = mdtest::expected(var);
+  return v ? *v : std::string(fallback);
+}
+
+// What a file in the test directory must give: the VM tier states it; on an
+// ordinary disk or tmpfs (no DAX) it is shared/page.
+std::string expected_mode() { return host_expectation("MAPDIRECT_EXPECT_MODE", "shared"); }
+std::string expected_granularity() { return host_expectation("MAPDIRECT_EXPECT_GRANULARITY", "page"); }
+}  // namespace
+
+TEST_CASE("map, write, persist, reopen and read back on the test directory's file system", "[mapping]") {
+  temp_file f(mdtest::test_dir(), 3 * 4096);
+  const std::string text = "durable bytes at an odd offset";
+  {
+    auto m = direct_mapping::map(f.fd(), 0, 3 * 4096);
+    REQUIRE(m);
+    CHECK(to_string(m.value().mode()) == expected_mode());
+    CHECK(to_string(m.value().store_granularity()) == expected_granularity());
+    CHECK(m.value().size() == 3 * 4096);
+    std::memcpy(m.value().data() + 4000, text.data(), text.size());  // straddles a page boundary
+    REQUIRE(m.value().persist(4000, text.size()));
+    REQUIRE(m.value().close());
+  }
+  CHECK(f.read_all().substr(4000, text.size()) == text);
+  auto again = direct_mapping::open(f.path());
+  REQUIRE(again);
+  CHECK(std::memcmp(again.value().data() + 4000, text.data(), text.size()) == 0);
+}
+
+TEST_CASE("tmpfs gives shared mode with page granularity", "[mapping]") {
+  if (::access("/dev/shm", W_OK) != 0) {
+    WARN("skipped: /dev/shm (tmpfs) is not writable here");
+    return;
+  }
+  temp_file f("/dev/shm", 4096);
+  auto m = direct_mapping::map(f.fd(), 0, 4096);
+  REQUIRE(m);
+  CHECK(m.value().mode() == map_mode::shared);
+  CHECK(m.value().store_granularity() == granularity::page);
+  // tmpfs accepts MAP_SHARED|MAP_SYNC silently; we never probe that way, so
+  // the sync rung must have been refused by MAP_SHARED_VALIDATE.
+  const auto& ladder = m.value().ladder();
+  REQUIRE(ladder.count >= 2);
+  CHECK(ladder.steps[1].mode == map_mode::sync);
+  CHECK(ladder.steps[1].error == EOPNOTSUPP);
+}
+
+TEST_CASE("weakest = sync fails with mode_unavailable naming the cause when the host has no MAP_SYNC",
+          "[mapping]") {
+  temp_file f(mdtest::test_dir(), 4096);
+  map_options o;
+  o.weakest = map_mode::sync;
+  const auto before = mdtest::mapping_count();
+  auto m = direct_mapping::map(f.fd(), 0, 4096, o);
+  if (expected_mode() != "shared") {
+    REQUIRE(m);
+    CHECK(to_string(m.value().mode()) == expected_mode());
+    return;
+  }
+  REQUIRE_FALSE(m);
+  CHECK(m.error() == errc::mode_unavailable);
+  CHECK(m.error() == std::errc::operation_not_supported);
+  const std::string detail = last_error_detail();
+  INFO(detail);
+  CHECK(detail.find("sync: EOPNOTSUPP") != std::string::npos);
+  CHECK(detail.find("direct: skipped") != std::string::npos);
+  // The cause names why: statx reports DAX off on ext4/tmpfs of a 5.10+ kernel.
+  CHECK((detail.find("not on a DAX file system (statx DAX=0)") != std::string::npos ||
+         detail.find("DAX without") != std::string::npos || detail.find("DAX state unknown") != std::string::npos));
+  CHECK(mdtest::mapping_count() == before);
+  CHECK_FALSE(mdtest::path_is_mapped(f.path()));
+}
+
+TEST_CASE("bad input gets a clear error and changes nothing", "[mapping]") {
+  temp_file f(mdtest::test_dir(), 8192);
+  const auto before = mdtest::mapping_count();
+
+  SECTION("offset not page-aligned") {
+    auto m = direct_mapping::map(f.fd(), 100, 4096);
+    REQUIRE_FALSE(m);
+    CHECK(m.error() == errc::misaligned_offset);
+    CHECK(m.error() == std::errc::invalid_argument);
+    CHECK(std::string(last_error_detail()).find("100") != std::string::npos);
+  }
+  SECTION("length past EOF is refused before any mapping, so no SIGBUS can follow") {
+    auto m = direct_mapping::map(f.fd(), 4096, 8192);
+    REQUIRE_FALSE(m);
+    CHECK(m.error() == errc::beyond_eof);
+    CHECK(std::string(last_error_detail()).find("past end of file") != std::string::npos);
+  }
+  SECTION("offset at EOF with length 0") {
+    auto m = direct_mapping::map(f.fd(), 8192, 0);
+    REQUIRE_FALSE(m);
+    CHECK(m.error() == errc::beyond_eof);
+  }
+  SECTION("strongest weaker than weakest") {
+    map_options o;
+    o.strongest = map_mode::shared;
+    o.weakest = map_mode::sync;
+    auto m = direct_mapping::map(f.fd(), 0, 4096, o);
+    REQUIRE_FALSE(m);
+    CHECK(m.error() == errc::invalid_argument);
+  }
+  SECTION("bad fd") {
+    auto m = direct_mapping::map(-1, 0, 4096);
+    REQUIRE_FALSE(m);
+    auto m2 = direct_mapping::map(9999, 0, 4096);
+    REQUIRE_FALSE(m2);
+    CHECK(m2.error() == std::errc::bad_file_descriptor);
+  }
+  SECTION("read-only fd: EACCES is a real error, not a fallback") {
+    const int ro = ::open(f.path().c_str(), O_RDONLY | O_CLOEXEC);
+    REQUIRE(ro >= 0);
+    auto m = direct_mapping::map(ro, 0, 4096);
+    ::close(ro);
+    REQUIRE_FALSE(m);
+    CHECK(m.error() == std::errc::permission_denied);
+    CHECK(std::string(last_error_detail()).find("EACCES") != std::string::npos);
+  }
+  SECTION("a directory") {
+    const int d = ::open(mdtest::test_dir().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    auto m = direct_mapping::map(d, 0, 4096);
+    ::close(d);
+    REQUIRE_FALSE(m);
+    CHECK(m.error() == errc::invalid_argument);
+  }
+  CHECK(mdtest::mapping_count() == before);
+  CHECK(f.size() == 8192);
+}
+
+TEST_CASE("length 0 maps to the end of the file; offsets are honoured", "[mapping]") {
+  temp_file f(mdtest::test_dir(), 3 * 4096);
+  const char mark[] = "third page";
+  REQUIRE(::pwrite(f.fd(), mark, sizeof mark, 2 * 4096) == static_cast<ssize_t>(sizeof mark));
+  auto m = direct_mapping::map(f.fd(), 4096, 0);
+  REQUIRE(m);
+  CHECK(m.value().size() == 2 * 4096);
+  CHECK(m.value().file_offset() == 4096);
+  CHECK(std::memcmp(m.value().data() + 4096, mark, sizeof mark) == 0);
+}
+
+TEST_CASE("moves, self-move, double close and destructor after close", "[mapping]") {
+  temp_file f(mdtest::test_dir(), 4096);
+  auto r = direct_mapping::map(f.fd(), 0, 4096);
+  REQUIRE(r);
+  direct_mapping a = std::move(r.value());
+  std::byte* p = a.data();
+  REQUIRE(p != nullptr);
+  direct_mapping b(std::move(a));
+  CHECK(a.data() == nullptr);
+  CHECK(a.size() == 0);
+  CHECK_FALSE(a);
+  CHECK(b.data() == p);
+  auto& self = b;
+  b = std::move(self);
+  CHECK(b.data() == p);
+  CHECK(b.size() == 4096);
+  // A moved-from object reports not_mapped rather than touching memory.
+  auto pe = a.persist(0, 1);
+  REQUIRE_FALSE(pe);
+  CHECK(pe.error() == errc::not_mapped);
+  const int dup_fd = b.native_handle();
+  CHECK(dup_fd != f.fd());
+  REQUIRE(b.close());
+  CHECK(::fcntl(dup_fd, F_GETFD) == -1);  // the duplicate is closed
+  CHECK(b.close());                        // second close: a no-op
+  CHECK_FALSE(mdtest::path_is_mapped(f.path()));
+  direct_mapping c;
+  CHECK(c.close());
+  c = std::move(b);
+  CHECK_FALSE(c);
+}
+
+TEST_CASE("the caller may close its fd after map()", "[mapping]") {
+  temp_file f(mdtest::test_dir(), 4096);
+  const int fd = ::open(f.path().c_str(), O_RDWR | O_CLOEXEC);
+  auto m = direct_mapping::map(fd, 0, 4096);
+  ::close(fd);
+  REQUIRE(m);
+  REQUIRE(m.value().copy_persist(10, "abc", 3));
+  CHECK(f.read_all().substr(10, 3) == "abc");
+}
+
+TEST_CASE("open(): create, exclusive, grow, and rollback on failure", "[mapping]") {
+  const std::string path = mdtest::test_dir() + "/mapdirect-open-" + std::to_string(::getpid());
+  ::unlink(path.c_str());
+  open_options o;
+  o.create = true;
+  o.size = 3 * 4096 + 100;
+  {
+    auto m = direct_mapping::open(path, o);
+    REQUIRE(m);
+    CHECK(m.value().size() == 3 * 4096 + 100);
+    REQUIRE(m.value().fill_persist(0, 0x5a, m.value().size()));
+  }
+  struct stat st {};
+  REQUIRE(::stat(path.c_str(), &st) == 0);
+  CHECK(st.st_size == 3 * 4096 + 100);
+
+  SECTION("exclusive refuses an existing file and leaves it alone") {
+    o.exclusive = true;
+    auto m = direct_mapping::open(path, o);
+    REQUIRE_FALSE(m);
+    CHECK(m.error() == std::errc::file_exists);
+  }
+  SECTION("a larger size without grow is refused and the file keeps its size") {
+    open_options g;
+    g.size = 8 * 4096;
+    auto m = direct_mapping::open(path, g);
+    REQUIRE_FALSE(m);
+    CHECK(m.error() == errc::beyond_eof);
+    REQUIRE(::stat(path.c_str(), &st) == 0);
+    CHECK(st.st_size == 3 * 4096 + 100);
+  }
+  SECTION("grow extends and preserves the data") {
+    open_options g;
+    g.size = 8 * 4096;
+    g.grow = true;
+    auto m = direct_mapping::open(path, g);
+    REQUIRE(m);
+    CHECK(m.value().size() == 8 * 4096);
+    CHECK(static_cast<int>(m.value().data()[3 * 4096 + 99]) == 0x5a);
+    CHECK(static_cast<int>(m.value().data()[3 * 4096 + 100]) == 0);
+  }
+  SECTION("a failed map after growing restores the old size") {
+    open_options g;
+    g.size = 8 * 4096;
+    g.grow = true;
+    g.map.weakest = map_mode::sync;
+    auto m = direct_mapping::open(path, g);
+    if (!m) {
+      REQUIRE(::stat(path.c_str(), &st) == 0);
+      CHECK(st.st_size == 3 * 4096 + 100);
+    }
+  }
+  SECTION("a failed map removes a file open() created") {
+    const std::string fresh = path + ".fresh";
+    open_options g;
+    g.create = true;
+    g.size = 4096;
+    g.map.coarsest = granularity::byte;  // unreachable off pmem with eADR
+    auto m = direct_mapping::open(fresh, g);
+    if (!m) {
+      CHECK(m.error() == errc::granularity_unavailable);
+      CHECK(::access(fresh.c_str(), F_OK) != 0);
+    }
+    ::unlink(fresh.c_str());
+  }
+  SECTION("missing file without create") {
+    auto m = direct_mapping::open(path + ".missing");
+    REQUIRE_FALSE(m);
+    CHECK(m.error() == std::errc::no_such_file_or_directory);
+  }
+  ::unlink(path.c_str());
+}
+
+TEST_CASE("large mappings are 2 MiB aligned", "[mapping]") {
+  temp_file f(mdtest::test_dir(), 4u << 20);
+  const auto before = mdtest::mapping_count();
+  {
+    auto m = direct_mapping::map(f.fd(), 0, 4u << 20);
+    REQUIRE(m);
+    CHECK(reinterpret_cast<std::uintptr_t>(m.value().data()) % (2u << 20) == 0);
+    m.value().data()[(4u << 20) - 1] = std::byte{1};
+    REQUIRE(m.value().persist((4u << 20) - 1, 1));
+  }
+  CHECK(mdtest::mapping_count() == before);  // the reservation's slack is gone too
+}
+
+TEST_CASE("persist/flush/drain/copy_persist range checks", "[mapping]") {
+  temp_file f(mdtest::test_dir(), 4096);
+  auto r = direct_mapping::map(f.fd(), 0, 4096);
+  REQUIRE(r);
+  auto& m = r.value();
+  CHECK(m.persist(0, 4096));
+  CHECK(m.persist(4096, 0));
+  CHECK(m.persist(4095, 2).error() == errc::out_of_range);
+  CHECK(m.persist(5000, 0).error() == errc::out_of_range);
+  CHECK(m.persist(1, SIZE_MAX).error() == errc::out_of_range);
+  char buf[8] = "x";
+  CHECK(m.copy_persist(4090, buf, 8).error() == errc::out_of_range);
+  CHECK(m.fill_persist(4097, 0, 0).error() == errc::out_of_range);
+  m.flush(4000, 1000);  // clamped, no crash
+  m.flush(9000, 10);
+  CHECK(m.drain());
+}

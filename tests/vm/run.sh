@@ -1,0 +1,526 @@
+#!/bin/bash
+# mapdirect emulated persistent-memory test tier (issue 6).
+#
+# Boots Debian's own kernel under QEMU (TCG) with emulated persistent memory,
+# runs mapdirect's static test binaries on a real DAX (or non-DAX) file system
+# and reports the results here, then runs a power-loss test: QEMU is killed
+# with SIGKILL while examples/durable_log appends records, the guest is booted
+# again and a checker verifies that no acknowledged record was lost.
+#
+#   tests/vm/run.sh --bin-dir DIR --config ext4-nfit-memctrl
+#   tests/vm/run.sh --bin-dir DIR --all
+#   tests/vm/run.sh --list
+#   tests/vm/run.sh --image-only            # build/cache the guest image only
+#
+# DIR holds the static binaries mapdirect_tests, durable_log and mapdirect-info
+# (the CMake target mapdirect_vm_binaries builds them into
+# BUILD/tests/vm/bin when configured with -DMAPDIRECT_VM_TESTS=ON).
+#
+# Options:
+#   --config NAME       run one configuration (repeatable)
+#   --all               run every configuration
+#   --bin-dir DIR       static binaries (default: $MAPDIRECT_VM_BIN_DIR)
+#   --work-dir DIR      images and logs (default: BIN_DIR/../work)
+#   --cache-dir DIR     guest image cache
+#                       (default: ${XDG_CACHE_HOME:-$HOME/.cache}/mapdirect-vm)
+#   --kills N           power-loss kills per configuration (default 6, min 5)
+#   --jobs N            configurations run at once with --all (default: nproc)
+#   --seed N            seed for the kill moments (default: random, printed)
+#   --no-suite          skip the test-suite boot
+#   --no-powerloss      skip the power-loss cycles
+#   --extra FILE        another static binary to run in every configuration
+#                       (repeatable; must exit 0)
+#   --verbose           echo the guest's kernel console on failure (default)
+#
+# Exit status: 0 when every selected configuration passed, 1 otherwise, 2 on a
+# usage error. The tier never skips: if QEMU, the kernel package or the
+# binaries are missing and cannot be installed, it fails.
+set -uo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ALL_CONFIGS="ext4-nfit-memctrl xfs-nfit-cpu ext4-virtio-pmem ext4-virtio-blk"
+
+configs=()
+bin_dir=${MAPDIRECT_VM_BIN_DIR:-}
+work_dir=${MAPDIRECT_VM_WORK_DIR:-}
+cache_dir=${MAPDIRECT_VM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/mapdirect-vm}
+kills=${MAPDIRECT_VM_KILLS:-6}
+jobs=$(nproc 2>/dev/null || echo 2)
+seed=${MAPDIRECT_VM_SEED:-}
+do_suite=1
+do_powerloss=1
+image_only=0
+extras=()
+
+usage() { sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+die() { echo "vm: FATAL: $*" >&2; exit 1; }
+log() { echo "vm[${cfg:-*}] $(date +%H:%M:%S) $*"; }
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --config) configs+=("$2"); shift 2 ;;
+    --config=*) configs+=("${1#*=}"); shift ;;
+    --all) configs=($ALL_CONFIGS); shift ;;
+    --bin-dir) bin_dir=$2; shift 2 ;;
+    --work-dir) work_dir=$2; shift 2 ;;
+    --cache-dir) cache_dir=$2; shift 2 ;;
+    --kills) kills=$2; shift 2 ;;
+    --jobs) jobs=$2; shift 2 ;;
+    --seed) seed=$2; shift 2 ;;
+    --no-suite) do_suite=0; shift ;;
+    --no-powerloss) do_powerloss=0; shift ;;
+    --extra) extras+=("$2"); shift 2 ;;
+    --image-only) image_only=1; shift ;;
+    --list) echo $ALL_CONFIGS | tr ' ' '\n'; exit 0 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "vm: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
+    esac
+done
+
+# ---------------------------------------------------------------------------
+# Configurations: what QEMU emulates, which file system, and what mapdirect
+# must report there.
+# ---------------------------------------------------------------------------
+config_vars() {
+    case "$1" in
+    ext4-nfit-memctrl)
+        DEVICE=nfit FS=ext4 DAX=1 EXPECT_MODE=sync EXPECT_GRAN=cache_line POISON=1
+        PERSISTENCE=mem-ctrl EXPECT_DOMAIN=memory_controller ;;
+    xfs-nfit-cpu)
+        DEVICE=nfit FS=xfs DAX=1 EXPECT_MODE=sync EXPECT_GRAN=byte POISON=1
+        PERSISTENCE=cpu EXPECT_DOMAIN=cpu_cache ;;
+    ext4-virtio-pmem)
+        DEVICE=virtio-pmem FS=ext4 DAX=1 EXPECT_MODE=shared EXPECT_GRAN=page POISON=0
+        PERSISTENCE= EXPECT_DOMAIN= ;;
+    ext4-virtio-blk)
+        DEVICE=virtio-blk FS=ext4 DAX=0 EXPECT_MODE=shared EXPECT_GRAN=page POISON=0
+        PERSISTENCE= EXPECT_DOMAIN=none ;;
+    *) return 1 ;;
+    esac
+}
+
+# ---------------------------------------------------------------------------
+# Host prerequisites, installed from Debian's archive when missing.
+# ---------------------------------------------------------------------------
+ensure_host_tools() {
+    local need=()
+    command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+    [ -x /bin/busybox ] && file_is_static /bin/busybox || need+=(busybox-static)
+    command -v mke2fs >/dev/null && command -v e2fsck >/dev/null || need+=(e2fsprogs)
+    command -v mkfs.xfs >/dev/null && command -v xfs_repair >/dev/null || need+=(xfsprogs)
+    command -v cpio >/dev/null || need+=(cpio)
+    command -v depmod >/dev/null || need+=(kmod)
+    command -v flock >/dev/null || need+=(util-linux)
+    command -v apt-get >/dev/null || die "no apt-get: this tier needs a Debian host"
+    if [ ${#need[@]} -gt 0 ]; then
+        [ "$(id -u)" = 0 ] || die "missing packages ${need[*]} and not root to install them"
+        echo "vm: installing ${need[*]}" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >&2 ||
+            { apt-get update -q >&2 &&
+              DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >&2; } ||
+            die "apt-get install ${need[*]} failed"
+    fi
+    command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 still missing"
+}
+file_is_static() { ! ldd "$1" >/dev/null 2>&1; }
+
+# The real package behind linux-image-amd64 (e.g. linux-image-6.1.0-56-amd64).
+kernel_package() {
+    local p
+    p=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')
+    if [ -z "$p" ]; then
+        apt-get update -q >&2 || true
+        p=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')
+    fi
+    [ -n "$p" ] || die "cannot resolve linux-image-amd64 to a kernel package (apt-cache depends)"
+    echo "$p"
+}
+
+# Build (or reuse) the cached guest image; sets IMAGE_DIR.
+ensure_image() {
+    local kpkg key
+    kpkg=$(kernel_package)
+    key=$( { echo "$kpkg"; cat "$HERE/lib/build-image.sh" "$HERE/guest/init";
+             dpkg-query -W busybox-static e2fsprogs xfsprogs 2>/dev/null; } | sha256sum | cut -c1-16)
+    IMAGE_DIR="$cache_dir/image-$key"
+    mkdir -p "$cache_dir" || die "cannot create $cache_dir"
+    (
+        flock 9
+        if [ ! -f "$IMAGE_DIR/stamp" ]; then
+            rm -rf "$IMAGE_DIR"
+            "$HERE/lib/build-image.sh" "$IMAGE_DIR" "$kpkg" || exit 1
+            date > "$IMAGE_DIR/stamp"
+        fi
+    ) 9>"$cache_dir/lock" || die "building the guest image failed"
+    log "guest image $IMAGE_DIR ($kpkg)"
+}
+
+# ---------------------------------------------------------------------------
+# Booting
+# ---------------------------------------------------------------------------
+# make_initrd OUT ENVFILE STEPSFILE: the cached base image plus a payload.
+make_initrd() {
+    local out=$1 env=$2 steps=$3 p="$cfgdir/payload"
+    rm -rf "$p"
+    mkdir -p "$p/payload/bin"
+    cp "$env" "$p/payload/env"
+    cp "$steps" "$p/payload/steps"
+    cp "$bin_dir"/mapdirect_tests "$bin_dir"/durable_log "$bin_dir"/mapdirect-info "$p/payload/bin/"
+    local e
+    for e in "${extras[@]}"; do cp "$e" "$p/payload/bin/"; done
+    (cd "$p" && find . -print0 | cpio --null -o -H newc --quiet) > "$cfgdir/payload.cpio" || return 1
+    cat "$IMAGE_DIR/base.cpio" "$cfgdir/payload.cpio" > "$out"
+}
+
+qemu_args() {
+    local img=$1
+    local a=(-accel tcg -cpu max -smp 1 -m 1G,slots=4,maxmem=4G -nodefaults
+             -display none -no-reboot -kernel "$IMAGE_DIR/vmlinuz")
+    case "$DEVICE" in
+    nfit)
+        a+=(-machine "pc,nvdimm=on,nvdimm-persistence=$PERSISTENCE"
+            -object "memory-backend-file,id=mem1,share=on,mem-path=$img,size=512M"
+            -device nvdimm,id=nv1,memdev=mem1) ;;
+    virtio-pmem)
+        a+=(-machine pc
+            -object "memory-backend-file,id=mem1,share=on,mem-path=$img,size=512M"
+            -device virtio-pmem-pci,memdev=mem1,id=vp1) ;;
+    virtio-blk)
+        # cache=writeback: what the guest wrote reaches the host file (page
+        # cache), which survives a SIGKILL of QEMU; what the guest kept in
+        # its own page cache does not.
+        a+=(-machine pc -drive "file=$img,format=raw,if=virtio,cache=writeback") ;;
+    esac
+    printf '%s\n' "${a[@]}"
+}
+
+# boot NAME ENV STEPS [KILL]: boot once; results in $cfgdir/NAME.results,
+# console in $cfgdir/NAME.console. With KILL=1 the host kills QEMU (SIGKILL) at
+# a random moment after the first acknowledged record.
+# Sets BOOT_STATUS to exited|killed|timeout.
+boot() {
+    local name=$1 env=$2 steps=$3 kill=${4:-0} timeout_s=${5:-900}
+    local res="$cfgdir/$name.results" con="$cfgdir/$name.console"
+    rm -f "$res" "$con"
+    make_initrd "$cfgdir/initrd" "$env" "$steps" || die "cannot make the initramfs"
+    local args
+    mapfile -t args < <(qemu_args "$cfgdir/disk.img")
+    local t0=$SECONDS
+    qemu-system-x86_64 "${args[@]}" -initrd "$cfgdir/initrd" \
+        -serial "file:$con" -serial "file:$res" \
+        -append "console=ttyS0 panic=-1 loglevel=4" \
+        >"$cfgdir/$name.qemu" 2>&1 &
+    local pid=$!
+    BOOT_STATUS=exited
+    if [ "$kill" = 1 ]; then
+        # Wait for the writer's first ack, then kill at a random moment.
+        local waited=0
+        while kill -0 $pid 2>/dev/null && ! grep -q '^ack ' "$res" 2>/dev/null; do
+            sleep 0.2
+            waited=$((waited + 1))
+            [ $waited -gt 900 ] && break
+        done
+        if kill -0 $pid 2>/dev/null; then
+            # 0.05 s .. 3 s after the first ack.
+            local ms=$(( (RANDOM % 2950) + 50 ))
+            sleep "$(printf '%d.%03d' $((ms / 1000)) $((ms % 1000)))"
+            if kill -9 $pid 2>/dev/null; then
+                BOOT_STATUS=killed
+                KILL_DELAY_MS=$ms
+            fi
+        fi
+        wait $pid 2>/dev/null
+    else
+        local deadline=$((SECONDS + timeout_s))
+        while kill -0 $pid 2>/dev/null; do
+            if [ $SECONDS -ge $deadline ]; then
+                kill -9 $pid 2>/dev/null
+                BOOT_STATUS=timeout
+                break
+            fi
+            sleep 0.5
+        done
+        wait $pid 2>/dev/null
+        local rc=$?
+        if [ "$BOOT_STATUS" = exited ] && [ $rc -ne 0 ]; then
+            log "qemu exited with status $rc:"
+            sed 's/^/    qemu: /' "$cfgdir/$name.qemu"
+        fi
+    fi
+    sed -i 's/\r$//' "$res" 2>/dev/null
+    BOOT_SECONDS=$((SECONDS - t0))
+}
+
+# section RESULTS STEP: the output of one step.
+section() {
+    awk -v s="$2" '$0 == "@@MD BEGIN " s { on = 1; next }
+                   on && index($0, "@@MD END " s " rc=") == 1 { exit }
+                   on { print }' "$1"
+}
+step_rc() { sed -n "s/^@@MD END $2 rc=\([0-9]*\)\$/\1/p" "$1" | tail -n1; }
+
+show_console() {
+    log "---- guest kernel console ($1) ----"
+    tail -n 60 "$cfgdir/$1.console" 2>/dev/null | sed 's/^/    console: /'
+}
+
+# ---------------------------------------------------------------------------
+# One configuration
+# ---------------------------------------------------------------------------
+write_env() { # write_env FILE MKFS
+    cat > "$1" <<EOF
+MD_DEVICE=$DEVICE
+MD_FS=$FS
+MD_MKFS=$2
+MD_DAX=$DAX
+MD_CONFIG=$cfg
+EOF
+}
+
+new_disk() {
+    rm -f "$cfgdir/disk.img"
+    truncate -s 512M "$cfgdir/disk.img" || die "cannot create $cfgdir/disk.img"
+}
+
+# Power-loss cycles: each boot recovers the log left by the previous one,
+# checks it against what the host saw acknowledged, and appends again until
+# the host pulls the plug.
+PL_MAX_ACK=0       # highest sequence number acknowledged on the console so far
+PL_TOTAL_ACKS=0
+PL_KILLS=0
+PL_FAIL=0
+pl_check_recovery() { # pl_check_recovery RESULTS STEP BOOTNAME
+    local res=$1 st=$2 what=$3 out rc last stop
+    out=$(section "$res" "$st")
+    rc=$(step_rc "$res" "$st")
+    if [ -z "$rc" ]; then
+        log "FAIL powerloss: $what: recovery step did not finish"; PL_FAIL=1; return 1
+    fi
+    echo "$out" | sed 's/^/    /'
+    if [ "$rc" != 0 ]; then
+        log "FAIL powerloss: $what: durable_log verify exited $rc"; PL_FAIL=1; return 1
+    fi
+    last=$(echo "$out" | sed -n 's/^recovered .*last_seq=\([0-9]*\).*/\1/p' | tail -n1)
+    stop=$(echo "$out" | sed -n 's/^recovered .*stop=\([a-z-]*\).*/\1/p' | tail -n1)
+    if [ -z "$last" ] || [ -z "$stop" ]; then
+        log "FAIL powerloss: $what: no 'recovered ... last_seq=N stop=WHY' line"; PL_FAIL=1; return 1
+    fi
+    if [ "$last" -lt "$PL_MAX_ACK" ]; then
+        log "FAIL powerloss: $what: recovered up to seq $last but seq $PL_MAX_ACK was acknowledged ($((PL_MAX_ACK - last)) acknowledged records lost)"
+        PL_FAIL=1; return 1
+    fi
+    log "powerloss: $what: recovered last_seq=$last (acknowledged: $PL_MAX_ACK, stop=$stop): OK"
+    RECOVERED_LAST=$last
+}
+
+run_powerloss() {
+    local i group env="$cfgdir/pl.env" steps="$cfgdir/pl.steps"
+    local groups=(1 8 1 32 4 1 16 2 64 1)
+    new_disk
+    for ((i = 1; i <= kills; i++)); do
+        group=${groups[$(( (i - 1) % ${#groups[@]} ))]}
+        write_env "$env" $([ $i = 1 ] && echo 1 || echo 0)
+        {
+            echo "mkdir -p /mnt/plog"
+            [ $i -gt 1 ] && echo "step recover durable_log verify /mnt/plog/wal"
+            echo "step write durable_log write /mnt/plog/wal --size 256M --group $group --print-acks --seed $i"
+        } > "$steps"
+        RECOVERED_LAST=0
+        boot "pl$i" "$env" "$steps" 1
+        local res="$cfgdir/pl$i.results"
+        if grep -q '^@@MD FATAL' "$res"; then
+            log "FAIL powerloss cycle $i: guest setup failed: $(grep '^@@MD FATAL' "$res")"
+            show_console "pl$i"; PL_FAIL=1; return 1
+        fi
+        if [ $i -gt 1 ]; then
+            pl_check_recovery "$res" recover "boot $i" || { show_console "pl$i"; return 1; }
+        fi
+        # Acks: only complete lines count (the last one may be cut by the kill).
+        local acks first lastack n
+        acks=$(section "$res" write | awk '/^ack [0-9]+$/ { print $2 }' | head -n -0)
+        # drop an unterminated final line
+        if [ -n "$(tail -c1 "$res")" ]; then acks=$(echo "$acks" | sed '$d'); fi
+        n=$(echo "$acks" | grep -c . || true)
+        if [ "$n" = 0 ]; then
+            log "FAIL powerloss cycle $i: no record acknowledged before the kill (status $BOOT_STATUS)"
+            section "$res" write | tail -n 20 | sed 's/^/    /'
+            show_console "pl$i"; PL_FAIL=1; return 1
+        fi
+        first=$(echo "$acks" | head -n1)
+        lastack=$(echo "$acks" | tail -n1)
+        if [ "$first" -ne $((RECOVERED_LAST + 1)) ]; then
+            log "FAIL powerloss cycle $i: writer resumed at seq $first, expected $((RECOVERED_LAST + 1))"
+            PL_FAIL=1; return 1
+        fi
+        if [ "$BOOT_STATUS" != killed ]; then
+            log "FAIL powerloss cycle $i: the writer stopped before the kill (status $BOOT_STATUS)"
+            section "$res" write | tail -n 20 | sed 's/^/    /'
+            show_console "pl$i"; PL_FAIL=1; return 1
+        fi
+        PL_KILLS=$((PL_KILLS + 1))
+        PL_TOTAL_ACKS=$((PL_TOTAL_ACKS + n))
+        PL_MAX_ACK=$lastack
+        log "powerloss cycle $i/$kills: group=$group, acknowledged seq $first..$lastack ($n records), SIGKILL ${KILL_DELAY_MS} ms after the first ack (boot ${BOOT_SECONDS}s)"
+    done
+    return 0
+}
+
+suite_steps() { # suite_steps FILE MKFS_DONE_BY_POWERLOSS
+    local f=$1
+    {
+        [ "$do_powerloss" = 1 ] && echo "step recover durable_log verify /mnt/plog/wal"
+        cat <<EOF
+mkdir -p /mnt/mdtests /mnt/examples
+export MAPDIRECT_TEST_DIR=/mnt/mdtests
+export MAPDIRECT_EXPECT_MODE=$EXPECT_MODE
+export MAPDIRECT_EXPECT_GRANULARITY=$EXPECT_GRAN
+export ASAN_OPTIONS=handle_sigbus=0
+step unit mapdirect_tests --use-colour no '~[poison]' '~[seal]'
+step seal mapdirect_tests --use-colour no --warn NoTests '[seal]'
+EOF
+        [ "$POISON" = 1 ] && echo "step poison mapdirect_tests --use-colour no --warn NoTests '[poison]'"
+        cat <<EOF
+dd if=/dev/zero of=/mnt/examples/info.dat bs=1M count=4 2>/dev/null
+step info mapdirect-info /mnt/examples/info.dat
+step example-durable_log-write durable_log write /mnt/examples/wal --size 16M --count 3000 --group 7 --seed 3
+step example-durable_log-verify durable_log verify /mnt/examples/wal --expect-last 3000
+EOF
+        local e
+        for e in "${extras[@]}"; do echo "step extra-$(basename "$e") $(basename "$e")"; done
+    } > "$f"
+}
+
+run_suite() {
+    local env="$cfgdir/suite.env" steps="$cfgdir/suite.steps" res="$cfgdir/suite.results"
+    local fail=0
+    if [ "$do_powerloss" = 1 ]; then
+        write_env "$env" 0
+    else
+        new_disk
+        write_env "$env" 1
+    fi
+    suite_steps "$steps"
+    boot suite "$env" "$steps" 0 1200
+    log "suite boot took ${BOOT_SECONDS}s (status $BOOT_STATUS)"
+    sed 's/^/    | /' "$res"
+    if grep -q '^@@MD FATAL' "$res"; then
+        log "FAIL suite: guest setup failed"; show_console suite; return 1
+    fi
+    if ! grep -q '^@@MD DONE' "$res"; then
+        log "FAIL suite: the guest did not finish (status $BOOT_STATUS)"; show_console suite; return 1
+    fi
+    local ready
+    ready=$(grep '^@@MD READY' "$res")
+    if [ -n "$EXPECT_DOMAIN" ] && ! echo "$ready" | grep -q "persistence_domain=$EXPECT_DOMAIN "; then
+        log "FAIL suite: expected persistence_domain=$EXPECT_DOMAIN: $ready"; fail=1
+    fi
+    local st rc
+    for st in $(sed -n 's/^@@MD BEGIN \(.*\)$/\1/p' "$res"); do
+        rc=$(step_rc "$res" "$st")
+        if [ "$rc" != 0 ]; then
+            log "FAIL suite step $st: exit status ${rc:-none}"; fail=1
+        else
+            log "suite step $st: ok"
+        fi
+    done
+    # mapdirect-info must report what the configuration promises.
+    local info
+    info=$(section "$res" info)
+    if ! echo "$info" | grep -Eiq "mode[^a-z]*$EXPECT_MODE\b"; then
+        log "FAIL info: mapdirect-info does not report mode $EXPECT_MODE"; fail=1
+    fi
+    if ! echo "$info" | grep -Eiq "granularity[^a-z]*$EXPECT_GRAN\b"; then
+        log "FAIL info: mapdirect-info does not report granularity $EXPECT_GRAN"; fail=1
+    fi
+    if [ "$do_powerloss" = 1 ]; then
+        pl_check_recovery "$res" recover "final boot" || fail=1
+    fi
+    [ $fail = 0 ] || show_console suite
+    return $fail
+}
+
+run_config() {
+    cfg=$1
+    config_vars "$cfg" || { echo "vm: unknown configuration '$cfg' (see --list)" >&2; return 2; }
+    cfgdir="$work_dir/$cfg"
+    rm -rf "$cfgdir"
+    mkdir -p "$cfgdir"
+    [ -n "$seed" ] || seed=$(( $(date +%s) % 100000 ))
+    RANDOM=$seed
+    log "device=$DEVICE fs=$FS dax=$DAX expect mode=$EXPECT_MODE granularity=$EXPECT_GRAN poison=$POISON kills=$kills seed=$seed"
+    local t0=$SECONDS status=0 pl="skipped" su="skipped"
+    if [ "$do_powerloss" = 1 ]; then
+        if run_powerloss; then pl="ok"; else pl="FAILED"; status=1; fi
+    fi
+    if [ "$do_suite" = 1 ]; then
+        # After the power-loss cycles the suite boot also does the final
+        # recovery check of the log.
+        if run_suite; then su="ok"; else su="FAILED"; status=1; fi
+        [ "$PL_FAIL" = 0 ] || pl="FAILED"
+    elif [ "$do_powerloss" = 1 ] && [ "$PL_FAIL" = 0 ]; then
+        # No suite boot: one more boot just to recover and check.
+        local env="$cfgdir/final.env" steps="$cfgdir/final.steps"
+        write_env "$env" 0
+        echo "step recover durable_log verify /mnt/plog/wal" > "$steps"
+        boot final "$env" "$steps" 0 300
+        pl_check_recovery "$cfgdir/final.results" recover "final boot" || { pl="FAILED"; status=1; }
+    fi
+    local summary="suite $su; powerloss $pl"
+    [ "$do_powerloss" = 1 ] && summary+=" ($PL_KILLS kills, $PL_TOTAL_ACKS acknowledged records, highest seq $PL_MAX_ACK)"
+    if [ $status = 0 ]; then
+        log "PASS in $((SECONDS - t0))s: $summary"
+    else
+        log "FAIL in $((SECONDS - t0))s: $summary (logs in $cfgdir)"
+    fi
+    return $status
+}
+
+# ---------------------------------------------------------------------------
+main() {
+    [ "$(uname -m)" = x86_64 ] || die "this tier needs an x86_64 host"
+    ensure_host_tools
+    ensure_image
+    [ $image_only = 1 ] && exit 0
+    [ ${#configs[@]} -gt 0 ] || { usage >&2; exit 2; }
+    [ "$kills" -ge 5 ] 2>/dev/null || die "--kills must be at least 5"
+    [ -n "$bin_dir" ] || die "no --bin-dir (or MAPDIRECT_VM_BIN_DIR): build the mapdirect_vm_binaries target"
+    bin_dir=$(cd "$bin_dir" 2>/dev/null && pwd) || die "bin dir $bin_dir missing"
+    local b
+    for b in mapdirect_tests durable_log mapdirect-info "${extras[@]}"; do
+        local p=$b
+        [ -f "$p" ] || p="$bin_dir/$b"
+        [ -x "$p" ] || die "missing static binary $p"
+        file_is_static "$p" || die "$p is not statically linked"
+    done
+    [ -n "$work_dir" ] || work_dir="$bin_dir/../work"
+    mkdir -p "$work_dir" && work_dir=$(cd "$work_dir" && pwd) || die "cannot create $work_dir"
+
+    if [ ${#configs[@]} = 1 ]; then
+        run_config "${configs[0]}"
+        exit $?
+    fi
+    # Several configurations: run them as child processes, $jobs at a time.
+    local c pids=() names=() passed=0 failed=0 i
+    local self_args=(--bin-dir "$bin_dir" --work-dir "$work_dir" --cache-dir "$cache_dir" --kills "$kills")
+    [ -n "$seed" ] && self_args+=(--seed "$seed")
+    [ $do_suite = 0 ] && self_args+=(--no-suite)
+    [ $do_powerloss = 0 ] && self_args+=(--no-powerloss)
+    for b in "${extras[@]}"; do self_args+=(--extra "$b"); done
+    for c in "${configs[@]}"; do
+        while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do sleep 1; done
+        "$0" "${self_args[@]}" --config "$c" > "$work_dir/$c.log" 2>&1 &
+        pids+=($!); names+=("$c")
+        echo "vm: started $c (log: $work_dir/$c.log)"
+    done
+    for i in "${!pids[@]}"; do
+        if wait "${pids[$i]}"; then
+            passed=$((passed + 1)); echo "vm: ${names[$i]}: PASS"
+        else
+            failed=$((failed + 1)); echo "vm: ${names[$i]}: FAIL"
+        fi
+        cat "$work_dir/${names[$i]}.log"
+    done
+    echo "vm: $passed passed, $failed failed"
+    [ $failed = 0 ]
+}
+main
