@@ -34,9 +34,11 @@
 // Every record's header holds the CRC of the previous record (prev_crc; the
 // chain seed for the first), and its own CRC covers header and payload. After
 // a crash the writer resumes right after the last intact record and
-// overwrites the torn one; any stale record left further on from before the
-// crash no longer chains to its predecessor, so recovery can never resurrect
-// it.
+// overwrites the torn one. Stale records further on, left from before the
+// crash, must never come back: each writer session stamps its records with a
+// random session number (covered by the CRC), so even a rewritten record with
+// the same sequence number and payload differs from the stale one, and the
+// stale record after it no longer chains to its predecessor.
 #include <mapdirect/mapdirect.hpp>
 
 #include <fcntl.h>
@@ -104,7 +106,7 @@ struct record_header {
   std::uint64_t seq;       // 1, 2, 3, ... without gaps
   std::uint32_t prev_crc;  // crc of the previous record (chain)
   std::uint32_t flags;     // kFlagSynthetic, ...
-  std::uint32_t reserved;  // 0
+  std::uint32_t session;   // random per writer session (see below)
   std::uint32_t crc;       // CRC32C of the 28 bytes before it + payload
 };
 static_assert(sizeof(record_header) == 32, "record_header layout");
@@ -165,6 +167,10 @@ scan_result scan(const mapdirect::direct_mapping& m) {
   if (all_zero(base, sizeof fh)) return r;  // never initialised: an empty log
   if (std::memcmp(fh.magic, kFileMagic, sizeof kFileMagic) != 0 || fh.version != 1 ||
       fh.header_size != kHeaderArea || fh.crc != crc32c(0, &fh, offsetof(file_header, crc))) {
+    // The header is written and persisted before the first record, so a
+    // torn header with no record after it is a crash during creation: the
+    // log is empty (nothing was acknowledged yet).
+    if (all_zero(base + kHeaderArea, sizeof(record_header))) return r;
     r.stop = "bad-header";
     r.detail = "file header is not a durable_log v1 header";
     return r;
@@ -269,6 +275,7 @@ struct log_writer {
   std::uint32_t prev_crc = 0;
   bool print_acks = false;
   std::size_t group = 1;
+  std::uint32_t session = static_cast<std::uint32_t>(std::random_device{}());
   // The current group: records written but not yet persisted.
   std::size_t group_start = kHeaderArea;
   std::uint64_t group_first_seq = 1;
@@ -345,6 +352,7 @@ struct log_writer {
     h.seq = next_seq;
     h.prev_crc = prev_crc;
     h.flags = flags;
+    h.session = session;
     h.crc = record_crc(h, static_cast<const std::byte*>(payload));
     // Plain stores into the mapping; persist() below makes them durable.
     std::memcpy(map.data() + end, &h, sizeof h);
