@@ -381,15 +381,16 @@ class direct_mapping {
   result<void> persist_pages(std::size_t offset, std::size_t length) noexcept {
     if (durability_failed_) return durability_lost();
     if (length == 0) return outcome::success();
+    // Whole pages: msync needs a page-aligned start, and rounding the end
+    // ourselves (within the page-rounded mapping) makes the range explicit.
     const std::size_t page = page_size();
     const std::size_t lo = offset & ~(page - 1);
-    const std::size_t hi = offset + length;
+    const std::size_t hi = (offset + length + page - 1) & ~(page - 1);
     if (persister_) {
       auto r = persister_->persist_pages(fd_, offset_ + lo, data_ + lo, hi - lo);
       if (!r) note_flush_failure(r.error().value(), r.error().category() == std::system_category());
       return r;
     }
-    // msync needs a page-aligned start; the kernel rounds the length up.
     if (detail::sys::msync(data_ + lo, hi - lo, MS_SYNC) != 0) {
       const int e = errno;
       note_flush_failure(e, true);
