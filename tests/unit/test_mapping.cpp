@@ -81,7 +81,7 @@ TEST_CASE("weakest = sync fails with mode_unavailable naming the cause when the 
   CHECK(detail.find("direct: skipped") != std::string::npos);
   // The cause names why: statx reports DAX off on ext4/tmpfs of a 5.10+ kernel.
   CHECK((detail.find("not on a DAX file system (statx DAX=0)") != std::string::npos ||
-         detail.find("DAX without") != std::string::npos || detail.find("DAX state unknown") != std::string::npos));
+         detail.find("without synchronous faults") != std::string::npos || detail.find("DAX state unknown") != std::string::npos));
   CHECK(mdtest::mapping_count() == before);
   CHECK_FALSE(mdtest::path_is_mapped(f.path()));
 }

@@ -38,9 +38,14 @@ TEST_CASE("seam: MAP_SYNC accepted gives sync mode with cache-line (ADR) or byte
       auto m = direct_mapping::map(f.fd(), 0, length);
       REQUIRE(m);
       CHECK(m.value().mode() == map_mode::sync);
-      // No nd region behind this file: the domain is unknown, so be conservative.
-      CHECK(m.value().domain() == persistence_domain::unknown);
-      CHECK(m.value().store_granularity() == granularity::cache_line);
+      // The domain comes from sysfs for the file's device: unknown off pmem
+      // (be conservative: cache_line), the region's own value on pmem hosts.
+      struct stat st {};
+      REQUIRE(::fstat(f.fd(), &st) == 0);
+      const auto domain = mapdirect::detail::domain_of_device(st.st_dev);
+      CHECK(m.value().domain() == domain);
+      CHECK(m.value().store_granularity() ==
+            (domain == persistence_domain::cpu_cache ? granularity::byte : granularity::cache_line));
       CHECK(ladder_text(m.value()) ==
             "direct: skipped (not configured: build does not define MAPDIRECT_MAP_DIRECT_FLAG (MAP_DIRECT is not "
             "in mainline))\nsync: ok\n");
@@ -154,7 +159,9 @@ TEST_CASE("seam: persist msyncs exactly the page-rounded range", "[seam]") {
   temp_file f(mdtest::test_dir(), 5 * 4096);
   recording_interposer rec;
   mapdirect::scoped_syscall_interposer guard(rec);
-  auto r = direct_mapping::map(f.fd(), 0, 5 * 4096);
+  map_options shared_only;
+  shared_only.strongest = map_mode::shared;  // page granularity on any host
+  auto r = direct_mapping::map(f.fd(), 0, 5 * 4096, shared_only);
   REQUIRE(r);
   auto& m = r.value();
   REQUIRE(m.store_granularity() == granularity::page);
@@ -192,7 +199,9 @@ TEST_CASE("seam: a failed msync is reported and sticks (fsyncgate)", "[seam]") {
   int next_errno = EIO;
   rec.on_msync = [&] { return std::exchange(next_errno, 0); };
   mapdirect::scoped_syscall_interposer guard(rec);
-  auto r = direct_mapping::map(f.fd(), 0, 4096);
+  map_options shared_only;
+  shared_only.strongest = map_mode::shared;
+  auto r = direct_mapping::map(f.fd(), 0, 4096, shared_only);
   REQUIRE(r);
   auto first = r.value().copy_persist(0, "abc", 3);
   REQUIRE_FALSE(first);
@@ -248,7 +257,9 @@ TEST_CASE("copy_persist/fill_persist equal memcpy/memset for sizes 0..8 KiB and 
     recording_interposer rec;
     rec.on_file_mmap = [](int flags) { return flags == sync_flags ? 0 : -1; };
     mapdirect::scoped_syscall_interposer guard(rec);
-    auto m = direct_mapping::map(f.fd(), 0, 3 * 4096);
+    map_options o;
+    o.domain = persistence_domain::memory_controller;
+    auto m = direct_mapping::map(f.fd(), 0, 3 * 4096, o);
     REQUIRE(m);
     REQUIRE(m.value().store_granularity() == granularity::cache_line);
     check_copy_fill(m.value(), 8192, 1);
@@ -263,6 +274,7 @@ TEST_CASE("copy_persist/fill_persist equal memcpy/memset for sizes 0..8 KiB and 
       if (fi == flush_instruction::clflushopt && detect_flush_instruction() == flush_instruction::clflush) continue;
       map_options o;
       o.flush = fi;
+      o.domain = persistence_domain::memory_controller;
       o.movnt_threshold = 512;
       auto m = direct_mapping::map(f.fd(), 0, 3 * 4096, o);
       REQUIRE(m);
@@ -284,7 +296,9 @@ TEST_CASE("copy_persist/fill_persist equal memcpy/memset for sizes 0..8 KiB and 
   }
   SECTION("page path (msync)") {
     temp_file shm(::access("/dev/shm", W_OK) == 0 ? "/dev/shm" : mdtest::test_dir(), 3 * 4096);
-    auto m = direct_mapping::map(shm.fd(), 0, 3 * 4096);
+    map_options o;
+    o.strongest = map_mode::shared;
+    auto m = direct_mapping::map(shm.fd(), 0, 3 * 4096, o);
     REQUIRE(m);
     REQUIRE(m.value().store_granularity() == granularity::page);
     check_copy_fill(m.value(), 8192, 127);
@@ -353,5 +367,6 @@ TEST_CASE("probe through the seam: io_uring refused and MAP_SYNC accepted", "[pr
   CHECK(r.value().io_uring_detail.find("ENOSYS") != std::string::npos);
   CHECK(r.value().mode == map_mode::sync);
   CHECK(r.value().map_sync);
-  CHECK(r.value().store_granularity == granularity::cache_line);
+  CHECK(r.value().store_granularity ==
+        (r.value().persistence == persistence_domain::cpu_cache ? granularity::byte : granularity::cache_line));
 }
