@@ -59,6 +59,13 @@
 #define MAPDIRECT_ERROR_DETAIL_SIZE 768
 #endif
 
+// aarch64: use DC CVAP when HWCAP reports DCPOP. Define to 0 to always use
+// DC CVAC, e.g. under qemu-user 7.2, which advertises DCPOP but raises
+// SIGILL on DC CVAP.
+#ifndef MAPDIRECT_AARCH64_DC_CVAP
+#define MAPDIRECT_AARCH64_DC_CVAP 1
+#endif
+
 #if defined(__x86_64__)
 #define MAPDIRECT_ARCH_X86_64 1
 #elif defined(__aarch64__)

@@ -57,7 +57,8 @@ inline flush_instruction detect_flush_instruction_uncached() noexcept {
   if (__get_cpuid(1, &a, &b, &c, &d) && (d & (1u << 19))) return flush_instruction::clflush;
   return flush_instruction::none;
 #elif defined(MAPDIRECT_ARCH_AARCH64)
-  return (::getauxval(AT_HWCAP) & HWCAP_DCPOP) ? flush_instruction::dc_cvap : flush_instruction::dc_cvac;
+  if (MAPDIRECT_AARCH64_DC_CVAP && (::getauxval(AT_HWCAP) & HWCAP_DCPOP)) return flush_instruction::dc_cvap;
+  return flush_instruction::dc_cvac;
 #else
   return flush_instruction::none;
 #endif
