@@ -12,6 +12,8 @@
 #include <cstdint>
 
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -68,6 +70,14 @@ class syscall_interposer {
     return -1;
 #endif
   }
+  // Used to install mapdirect's SIGBUS handler (guard.hpp), never inside it.
+  virtual int sigaction(int sig, const struct sigaction* act, struct sigaction* old) noexcept {
+    return ::sigaction(sig, act, old);
+  }
+  virtual int eventfd(unsigned initval, int flags) noexcept { return ::eventfd(initval, flags); }
+  virtual ssize_t read(int fd, void* buf, std::size_t n) noexcept { return ::read(fd, buf, n); }
+  // Also called from seal.hpp's lease-break signal handler (write is async-signal-safe).
+  virtual ssize_t write(int fd, const void* buf, std::size_t n) noexcept { return ::write(fd, buf, n); }
 };
 
 namespace detail {
@@ -123,6 +133,10 @@ MAPDIRECT_SYSCALL(fcntl, (int fd, int cmd, long arg = 0), (fd, cmd, arg))
 MAPDIRECT_SYSCALL(unlink, (const char* path), (path))
 MAPDIRECT_SYSCALL(uname, (struct utsname* u), (u))
 MAPDIRECT_SYSCALL(io_uring_setup, (unsigned entries, void* params), (entries, params))
+MAPDIRECT_SYSCALL(sigaction, (int sig, const struct sigaction* act, struct sigaction* old), (sig, act, old))
+MAPDIRECT_SYSCALL(eventfd, (unsigned initval, int flags), (initval, flags))
+MAPDIRECT_SYSCALL(read, (int fd, void* buf, std::size_t n), (fd, buf, n))
+MAPDIRECT_SYSCALL(write, (int fd, const void* buf, std::size_t n), (fd, buf, n))
 #undef MAPDIRECT_SYSCALL
 
 /// close() that keeps the caller's errno (for cleanup paths).

@@ -1,0 +1,527 @@
+// SPDX-License-Identifier: MIT
+// iomap_seal: keeps the block map of a file range fixed so that MAP_SYNC
+// faults never allocate and shared-mode stores never meet ENOSPC.
+//
+// Native: a kernel carrying the MAP_DIRECT series pins the block map of an
+// open file description (fcntl F_MAY_SEAL_IOMAP, CAP_LINUX_IMMUTABLE; the
+// permission travels with the descriptor over SCM_RIGHTS) and refuses
+// block-map changes with ETXTBSY. Built only when MAPDIRECT_F_MAY_SEAL_IOMAP
+// and MAPDIRECT_MAP_DIRECT_FLAG are defined.
+//
+// Stabilised (mainline kernels): every block of the range is made allocated,
+// written and unshared (fallocate, FIEMAP, zero/rewrite, unshare, fdatasync)
+// and verified with FIEMAP. Nothing stops another process from changing the
+// block map afterwards; mapdirect's own helpers (file.hpp) refuse while the
+// seal is held, and an optional write lease reports conflicting opens.
+#ifndef MAPDIRECT_SEAL_HPP
+#define MAPDIRECT_SEAL_HPP
+
+#include "config.hpp"
+#include "detail/fiemap.hpp"
+#include "detail/seal_lease.hpp"
+#include "detail/seal_registry.hpp"
+#include "detail/syscall.hpp"
+#include "error.hpp"
+
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <new>
+#include <utility>
+
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+
+#ifndef FALLOC_FL_UNSHARE_RANGE
+#define FALLOC_FL_UNSHARE_RANGE 0x40
+#endif
+
+MAPDIRECT_BEGIN_NAMESPACE
+
+/// How a seal holds the block map.
+enum class seal_kind {
+  native,      ///< the kernel pins it (F_MAY_SEAL_IOMAP): changes fail with ETXTBSY
+  stabilised,  ///< made allocated, written and unshared, and verified; not enforced by the kernel
+};
+
+/// Which kind acquire() may return.
+enum class seal_method {
+  automatic,   ///< native when built in and the kernel knows it, else stabilised
+  native,      ///< native only (errc::mode_unavailable when not built in or the kernel lacks it)
+  stabilised,  ///< stabilised only
+};
+
+/// Name of a seal kind ("stabilised").
+constexpr const char* to_string(seal_kind k) noexcept {
+  return k == seal_kind::native ? "native" : "stabilised";
+}
+
+/// Options for iomap_seal::acquire.
+struct seal_options {
+  /// Which kind of seal to take.
+  seal_method method = seal_method::automatic;
+  /// Allow a range past the end of the file: the file is grown to cover it
+  /// (only after its blocks were allocated; rolled back on failure). Without
+  /// it such a range fails with errc::beyond_eof and nothing changes.
+  bool extend = false;
+  /// On a file system without FIEMAP (tmpfs), succeed after allocating and
+  /// syncing, with verified() false. Without it acquire fails with
+  /// errc::block_map_unverifiable before changing anything.
+  bool allow_unverifiable = false;
+  /// Take a write lease (F_SETLEASE) to learn of conflicting opens and
+  /// truncates: see iomap_seal::lease_broken(). Needs the descriptor to be the
+  /// file's only open file description, and file ownership or CAP_LEASE.
+  /// Installs a signal handler for lease_signal (kept for the process's life).
+  bool lease = false;
+  /// Realtime signal for lease breaks; 0 picks SIGRTMIN+6. It must have no
+  /// other handler.
+  int lease_signal = 0;
+};
+
+/// What acquire() found and did.
+struct seal_report {
+  std::uint64_t extents = 0;          ///< extents covering the range afterwards (0 when unverified)
+  std::uint64_t allocated_bytes = 0;  ///< bytes of holes (and delayed allocation) found before
+  std::uint64_t zeroed_bytes = 0;     ///< bytes of unwritten extents converted by rewriting them
+  std::uint64_t unshared_bytes = 0;   ///< bytes of shared extents unshared (FALLOC_FL_UNSHARE_RANGE or rewrite)
+  bool rewrote_shared = false;        ///< unsharing used a copy-on-write rewrite (no FALLOC_FL_UNSHARE_RANGE)
+  bool verified = false;              ///< FIEMAP confirmed the range stable (false only with allow_unverifiable)
+  bool extended = false;              ///< the file was grown (seal_options::extend)
+};
+
+/// A move-only RAII seal on the block map of (fd, offset, length). The seal
+/// keeps its own duplicate of fd. The destructor releases and never throws;
+/// release() reports errors.
+///
+/// What a stabilised seal cannot see: block-map changes by other processes
+/// (or by this one bypassing file.hpp) are not prevented; verify() detects
+/// them afterwards. The optional lease sees other opens (from any process,
+/// this one included) and truncate(2), but not writes, fallocate or
+/// ftruncate through descriptors opened before the lease, nor stores
+/// through mappings.
+class iomap_seal {
+ public:
+  /// An empty seal.
+  iomap_seal() noexcept = default;
+  iomap_seal(iomap_seal&& o) noexcept { swap(o); }
+  iomap_seal& operator=(iomap_seal&& o) noexcept {
+    if (this != &o) {
+      iomap_seal tmp(std::move(o));
+      swap(tmp);
+    }
+    return *this;
+  }
+  iomap_seal(const iomap_seal&) = delete;
+  iomap_seal& operator=(const iomap_seal&) = delete;
+  ~iomap_seal() { (void)release(); }
+
+  /// Seals [offset, offset+length) of fd (opened O_RDWR); length 0 means to
+  /// the end of the file. Do not write the range concurrently while acquiring.
+  /// Errors: errc::invalid_argument, errc::beyond_eof (range past EOF without
+  /// extend), errc::block_map_unverifiable (no FIEMAP; nothing changed),
+  /// errc::block_map_unstable (still not stable after stabilising),
+  /// errc::sealed (ETXTBSY: natively sealed elsewhere), errc::mode_unavailable
+  /// (method native, not available), ENOSPC/EDQUOT (size and data unchanged),
+  /// EPERM/EACCES (native: CAP_LINUX_IMMUTABLE missing), lease errors (EAGAIN,
+  /// EACCES, ENFILE), other errno codes (EBADF, EIO, ENOMEM).
+  static result<iomap_seal> acquire(int fd, std::uint64_t offset, std::uint64_t length,
+                                    seal_options options = {}) noexcept;
+
+  /// True when this object holds a seal.
+  bool is_held() const noexcept { return fd_ >= 0; }
+  explicit operator bool() const noexcept { return is_held(); }
+  /// Native or stabilised.
+  seal_kind kind() const noexcept { return kind_; }
+  /// False when the file system could not report its block map (allow_unverifiable).
+  bool verified() const noexcept { return report_.verified; }
+  /// What acquire() found and did.
+  const seal_report& report() const noexcept { return report_; }
+  /// The sealed range.
+  std::uint64_t offset() const noexcept { return offset_; }
+  std::uint64_t length() const noexcept { return length_; }
+  /// The seal's own descriptor (a duplicate of acquire's fd), or -1.
+  int native_handle() const noexcept { return fd_; }
+
+  /// Re-checks the range now; returns the number of extents covering it.
+  /// Errors: errc::not_mapped (empty seal), errc::lease_broken,
+  /// errc::block_map_unstable (detail names the first offending byte),
+  /// errc::block_map_unverifiable (no FIEMAP), fstat/FIEMAP errno codes.
+  result<std::uint64_t> verify() const noexcept;
+
+  /// True when a lease was taken and has since been broken by another open
+  /// or a truncate. The lease break time (/proc/sys/fs/lease-break-time)
+  /// then runs: release() promptly to let the opener proceed.
+  bool lease_broken() const noexcept { return lease_.broken(); }
+  /// An eventfd that becomes readable when the lease breaks (for poll/epoll),
+  /// or -1 without a lease. Owned by the seal.
+  int lease_event_fd() const noexcept { return lease_.event_fd(); }
+  /// True when a lease is held.
+  bool has_lease() const noexcept { return lease_.held(); }
+
+  /// Gives the seal up: lease, native pin, registry entry, descriptor.
+  /// Releasing an empty seal succeeds. Errors: fcntl/close errno codes; the
+  /// object is empty afterwards either way.
+  result<void> release() noexcept;
+
+  /// Exchanges two seals.
+  void swap(iomap_seal& o) noexcept {
+    using std::swap;
+    swap(fd_, o.fd_);
+    swap(offset_, o.offset_);
+    swap(length_, o.length_);
+    swap(kind_, o.kind_);
+    swap(report_, o.report_);
+    swap(node_, o.node_);
+    lease_.swap(o.lease_);
+  }
+  friend void swap(iomap_seal& a, iomap_seal& b) noexcept { a.swap(b); }
+
+ private:
+  int fd_ = -1;
+  std::uint64_t offset_ = 0;
+  std::uint64_t length_ = 0;
+  seal_kind kind_ = seal_kind::stabilised;
+  seal_report report_{};
+  detail::seal_node* node_ = nullptr;
+  detail::file_lease lease_{};
+};
+
+/// True when this process holds an iomap_seal on the file behind fd.
+/// Errors: fstat errno codes (EBADF).
+inline result<bool> is_sealed(int fd) noexcept {
+  struct stat st {};
+  if (detail::sys::fstat(fd, &st) != 0) return detail::fail_errno(errno, "is_sealed: fstat");
+  return detail::seal_registry::count(st.st_dev, st.st_ino) != 0;
+}
+
+namespace detail {
+
+/// errno -> error code, with ETXTBSY as errc::sealed; records `what`.
+inline std::error_code seal_errno(int e, const char* what) noexcept {
+  if (e == ETXTBSY) return fail(errc::sealed, "%s: ETXTBSY (the file's block map is sealed)", what);
+  return fail_errno(e, what);
+}
+
+inline int fdatasync_retry(int fd) noexcept {
+  int rc;
+  do {
+    rc = sys::fdatasync(fd);
+  } while (rc != 0 && errno == EINTR);
+  return rc;
+}
+
+// Reads [start, start+n) and writes the same bytes back (clipped to
+// `file_size`), so every block becomes written (and, on a reflinked
+// extent, privately copied) without changing any byte. Returns 0 or errno.
+inline int rewrite_range(int fd, std::uint64_t start, std::uint64_t n, std::uint64_t file_size) noexcept {
+  if (start >= file_size) return 0;
+  if (n > file_size - start) n = file_size - start;
+  alignas(64) unsigned char buf[16384];
+  while (n > 0) {
+    const std::size_t chunk = n < sizeof buf ? static_cast<std::size_t>(n) : sizeof buf;
+    const ssize_t r = sys::pread(fd, buf, chunk, static_cast<off_t>(start));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    if (r == 0) return 0;  // the file shrank under us: nothing left to rewrite
+    std::size_t done = 0;
+    while (done < static_cast<std::size_t>(r)) {
+      const ssize_t w = sys::pwrite(fd, buf + done, static_cast<std::size_t>(r) - done,
+                                    static_cast<off_t>(start + done));
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        return errno;
+      }
+      done += static_cast<std::size_t>(w);
+    }
+    start += static_cast<std::uint64_t>(r);
+    n -= static_cast<std::uint64_t>(r);
+  }
+  return 0;
+}
+
+// Makes [offset, end) allocated, written and unshared, growing the file to
+// `end` when `extend`. On failure the file's size is restored and no byte
+// of existing data has changed (blocks allocated so far stay allocated and
+// read as zeros).
+inline std::error_code stabilise(int fd, std::uint64_t offset, std::uint64_t end, std::uint64_t old_size,
+                                 const seal_options& options, seal_report& report) noexcept {
+  const std::uint64_t length = end - offset;
+  bool grew = false;
+  auto fail_with = [&](std::error_code ec) noexcept {
+    if (grew) (void)sys::ftruncate(fd, static_cast<off_t>(old_size));
+    return ec;
+  };
+  // Dirty page-cache data over an unwritten extent reads back as data but
+  // FIEMAP still says "unwritten": write it back first so that the scan
+  // sees the truth (this also resolves delayed allocations).
+  if (fdatasync_retry(fd) != 0) return seal_errno(errno, "seal: fdatasync (before scanning)");
+
+  block_map_summary before{};
+  const int scan = summarise_block_map(fd, offset, length, before);
+  if (scan != 0 && !fiemap_unsupported(scan)) return seal_errno(scan, "seal: FS_IOC_FIEMAP");
+  if (scan != 0) {
+    if (!options.allow_unverifiable)
+      return fail(errc::block_map_unverifiable,
+                  "seal: the file system cannot report its block map (FS_IOC_FIEMAP: %s), so the range cannot be "
+                  "verified; nothing was changed (set seal_options::allow_unverifiable to allocate and sync "
+                  "without verification)",
+                  errno_name(scan));
+    // Unverifiable: allocate and sync, report verified = false.
+    if (sys::fallocate(fd, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset), static_cast<off_t>(length)) != 0 &&
+        errno != EOPNOTSUPP)
+      return seal_errno(errno, "seal: fallocate");
+    if (end > old_size) {
+      if (sys::ftruncate(fd, static_cast<off_t>(end)) != 0) return seal_errno(errno, "seal: ftruncate (extend)");
+      grew = true;
+      report.extended = true;
+    }
+    if (fdatasync_retry(fd) != 0) return fail_with(seal_errno(errno, "seal: fdatasync"));
+    report.verified = false;
+    return {};
+  }
+
+  // Refuse up front when the free space clearly cannot cover the holes and
+  // shared bytes (f_bfree: the most the file system could ever give us).
+  const std::uint64_t needed = before.hole_bytes + before.shared_bytes;
+  struct statfs sfs {};
+  if (needed > 0 && sys::fstatfs(fd, &sfs) == 0) {
+    const std::uint64_t free_bytes = static_cast<std::uint64_t>(sfs.f_bfree) * static_cast<std::uint64_t>(sfs.f_bsize);
+    if (needed > free_bytes) {
+      set_detail("seal: ENOSPC: the range needs %llu bytes of new blocks (%llu in holes, %llu shared) but the file "
+                 "system has %llu free; nothing was changed",
+                 static_cast<unsigned long long>(needed), static_cast<unsigned long long>(before.hole_bytes),
+                 static_cast<unsigned long long>(before.shared_bytes), static_cast<unsigned long long>(free_bytes));
+      return errno_code(ENOSPC);
+    }
+  }
+
+  // 1. Allocate holes (only holes), without changing the size.
+  int err = walk_block_map(fd, offset, length, 0, [&](std::uint64_t start, std::uint64_t n, unsigned p) {
+    if (!(p & extent_hole)) return 0;
+    if (sys::fallocate(fd, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(start), static_cast<off_t>(n)) == 0) {
+      report.allocated_bytes += n;
+      return 0;
+    }
+    // No fallocate here: a rewrite of the hole allocates it (within EOF).
+    if (errno == EOPNOTSUPP) {
+      report.allocated_bytes += n;
+      return rewrite_range(fd, start, n, old_size);
+    }
+    return errno;
+  });
+  report.allocated_bytes += before.delalloc_bytes;
+  if (err != 0) return seal_errno(err, "seal: allocating holes (fallocate)");
+
+  // 2. Grow the file now that every block it gains is reserved.
+  if (end > old_size) {
+    if (sys::ftruncate(fd, static_cast<off_t>(end)) != 0) return seal_errno(errno, "seal: ftruncate (extend)");
+    grew = true;
+    report.extended = true;
+  }
+  const std::uint64_t size = end > old_size ? end : old_size;
+
+  // 3. Unshare reflinked extents; 4. write unwritten ones (by rewriting what
+  // they read, so no byte changes even if the scan raced a writer).
+  bool unshare_supported = true;
+  err = walk_block_map(fd, offset, length, 0, [&](std::uint64_t start, std::uint64_t n, unsigned p) {
+    if (p & extent_shared) {
+      if (unshare_supported && sys::fallocate(fd, FALLOC_FL_UNSHARE_RANGE, static_cast<off_t>(start),
+                                              static_cast<off_t>(n)) == 0) {
+        report.unshared_bytes += n;
+      } else if (!unshare_supported || errno == EOPNOTSUPP || errno == EINVAL) {
+        unshare_supported = false;
+        report.rewrote_shared = true;
+        if (const int r = rewrite_range(fd, start, n, size)) return r;
+        report.unshared_bytes += n;
+      } else {
+        return errno;
+      }
+    }
+    if (p & (extent_unwritten | extent_not_plain)) {
+      if (const int r = rewrite_range(fd, start, n, size)) return r;
+      if (p & extent_unwritten) report.zeroed_bytes += n;
+    }
+    return 0;
+  });
+  if (err != 0) return fail_with(seal_errno(err, "seal: unsharing or writing extents"));
+
+  // 5. Make it durable, then 6. verify.
+  if (fdatasync_retry(fd) != 0) return fail_with(seal_errno(errno, "seal: fdatasync"));
+  block_map_summary after{};
+  if (const int e = summarise_block_map(fd, offset, length, after)) return fail_with(seal_errno(e, "seal: FIEMAP (verify)"));
+  if (!after.stable())
+    return fail_with(fail(errc::block_map_unstable,
+                          "seal: after stabilising, byte %llu of the range is still %s (%llu hole, %llu unwritten, "
+                          "%llu delalloc, %llu shared, %llu inline/encoded bytes)",
+                          static_cast<unsigned long long>(after.first_problem),
+                          extent_problem_name(after.first_problem_kind),
+                          static_cast<unsigned long long>(after.hole_bytes),
+                          static_cast<unsigned long long>(after.unwritten_bytes),
+                          static_cast<unsigned long long>(after.delalloc_bytes),
+                          static_cast<unsigned long long>(after.shared_bytes),
+                          static_cast<unsigned long long>(after.not_plain_bytes)));
+  report.extents = after.extents;
+  report.verified = true;
+  return {};
+}
+
+}  // namespace detail
+
+inline result<iomap_seal> iomap_seal::acquire(int fd, std::uint64_t offset, std::uint64_t length,
+                                              seal_options options) noexcept {
+  detail::clear_detail();
+  if (fd < 0) return detail::fail(errc::invalid_argument, "seal: negative file descriptor %d", fd);
+  struct stat st {};
+  if (detail::sys::fstat(fd, &st) != 0) return detail::fail_errno(errno, "seal: fstat");
+  if (!S_ISREG(st.st_mode)) return detail::fail(errc::invalid_argument, "seal: not a regular file");
+  const int access = detail::sys::fcntl(fd, F_GETFL);
+  if (access < 0) return detail::fail_errno(errno, "seal: fcntl(F_GETFL)");
+  if ((access & O_ACCMODE) != O_RDWR)
+    return detail::fail(errc::invalid_argument, "seal: the file descriptor must be open O_RDWR");
+  const auto size = static_cast<std::uint64_t>(st.st_size);
+  if (length == 0) {
+    if (offset >= size)
+      return detail::fail(errc::beyond_eof, "seal: length 0 (to end of file) but offset %llu is at or past EOF (%llu)",
+                          static_cast<unsigned long long>(offset), static_cast<unsigned long long>(size));
+    length = size - offset;
+  }
+  const auto max_off = static_cast<std::uint64_t>(std::numeric_limits<off_t>::max());
+  if (offset > max_off || length > max_off - offset)
+    return detail::fail(errc::invalid_argument, "seal: range [%llu, +%llu) overflows off_t",
+                        static_cast<unsigned long long>(offset), static_cast<unsigned long long>(length));
+  const std::uint64_t end = offset + length;
+  if (end > size && !options.extend)
+    return detail::fail(errc::beyond_eof,
+                        "seal: range [%llu, %llu) extends past end of file (%llu bytes); set seal_options::extend "
+                        "to grow the file",
+                        static_cast<unsigned long long>(offset), static_cast<unsigned long long>(end),
+                        static_cast<unsigned long long>(size));
+  if (options.lease) {
+    if (options.lease_signal == 0) options.lease_signal = detail::default_lease_signal();
+    if (options.lease_signal < SIGRTMIN || options.lease_signal > SIGRTMAX)
+      return detail::fail(errc::invalid_argument, "seal: lease_signal %d is not a realtime signal (%d..%d)",
+                          options.lease_signal, SIGRTMIN, SIGRTMAX);
+  }
+#if !(defined(MAPDIRECT_F_MAY_SEAL_IOMAP) && defined(MAPDIRECT_MAP_DIRECT_FLAG))
+  if (options.method == seal_method::native)
+    return detail::fail(errc::mode_unavailable,
+                        "seal: native seal not configured: the build does not define MAPDIRECT_F_MAY_SEAL_IOMAP and "
+                        "MAPDIRECT_MAP_DIRECT_FLAG (the MAP_DIRECT series is not in mainline)");
+#endif
+
+  iomap_seal s;
+  s.node_ = new (std::nothrow) detail::seal_node;
+  if (!s.node_) return detail::fail_errno(ENOMEM, "seal: allocating the registry entry");
+  s.fd_ = detail::sys::fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  if (s.fd_ < 0) return detail::fail_errno(errno, "seal: fcntl(F_DUPFD_CLOEXEC)");
+  s.offset_ = offset;
+  s.length_ = length;
+  s.kind_ = seal_kind::stabilised;
+
+  // Both kinds first make the range stable: a natively sealed file can no
+  // longer allocate, so a later fault on a hole could only fail.
+  if (auto ec = detail::stabilise(s.fd_, offset, end, size, options, s.report_)) return ec;
+  // A later failure must not leave the file grown.
+  auto undo_growth = [&]() noexcept {
+    if (s.report_.extended) (void)detail::sys::ftruncate(s.fd_, static_cast<off_t>(size));
+  };
+
+#if defined(MAPDIRECT_F_MAY_SEAL_IOMAP) && defined(MAPDIRECT_MAP_DIRECT_FLAG)
+  if (options.method != seal_method::stabilised) {
+    if (detail::sys::fcntl(s.fd_, MAPDIRECT_F_MAY_SEAL_IOMAP, 1) == 0) {
+      s.kind_ = seal_kind::native;
+    } else {
+      const int e = errno;
+      if (e == EPERM || e == EACCES) {
+        undo_growth();
+        detail::set_detail("seal: fcntl(F_MAY_SEAL_IOMAP) refused with %s: sealing a block map needs "
+                           "CAP_LINUX_IMMUTABLE (or a descriptor passed by a process that has it)",
+                           detail::errno_name(e));
+        return detail::errno_code(e);
+      }
+      if (e == ETXTBSY) {
+        undo_growth();
+        return detail::seal_errno(e, "seal: fcntl(F_MAY_SEAL_IOMAP)");
+      }
+      const bool unknown = (e == EINVAL || e == EOPNOTSUPP || e == ENOTTY);
+      if (!unknown || options.method == seal_method::native) {
+        undo_growth();
+        if (unknown)
+          return detail::fail(errc::mode_unavailable,
+                              "seal: fcntl(F_MAY_SEAL_IOMAP) failed with %s: the kernel or file system has no native "
+                              "block-map seal",
+                              detail::errno_name(e));
+        return detail::fail_errno(e, "seal: fcntl(F_MAY_SEAL_IOMAP)");
+      }
+      // automatic: the kernel lacks the native seal; the stabilised one stands.
+    }
+  }
+#endif
+
+  if (options.lease) {
+    if (auto ec = detail::file_lease::take(s.fd_, options.lease_signal, s.lease_)) {
+      undo_growth();
+      return ec;
+    }
+  }
+  s.node_->dev = st.st_dev;
+  s.node_->ino = st.st_ino;
+  detail::seal_registry::add(s.node_);
+  return s;
+}
+
+inline result<std::uint64_t> iomap_seal::verify() const noexcept {
+  detail::clear_detail();
+  if (fd_ < 0) return detail::fail(errc::not_mapped, "verify: empty iomap_seal");
+  if (lease_.broken())
+    return detail::fail(errc::lease_broken,
+                        "verify: the lease was broken: another process opened or truncated the file");
+  struct stat st {};
+  if (detail::sys::fstat(fd_, &st) != 0) return detail::fail_errno(errno, "verify: fstat");
+  const auto size = static_cast<std::uint64_t>(st.st_size);
+  if (offset_ + length_ > size)
+    return detail::fail(errc::block_map_unstable, "verify: the file shrank to %llu bytes, below the sealed range end %llu",
+                        static_cast<unsigned long long>(size), static_cast<unsigned long long>(offset_ + length_));
+  detail::block_map_summary now{};
+  if (const int e = detail::summarise_block_map(fd_, offset_, length_, now)) {
+    if (detail::fiemap_unsupported(e))
+      return detail::fail(errc::block_map_unverifiable, "verify: the file system cannot report its block map (%s)",
+                          detail::errno_name(e));
+    return detail::fail_errno(e, "verify: FS_IOC_FIEMAP");
+  }
+  if (!now.stable())
+    return detail::fail(errc::block_map_unstable, "verify: byte %llu of the sealed range is %s",
+                        static_cast<unsigned long long>(now.first_problem),
+                        detail::extent_problem_name(now.first_problem_kind));
+  return now.extents;
+}
+
+inline result<void> iomap_seal::release() noexcept {
+  if (fd_ < 0 && !node_) return outcome::success();
+  std::error_code ec = lease_.release();
+#if defined(MAPDIRECT_F_MAY_SEAL_IOMAP) && defined(MAPDIRECT_MAP_DIRECT_FLAG)
+  if (fd_ >= 0 && kind_ == seal_kind::native && detail::sys::fcntl(fd_, MAPDIRECT_F_MAY_SEAL_IOMAP, 0) != 0 && !ec)
+    ec = detail::fail_errno(errno, "release: fcntl(F_MAY_SEAL_IOMAP, 0)");
+#endif
+  if (node_) {
+    if (node_->registered) detail::seal_registry::remove(node_);
+    delete node_;
+    node_ = nullptr;
+  }
+  if (fd_ >= 0 && detail::sys::close(fd_) != 0 && !ec) ec = detail::fail_errno(errno, "release: close");
+  fd_ = -1;
+  offset_ = length_ = 0;
+  report_ = seal_report{};
+  kind_ = seal_kind::stabilised;
+  if (ec) return ec;
+  return outcome::success();
+}
+
+MAPDIRECT_END_NAMESPACE
+
+#endif  // MAPDIRECT_SEAL_HPP
