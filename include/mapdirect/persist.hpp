@@ -159,31 +159,70 @@ inline void stream_fill_blocks(char* dst, int byte, std::size_t n) noexcept {
     _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i + 48), v);
   }
 }
+
+// Non-temporal 4/8-byte stores (MOVNTI) for a partial line; dst and n must be
+// multiples of 4. Cheaper than store + flush + reload of the line.
+inline void stream_copy_words(char* dst, const char* src, std::size_t n) noexcept {
+  std::size_t i = 0;
+  if ((reinterpret_cast<std::uintptr_t>(dst) & 7) && n >= 4) {
+    int v;
+    std::memcpy(&v, src, 4);
+    _mm_stream_si32(reinterpret_cast<int*>(dst), v);
+    i = 4;
+  }
+  for (; i + 8 <= n; i += 8) {
+    long long v;
+    std::memcpy(&v, src + i, 8);
+    _mm_stream_si64(reinterpret_cast<long long*>(dst + i), v);
+  }
+  if (i < n) {
+    int v;
+    std::memcpy(&v, src + i, 4);
+    _mm_stream_si32(reinterpret_cast<int*>(dst + i), v);
+  }
+}
+
+inline void stream_fill_words(char* dst, int byte, std::size_t n) noexcept {
+  const unsigned long long pattern = 0x0101010101010101ULL * static_cast<unsigned char>(byte);
+  std::size_t i = 0;
+  if ((reinterpret_cast<std::uintptr_t>(dst) & 7) && n >= 4) {
+    _mm_stream_si32(reinterpret_cast<int*>(dst), static_cast<int>(static_cast<unsigned>(pattern)));
+    i = 4;
+  }
+  for (; i + 8 <= n; i += 8) _mm_stream_si64(reinterpret_cast<long long*>(dst + i), static_cast<long long>(pattern));
+  if (i < n) _mm_stream_si32(reinterpret_cast<int*>(dst + i), static_cast<int>(static_cast<unsigned>(pattern)));
+}
 #endif
 
-// Splits [dst, dst+n) into an unaligned head, 64-byte aligned body and tail;
-// the body goes through non-temporal stores, head and tail through the cache
-// and a flush. Returns false (nothing done) where non-temporal stores are not
-// implemented.
-template <class Body, class Edge>
-inline bool split_nt(char* dst, std::size_t n, flush_instruction f, Body body, Edge edge) noexcept {
+// Splits [dst, dst+n) into a head up to the first 64-byte boundary, a body of
+// whole lines and a tail. The body goes through non-temporal stores, and so
+// does an edge whose address and length are multiples of 4 (MOVNTI); other
+// edges go through the cache and a flush. Returns false (nothing done) where
+// non-temporal stores are not implemented.
+template <class Body, class Words, class Edge>
+inline bool split_nt(char* dst, std::size_t n, flush_instruction f, Body body, Words words, Edge edge) noexcept {
 #if defined(MAPDIRECT_ARCH_X86_64)
-  const std::size_t head = (64 - (reinterpret_cast<std::uintptr_t>(dst) & 63)) & 63;
-  if (head >= n) return false;
+  std::size_t head = (64 - (reinterpret_cast<std::uintptr_t>(dst) & 63)) & 63;
+  if (head > n) head = n;
   const std::size_t mid = (n - head) & ~std::size_t{63};
   const std::size_t tail = n - head - mid;
-  if (head) {
-    edge(0, head);
-    flush_lines(dst, head, f);
-  }
-  body(head, mid);
-  if (tail) {
-    edge(head + mid, tail);
-    flush_lines(dst + head + mid, tail, f);
-  }
+  auto store_edge = [&](std::size_t off, std::size_t len) {
+    if (((reinterpret_cast<std::uintptr_t>(dst + off) | len) & 3) == 0) {
+      words(off, len);
+    } else {
+      edge(off, len);
+      flush_lines(dst + off, len, f);
+    }
+  };
+  if (head) store_edge(0, head);
+  if (mid) body(head, mid);
+  if (tail) store_edge(head + mid, tail);
+  // drain() does not fence after CLFLUSH (it is ordered by itself), but
+  // non-temporal stores still need an SFENCE.
+  if (f == flush_instruction::clflush) _mm_sfence();
   return true;
 #else
-  (void)dst, (void)n, (void)f, (void)body, (void)edge;
+  (void)dst, (void)n, (void)f, (void)body, (void)words, (void)edge;
   return false;
 #endif
 }
@@ -191,7 +230,8 @@ inline bool split_nt(char* dst, std::size_t n, flush_instruction f, Body body, E
 
 /// Copies n bytes and writes the destination back with `f` (no drain).
 /// Copies of at least `nt_threshold` bytes bypass the cache with
-/// non-temporal stores where the CPU has them.
+/// non-temporal stores where the CPU has them (x86-64); unaligned edges that
+/// MOVNTI cannot store go through the cache and a flush.
 inline void memcpy_flush(void* dst, const void* src, std::size_t n, flush_instruction f,
                          std::size_t nt_threshold = MAPDIRECT_MOVNT_THRESHOLD) noexcept {
   if (n == 0) return;
@@ -203,6 +243,13 @@ inline void memcpy_flush(void* dst, const void* src, std::size_t n, flush_instru
         [&](std::size_t off, std::size_t len) {
 #if defined(MAPDIRECT_ARCH_X86_64)
           detail::stream_copy_blocks(d + off, s + off, len);
+#else
+          (void)off, (void)len;
+#endif
+        },
+        [&](std::size_t off, std::size_t len) {
+#if defined(MAPDIRECT_ARCH_X86_64)
+          detail::stream_copy_words(d + off, s + off, len);
 #else
           (void)off, (void)len;
 #endif
@@ -225,6 +272,13 @@ inline void memset_flush(void* dst, int byte, std::size_t n, flush_instruction f
         [&](std::size_t off, std::size_t len) {
 #if defined(MAPDIRECT_ARCH_X86_64)
           detail::stream_fill_blocks(d + off, byte, len);
+#else
+          (void)off, (void)len;
+#endif
+        },
+        [&](std::size_t off, std::size_t len) {
+#if defined(MAPDIRECT_ARCH_X86_64)
+          detail::stream_fill_words(d + off, byte, len);
 #else
           (void)off, (void)len;
 #endif
