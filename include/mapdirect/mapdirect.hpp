@@ -6,6 +6,7 @@
 #include "config.hpp"
 #include "error.hpp"
 #include "persist.hpp"
+#include "guard.hpp"
 #include "mapping.hpp"
 #include "probe.hpp"
 

@@ -9,6 +9,7 @@
 #include "detail/nd.hpp"
 #include "detail/syscall.hpp"
 #include "error.hpp"
+#include "guard.hpp"
 #include "persist.hpp"
 
 #include <cstddef>
@@ -301,6 +302,51 @@ class direct_mapping {
   /// pages and would not report it twice. Call this once the data written
   /// since the last successful persist has been rewritten.
   void clear_durability_error() noexcept { durability_failed_ = false; }
+
+  // --- guarded access (see guard.hpp)
+  /// Copies n bytes at offset into dst; a SIGBUS becomes an error whose
+  /// offset() is relative to data(). On error dst's contents are unspecified.
+  /// Errors: errc::beyond_eof (truncated: offset() is where the file now ends),
+  /// errc::media_error (offset()/length(): the poisoned range), errc::io_error,
+  /// errc::out_of_range, errc::not_mapped, sigaction errno codes.
+  access_result<void> read(std::size_t offset, void* dst, std::size_t n) const noexcept {
+    MAPDIRECT_TRY_RANGE(offset, n);
+    const guard_range target{data_, size_, fd_, offset_};
+    return detail::copy_guarded(dst, data_ + offset, n, nullptr, &target, "direct_mapping::read");
+  }
+  /// read() into a whole byte range (std::span, vector, string, array...). Errors: as read().
+  template <class Buffer, class = std::enable_if_t<detail::is_byte_range<std::remove_reference_t<Buffer>>::value>>
+  access_result<void> read(std::size_t offset, Buffer&& buffer) const noexcept {
+    return read(offset, static_cast<void*>(buffer.data()), detail::byte_size(buffer));
+  }
+  /// Stores n bytes from src at offset (not yet durable: persist() after);
+  /// a SIGBUS (e.g. no block left on the file system) becomes an error.
+  /// Errors: as read() (a full file system gives errc::io_error).
+  access_result<void> write(std::size_t offset, const void* src, std::size_t n) noexcept {
+    MAPDIRECT_TRY_RANGE(offset, n);
+    const guard_range target{data_, size_, fd_, offset_};
+    return detail::copy_guarded(data_ + offset, src, n, &target, nullptr, "direct_mapping::write");
+  }
+  /// write() of a whole byte range. Errors: as write().
+  template <class Buffer, class = std::enable_if_t<detail::is_byte_range<std::remove_reference_t<Buffer>>::value>>
+  access_result<void> write(std::size_t offset, const Buffer& buffer) noexcept {
+    return write(offset, static_cast<const void*>(buffer.data()), detail::byte_size(buffer));
+  }
+  /// Rewrites a poisoned range [offset, offset+n) (page-aligned) with `src`
+  /// through pwrite, which clears poison on DAX (recovery write, Linux 5.19+),
+  /// makes it durable (fdatasync) and checks that the mapping reads it back.
+  /// Errors: errc::misaligned_offset, errc::out_of_range, errc::not_mapped,
+  /// errc::invalid_argument, errc::media_error (the kernel could not clear the
+  /// poison, or the range still faults), errc::io_error, pwrite/fdatasync errno codes.
+  access_result<void> repair(std::size_t offset, const void* src, std::size_t n) noexcept {
+    MAPDIRECT_TRY_RANGE(offset, n);
+    return detail::repair_range(guard_range{data_, size_, fd_, offset_}, offset, src, n, page_size());
+  }
+  /// repair() from a whole byte range. Errors: as repair().
+  template <class Buffer, class = std::enable_if_t<detail::is_byte_range<std::remove_reference_t<Buffer>>::value>>
+  access_result<void> repair(std::size_t offset, const Buffer& buffer) noexcept {
+    return repair(offset, static_cast<const void*>(buffer.data()), detail::byte_size(buffer));
+  }
 
   /// Unmaps now (and closes the mapping's fd). Closing an empty object
   /// succeeds and does nothing. Errors: munmap/close errno codes; the object
