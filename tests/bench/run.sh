@@ -1,0 +1,259 @@
+#!/usr/bin/env bash
+# Runs the benchmark suite (every tests/bench/bench_* executable) and writes
+# docs/bench/results.md (machine, tables with ratios against PMDK),
+# docs/bench/copy_fill.png (GB/s by size, both libraries) and the raw output
+# under docs/bench/raw/.
+#
+# usage: tests/bench/run.sh [build-dir]
+#   BENCH_REPS=5          repetitions per benchmark (the median is reported)
+#   BENCH_MIN_TIME=0.2    seconds per repetition
+#   BENCH_FILTER=regex    run only matching benchmarks
+#   BENCH_JOBS=2          build parallelism
+#   MAPDIRECT_BENCH_DIR   where bench_map puts its 1 GiB file (default /tmp)
+# Needs: cmake, a C++17 compiler, libpmem-dev, libpmem2-dev, libbenchmark-dev,
+# gnuplot (gnuplot-nox) and python3.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+build=${1:-$root/build-bench}
+out=$root/docs/bench
+reps=${BENCH_REPS:-5}
+min_time=${BENCH_MIN_TIME:-0.2}
+filter=${BENCH_FILTER:-.}
+jobs=${BENCH_JOBS:-2}
+
+for tool in cmake python3 gnuplot; do
+  command -v "$tool" >/dev/null || { echo "run.sh: $tool not found" >&2; exit 1; }
+done
+
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DMAPDIRECT_BUILD_BENCHMARKS=ON \
+  -DMAPDIRECT_BUILD_TESTS=OFF -DMAPDIRECT_BUILD_EXAMPLES=OFF >/dev/null
+cmake --build "$build" --target mapdirect_benchmarks -j "$jobs"
+
+mkdir -p "$out/raw"
+rm -f "$out"/raw/*.json "$out"/raw/*.txt
+
+for src in "$here"/bench_*.cpp; do
+  name=$(basename "$src" .cpp)
+  exe="$build/tests/bench/$name"
+  [ -x "$exe" ] || { echo "run.sh: $exe missing" >&2; exit 1; }
+  # A file with its own main() that does not hand argv to Google Benchmark
+  # gets its text output recorded as is.
+  if grep -Eq '^[[:space:]]*int[[:space:]]+main[[:space:]]*\(' "$src" && ! grep -q 'benchmark::Initialize' "$src"; then
+    echo "== $name (own harness)"
+    "$exe" | tee "$out/raw/$name.txt"
+  else
+    echo "== $name"
+    "$exe" --benchmark_filter="$filter" --benchmark_repetitions="$reps" \
+      --benchmark_min_time="$min_time" --benchmark_report_aggregates_only=true \
+      --benchmark_out="$out/raw/$name.json" --benchmark_out_format=json
+  fi
+done
+
+python3 - "$out" <<'PY'
+import glob, json, os, platform, re, subprocess, sys, datetime
+
+out = sys.argv[1]
+raw = os.path.join(out, "raw")
+
+def run(cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
+    except Exception:
+        return "?"
+
+# name -> median cpu time (ns) and bytes/s, from every JSON file.
+results, context = {}, {}
+for path in sorted(glob.glob(os.path.join(raw, "*.json"))):
+    with open(path) as f:
+        data = json.load(f)
+    for k, v in data.get("context", {}).items():
+        context.setdefault(k, v)
+    for b in data["benchmarks"]:
+        if b.get("error_occurred"):
+            results[b["run_name"]] = {"error": b.get("error_message", "error")}
+            continue
+        if b.get("run_type") == "aggregate" and b.get("aggregate_name") != "median":
+            continue
+        scale = {"ns": 1, "us": 1e3, "ms": 1e6, "s": 1e9}[b.get("time_unit", "ns")]
+        results[b["run_name"]] = {
+            "ns": b["cpu_time"] * scale,
+            "bps": b.get("bytes_per_second"),
+            "label": b.get("label", ""),
+        }
+
+# Names are <operation>/<library>/<arg>; pair mapdirect with every other library.
+groups = {}
+for name, r in results.items():
+    parts = name.split("/")
+    if len(parts) != 3:
+        groups.setdefault(("other", name), {})["-"] = r
+        continue
+    op, lib, arg = parts
+    groups.setdefault((op, arg), {})[lib] = r
+
+def human_size(s):
+    try:
+        n = int(s)
+    except ValueError:
+        return s
+    for unit, k in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= k and n % k == 0:
+            return f"{n // k} {unit}"
+    return f"{n} B"
+
+def fmt_ns(ns):
+    return f"{ns / 1e3:.1f} µs" if ns >= 1e4 else f"{ns:.1f} ns"
+
+# What each operation means and what the issue asks of it.
+ops = [
+    ("persist", "persist of a dirty range: flush_lines+drain vs pmem_persist", "time", 1.0),
+    ("scattered16", "16 scattered dirty lines flushed, then one drain (bytes = 16 x 64)", "time", 1.0),
+    ("copy", "memcpy_flush+drain vs pmem_memcpy_persist (anonymous memory)", "gbs", None),
+    ("fill", "memset_flush+drain vs pmem_memset_persist (anonymous memory)", "gbs", None),
+    ("mapping_copy", "direct_mapping::copy_persist (cache-line mapping, MAP_SYNC emulated via the seam) vs pmem_memcpy_persist on it", "gbs", None),
+    ("map_unmap", "map + unmap of a 1 GiB file: direct_mapping vs pmem2_map_new", "time", 1.0),
+]
+known = {o[0] for o in ops}
+for (op, _arg) in groups:
+    if op not in known and op != "other":
+        ops.append((op, op, "time", None))
+        known.add(op)
+
+def copy_target(arg):
+    try:
+        n = int(arg)
+    except ValueError:
+        return None
+    return 1.2 if 64 <= n <= 256 else 1.0
+
+lines = []
+w = lines.append
+w("# mapdirect benchmarks against PMDK")
+w("")
+w(f"Generated by `tests/bench/run.sh` on {datetime.date.today().isoformat()}; "
+  "median CPU time of the repetitions, both libraries in one process on the same buffers and files.")
+w("")
+w("## Machine")
+w("")
+w(f"- CPU: {context.get('cpu_model', '?')} ({os.cpu_count()} CPUs visible; "
+  f"{'virtual machine' if 'hypervisor' in open('/proc/cpuinfo').read() else 'bare metal'})")
+w(f"- Kernel: {platform.release()}; compiler: {run(['c++', '--version']).splitlines()[0] if run(['c++', '--version']) != '?' else '?'}")
+w(f"- mapdirect flush instruction: {context.get('mapdirect_flush', '?')}; "
+  f"MAPDIRECT_MOVNT_THRESHOLD = {context.get('mapdirect_movnt_threshold', '?')}")
+w(f"- PMDK: libpmem {run(['pkg-config', '--modversion', 'libpmem'])}, "
+  f"libpmem2 {run(['pkg-config', '--modversion', 'libpmem2'])}; Google Benchmark {run(['dpkg-query', '-W', '-f=${Version}', 'libbenchmark-dev'])}")
+w("- Memory: ordinary DRAM (no pmem): the flush and non-temporal store instructions run and cost the same; "
+  "what they cost on real pmem differs.")
+w("")
+w("Ratio columns: **time ratio** = mapdirect time / PMDK time (<= 1.0 means mapdirect is no slower); "
+  "**speedup** = mapdirect GB/s / PMDK GB/s (>= 1.0 means mapdirect is faster).")
+w("")
+
+plot = {}
+for op, title, kind, target in ops:
+    rows = sorted([(arg, libs) for (o, arg), libs in groups.items() if o == op],
+                  key=lambda x: int(x[0]) if x[0].isdigit() else x[0])
+    if not rows:
+        continue
+    w(f"## {op}: {title}")
+    w("")
+    peers = sorted({lib for _, libs in rows for lib in libs if lib != "mapdirect"})
+    if kind == "gbs":
+        w("| size | mapdirect GB/s | " + " | ".join(f"{p} GB/s" for p in peers) + " | speedup | target |")
+        w("|---:|---:|" + "---:|" * len(peers) + "---:|:---|")
+    else:
+        w("| size | mapdirect | " + " | ".join(peers) + " | time ratio | target |")
+        w("|---:|---:|" + "---:|" * len(peers) + "---:|:---|")
+    for arg, libs in rows:
+        md = libs.get("mapdirect")
+        cells, ratio, verdict = [], "", ""
+        for p in peers:
+            r = libs.get(p)
+            if r is None or "error" in r:
+                cells.append(r["error"] if r else "-")
+            elif kind == "gbs":
+                cells.append(f"{r['bps'] / 1e9:.2f}")
+            else:
+                cells.append(fmt_ns(r["ns"]))
+        ref = libs.get(peers[0]) if peers else None
+        if md and "error" not in md and ref and "error" not in ref:
+            if kind == "gbs":
+                s = md["bps"] / ref["bps"]
+                ratio = f"{s:.2f}x"
+                t = copy_target(arg) if op in ("copy", "fill", "mapping_copy") else None
+                if t is not None:
+                    verdict = f">= {t}: {'met' if s >= t else 'MISSED'}"
+                plot.setdefault(op, []).append((int(arg), md["bps"] / 1e9, ref["bps"] / 1e9))
+            else:
+                q = md["ns"] / ref["ns"]
+                ratio = f"{q:.2f}"
+                if target is not None:
+                    verdict = f"<= {target}: {'met' if q <= target else 'MISSED'}"
+        mdcell = "-" if not md else md.get("error") or (f"{md['bps'] / 1e9:.2f}" if kind == "gbs" else fmt_ns(md["ns"]))
+        if md and md.get("label"):
+            mdcell += f" ({md['label']})"
+        w(f"| {human_size(arg)} | {mdcell} | " + " | ".join(cells) + f" | {ratio} | {verdict} |")
+    w("")
+
+others = [name for (op, name) in groups if op == "other"]
+if others:
+    w("## Other benchmarks")
+    w("")
+    w("| benchmark | CPU time | GB/s |")
+    w("|:---|---:|---:|")
+    for name in sorted(others):
+        r = groups[("other", name)]["-"]
+        if "error" in r:
+            w(f"| {name} | {r['error']} | |")
+        else:
+            w(f"| {name} | {fmt_ns(r['ns'])} | {r['bps'] / 1e9:.2f} |" if r.get("bps") else
+              f"| {name} | {fmt_ns(r['ns'])} | |")
+    w("")
+
+for path in sorted(glob.glob(os.path.join(raw, "*.txt"))):
+    w(f"## {os.path.basename(path)[:-4]} (own harness, output as printed)")
+    w("")
+    w("```")
+    w(open(path).read().rstrip())
+    w("```")
+    w("")
+
+if plot:
+    w("## Plot")
+    w("")
+    w("![GB/s by size, mapdirect and PMDK](copy_fill.png)")
+    w("")
+    with open(os.path.join(out, "raw", "plot.dat"), "w") as f:
+        for op in ("copy", "fill"):
+            f.write(f"# {op}: size mapdirect_GBs pmdk_GBs\n")
+            for n, a, b in sorted(plot.get(op, [])):
+                f.write(f"{n} {a:.4f} {b:.4f}\n")
+            f.write("\n\n")
+
+with open(os.path.join(out, "results.md"), "w") as f:
+    f.write("\n".join(lines) + "\n")
+print(f"wrote {os.path.join(out, 'results.md')}")
+PY
+
+if [ -s "$out/raw/plot.dat" ]; then
+  gnuplot <<GP
+set terminal pngcairo size 900,540 font "sans,10" noenhanced
+set output "$out/copy_fill.png"
+set title "Copy and fill with persist: mapdirect vs PMDK libpmem (higher is better)"
+set logscale x 2
+set logscale y 10
+set xrange [40:26000000]
+set xlabel "bytes per call"
+set ylabel "GB/s (median CPU time)"
+set key top left
+set grid
+set xtics ("64" 64, "256" 256, "4K" 4096, "64K" 65536, "1M" 1048576, "16M" 16777216)
+plot "$out/raw/plot.dat" index 0 using 1:2 with linespoints lw 2 pt 7 title "mapdirect copy_persist", \
+     "" index 0 using 1:3 with linespoints lw 2 pt 6 dt 2 title "pmem_memcpy_persist", \
+     "" index 1 using 1:2 with linespoints lw 2 pt 5 title "mapdirect fill_persist", \
+     "" index 1 using 1:3 with linespoints lw 2 pt 4 dt 2 title "pmem_memset_persist"
+GP
+  echo "wrote $out/copy_fill.png"
+fi
