@@ -7,6 +7,7 @@
 // start and stops at the first record that is missing or torn.
 //
 //   durable_log write  FILE [--size BYTES] [--count N] [--group N] [--print-acks] [--seed S]
+//                     [--unsafe-cpu-flush-only]
 //       Appends synthetic records (content derived from the sequence number,
 //       so verify can check it) forever or N times, persisting every
 //       record (--group 1) or every N records with a single persist.
@@ -19,6 +20,13 @@
 //       As verify, then clears a torn tail so the next scan ends cleanly.
 //   durable_log dump FILE
 //       Prints every intact record.
+//
+// --unsafe-cpu-flush-only replaces persist() by a CPU cache flush of the
+// record, which is what a library that ignores the mapping mode would do. It
+// is correct only for map_mode::sync; on a page-granular mapping (virtio-pmem,
+// ordinary disks) block allocations and page-cache data are then never made
+// durable, and the power-loss test (tests/vm/run.sh --negative-control) shows
+// acknowledged records being lost. Never use it for real data.
 //
 // --print-acks prints "ack <seq>" on stdout for each record once it is
 // durable. tests/vm/run.sh uses this on the serial console of a QEMU guest,
@@ -274,6 +282,7 @@ struct log_writer {
   std::uint64_t next_seq = 1;
   std::uint32_t prev_crc = 0;
   bool print_acks = false;
+  bool cpu_flush_only = false;  // --unsafe-cpu-flush-only (negative control)
   std::size_t group = 1;
   std::uint32_t session = static_cast<std::uint32_t>(std::random_device{}());
   // The current group: records written but not yet persisted.
@@ -367,7 +376,13 @@ struct log_writer {
   // Makes the current group durable with one persist, then acknowledges it.
   void commit() {
     if (group_count == 0) return;
-    if (auto r = map.persist(group_start, end - group_start); !r) fail("persist", r.error());
+    if (cpu_flush_only) {
+      // Deliberately wrong for page granularity (see --unsafe-cpu-flush-only).
+      mapdirect::flush_lines(map.data() + group_start, end - group_start, map.flush_with());
+      mapdirect::drain(map.flush_with());
+    } else if (auto r = map.persist(group_start, end - group_start); !r) {
+      fail("persist", r.error());
+    }
     // Only now are these records durable: acknowledge them.
     if (print_acks) {
       ack_buffer.clear();
@@ -395,6 +410,7 @@ struct log_writer {
 [[noreturn]] void usage() {
   std::fprintf(stderr,
                "usage: durable_log write   FILE [--size BYTES] [--count N] [--group N] [--print-acks] [--seed S]\n"
+               "                                [--unsafe-cpu-flush-only]\n"
                "       durable_log append  FILE [--size BYTES] [--group N] [--print-acks]   (records from stdin)\n"
                "       durable_log verify  FILE [--expect-last N]\n"
                "       durable_log recover FILE\n"
@@ -424,6 +440,7 @@ struct options {
   std::uint64_t count = 0;  // 0: until killed or full
   std::size_t group = 1;
   bool print_acks = false;
+  bool cpu_flush_only = false;
   std::uint64_t seed = 1;
   std::uint64_t expect_last = 0;
   bool has_expect_last = false;
@@ -445,6 +462,7 @@ options parse(int argc, char** argv) {
     else if (a == "--group") o.group = static_cast<std::size_t>(parse_size(next()));
     else if (a == "--seed") o.seed = parse_size(next());
     else if (a == "--print-acks") o.print_acks = true;
+    else if (a == "--unsafe-cpu-flush-only") o.cpu_flush_only = true;
     else if (a == "--expect-last") { o.expect_last = parse_size(next()); o.has_expect_last = true; }
     else usage();
   }
@@ -497,6 +515,7 @@ int cmd_dump(const options& o) {
 int cmd_write(const options& o) {
   log_writer w;
   w.print_acks = o.print_acks;
+  w.cpu_flush_only = o.cpu_flush_only;
   w.group = o.group;
   w.open(o.file, o.size);
   std::vector<unsigned char> payload;
