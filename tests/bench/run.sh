@@ -178,7 +178,11 @@ for op, title, kind, target in ops:
             else:
                 cells.append(fmt_ns(r["ns"]))
         ref = libs.get(peers[0]) if peers else None
-        if md and "error" not in md and ref and "error" not in ref:
+        if len(peers) > 1 and kind != "gbs" and md and "error" not in md:
+            # Several peers: one time ratio against each.
+            ratio = ", ".join(f"{md['ns'] / libs[p]['ns']:.2f} vs {p}" for p in peers
+                              if p in libs and "error" not in libs[p])
+        elif md and "error" not in md and ref and "error" not in ref:
             if kind == "gbs":
                 s = md["bps"] / ref["bps"]
                 ratio = f"{s:.2f}x"
