@@ -302,6 +302,8 @@ class direct_mapping {
   /// pages and would not report it twice. Call this once the data written
   /// since the last successful persist has been rewritten.
   void clear_durability_error() noexcept { durability_failed_ = false; }
+  /// True after a failed msync/persister flush, until clear_durability_error().
+  bool durability_failed() const noexcept { return durability_failed_; }
 
   // --- guarded access (see guard.hpp)
   /// Copies n bytes at offset into dst; a SIGBUS becomes an error whose
