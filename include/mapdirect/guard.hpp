@@ -4,8 +4,10 @@
 // into errors that carry the faulting offset, instead of killing the process.
 //
 // One process-wide SIGBUS handler (installed lazily on first use, or by
-// install_sigbus_handler()) jumps back into the innermost guard of the
-// faulting thread whose range holds the fault address. Every other SIGBUS
+// install_sigbus_handler()) returns control to the innermost guard of the
+// faulting thread whose range holds the fault address: with siglongjmp to a
+// sigsetjmp(env, 0) frame (with_guard), or, for the copies on x86-64, by
+// moving the instruction pointer of the copy routine to its fix-up label. Every other SIGBUS
 // (sent by kill/tgkill, asynchronous BUS_MCEERR_AO, or a fault outside any
 // guard) goes to the disposition that was installed before ours, exactly as
 // if we were not there. A handler installed after ours replaces it: install
@@ -14,6 +16,7 @@
 #define MAPDIRECT_GUARD_HPP
 
 #include "config.hpp"
+#include "detail/guard_copy.hpp"
 #include "detail/guard_maps.hpp"
 #include "detail/sigbus.hpp"
 #include "detail/syscall.hpp"
@@ -28,6 +31,7 @@
 #include <type_traits>
 #include <utility>
 
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/utsname.h>
@@ -41,13 +45,13 @@ class access_error {
  public:
   access_error() noexcept = default;
   /// A failure that is not a fault (bad argument, handler not installable...).
-  access_error(std::error_code code) noexcept : code_(code) {}  // NOLINT: implicit on purpose
+  access_error(std::error_code code) noexcept : value_(code.value()), category_(&code.category()) {}  // NOLINT: implicit
   /// A fault: bytes [offset, offset+length) of the guarded object are affected.
   access_error(std::error_code code, std::uint64_t offset, std::size_t length, const void* address) noexcept
-      : code_(code), offset_(offset), length_(length), address_(address) {}
+      : value_(code.value()), category_(&code.category()), offset_(offset), length_(length), address_(address) {}
 
   /// errc::beyond_eof, errc::media_error, errc::io_error for faults; others for bad calls.
-  const std::error_code& code() const noexcept { return code_; }
+  std::error_code code() const noexcept { return category_ ? std::error_code(value_, *category_) : std::error_code(); }
   /// First affected byte, relative to the guarded object: the mapping for
   /// direct_mapping::read/write/repair, the range for with_guard, the copy
   /// (same offset in source and destination) for guarded_copy. For
@@ -62,23 +66,26 @@ class access_error {
   /// True when this error comes from a fault inside a guard.
   bool is_fault() const noexcept { return address_ != nullptr; }
 
-  int value() const noexcept { return code_.value(); }
-  const std::error_category& category() const noexcept { return code_.category(); }
-  std::string message() const { return code_.message(); }
-  explicit operator bool() const noexcept { return static_cast<bool>(code_); }
-  operator std::error_code() const noexcept { return code_; }  // NOLINT: implicit on purpose
+  int value() const noexcept { return value_; }
+  const std::error_category& category() const noexcept { return code().category(); }
+  std::string message() const { return code().message(); }
+  explicit operator bool() const noexcept { return value_ != 0; }
+  operator std::error_code() const noexcept { return code(); }  // NOLINT: implicit on purpose
 
-  friend bool operator==(const access_error& a, const std::error_code& b) noexcept { return a.code_ == b; }
-  friend bool operator==(const std::error_code& b, const access_error& a) noexcept { return a.code_ == b; }
-  friend bool operator!=(const access_error& a, const std::error_code& b) noexcept { return !(a.code_ == b); }
-  friend bool operator!=(const std::error_code& b, const access_error& a) noexcept { return !(a.code_ == b); }
-  friend bool operator==(const access_error& a, const std::error_condition& b) noexcept { return a.code_ == b; }
-  friend bool operator==(const std::error_condition& b, const access_error& a) noexcept { return a.code_ == b; }
-  friend bool operator!=(const access_error& a, const std::error_condition& b) noexcept { return !(a.code_ == b); }
-  friend bool operator!=(const std::error_condition& b, const access_error& a) noexcept { return !(a.code_ == b); }
+  friend bool operator==(const access_error& a, const std::error_code& b) noexcept { return a.code() == b; }
+  friend bool operator==(const std::error_code& b, const access_error& a) noexcept { return a.code() == b; }
+  friend bool operator!=(const access_error& a, const std::error_code& b) noexcept { return !(a.code() == b); }
+  friend bool operator!=(const std::error_code& b, const access_error& a) noexcept { return !(a.code() == b); }
+  friend bool operator==(const access_error& a, const std::error_condition& b) noexcept { return a.code() == b; }
+  friend bool operator==(const std::error_condition& b, const access_error& a) noexcept { return a.code() == b; }
+  friend bool operator!=(const access_error& a, const std::error_condition& b) noexcept { return !(a.code() == b); }
+  friend bool operator!=(const std::error_condition& b, const access_error& a) noexcept { return !(a.code() == b); }
 
  private:
-  std::error_code code_;
+  // Not a std::error_code member: its default constructor calls
+  // std::system_category() out of line, on every successful guarded copy.
+  int value_ = 0;
+  const std::error_category* category_ = nullptr;
   std::uint64_t offset_ = 0;
   std::size_t length_ = 0;
   const void* address_ = nullptr;
@@ -229,18 +236,27 @@ inline access_error fault_error(const guard_frame& f, const guard_range& target,
 /// memcpy with SIGBUS on the guarded side(s) turned into an error. src_obj /
 /// dst_obj: the object src / dst lie in (offsets are reported relative to
 /// it), or null for an unguarded side. Source and destination must not overlap.
-inline access_result<void> copy_guarded(void* dst, const void* src, std::size_t n, const guard_range* dst_obj,
-                                        const guard_range* src_obj, const char* what) noexcept {
+// The error path of copy_guarded, out of line so the fast path stays small.
+__attribute__((noinline, cold)) inline access_error copy_fault(const guard_frame& frame, const void* dst,
+                                                               const void* src, std::size_t n,
+                                                               const guard_range* dst_obj,
+                                                               const guard_range* src_obj, const char* what) noexcept {
+  const std::uintptr_t a = frame.fault_addr;
+  if (src_obj && a >= frame.lo[0] && a < frame.hi[0]) return fault_error(frame, *src_obj, src, n, what);
+  return fault_error(frame, *dst_obj, dst, n, what);
+}
+
+__attribute__((always_inline)) inline access_result<void> copy_guarded(void* dst, const void* src, std::size_t n,
+                                                                       const guard_range* dst_obj,
+                                                                       const guard_range* src_obj,
+                                                                       const char* what) noexcept {
   if (n == 0) return outcome::success();
   if (auto ec = ensure_sigbus_handler()) return access_error(ec);
   guard_frame frame;
   set_guard_range(frame, 0, src_obj ? src : nullptr, src_obj ? n : 0);
   set_guard_range(frame, 1, dst_obj ? dst : nullptr, dst_obj ? n : 0);
-  auto copy = [dst, src, n]() noexcept { std::memcpy(dst, src, n); };
-  if (run_guarded(frame, copy)) return outcome::success();
-  const std::uintptr_t a = frame.fault_addr;
-  if (src_obj && a >= frame.lo[0] && a < frame.hi[0]) return fault_error(frame, *src_obj, src, n, what);
-  return fault_error(frame, *dst_obj, dst, n, what);
+  if (copy_in_frame(frame, dst, src, n)) return outcome::success();
+  return copy_fault(frame, dst, src, n, dst_obj, src_obj, what);
 }
 
 template <class T>
@@ -363,6 +379,12 @@ inline access_result<void> repair_range(const guard_range& map, std::size_t offs
     done += static_cast<std::size_t>(w);
   }
   if (sys::fdatasync(map.fd) != 0) return access_error(fail_errno(errno, "repair: fdatasync after the rewrite"));
+  // Drop this mapping's translations of the range: a page-cache page that was
+  // poisoned leaves a hwpoison entry in the page table that would keep
+  // faulting although the file now holds good data. Harmless for a shared
+  // file mapping (dirty pages stay in the page cache; DAX stores are in media).
+  if (sys::madvise(static_cast<unsigned char*>(const_cast<void*>(map.data)) + offset, n, MADV_DONTNEED) != 0)
+    return access_error(fail_errno(errno, "repair: madvise(MADV_DONTNEED) to drop stale translations"));
   // The rewrite must be visible through the mapping, and must no longer fault.
   const unsigned char* mapped = static_cast<const unsigned char*>(map.data) + offset;
   auto same = with_guard(map, [mapped, from, n]() noexcept { return std::memcmp(mapped, from, n) == 0; });

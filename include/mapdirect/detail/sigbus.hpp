@@ -17,6 +17,7 @@
 
 #include <sched.h>
 #include <signal.h>
+#include <ucontext.h>
 
 // Older libc headers lack the machine-check codes (values from the kernel ABI).
 #ifndef BUS_MCEERR_AR
@@ -39,6 +40,12 @@ struct guard_frame {
   // source and destination.
   std::uintptr_t lo[2];
   std::uintptr_t hi[2];
+  // Fix-up frames (the x86-64 copy routine of guard_copy.hpp): a fault whose
+  // instruction pointer lies in [ip_lo, ip_hi) resumes at resume_ip instead
+  // of jumping; resume_ip 0 means a sigsetjmp frame.
+  std::uintptr_t ip_lo;
+  std::uintptr_t ip_hi;
+  std::uintptr_t resume_ip;
   // Written by the handler just before it jumps back.
   volatile int fault_code;
   volatile std::uintptr_t fault_addr;
@@ -78,6 +85,7 @@ inline void pop_guard(guard_frame& f) noexcept {
 /// inline it (it calls sigsetjmp), and after the jump only `false` is returned.
 template <class F>
 bool run_guarded(guard_frame& frame, F& fn) noexcept {
+  frame.resume_ip = 0;
   if (sigsetjmp(frame.env, 0) != 0) return false;
   push_guard(frame);
   fn();
@@ -173,12 +181,27 @@ inline void sigbus_handler(int sig, siginfo_t* info, void* context) noexcept {
     guard_frame*& top = current_guard();
     for (guard_frame* f = top; f; f = f->outer) {
       if (!f->covers(addr)) continue;
+#if defined(MAPDIRECT_ARCH_X86_64)
+      greg_t* ip = nullptr;
+      if (f->resume_ip != 0) {
+        // Only the copy routine's own instructions may be redirected.
+        ip = &static_cast<ucontext_t*>(context)->uc_mcontext.gregs[REG_RIP];
+        const auto at = static_cast<std::uintptr_t>(*ip);
+        if (at < f->ip_lo || at >= f->ip_hi) continue;
+      }
+#endif
       f->fault_code = code;
       f->fault_addr = addr;
       f->fault_lsb = code == BUS_MCEERR_AR ? static_cast<int>(info->si_addr_lsb) : 0;
       top = f->outer;  // f and every guard nested inside it are gone
       std::atomic_signal_fence(std::memory_order_seq_cst);
       errno = saved_errno;
+#if defined(MAPDIRECT_ARCH_X86_64)
+      if (ip) {
+        *ip = static_cast<greg_t>(f->resume_ip);  // rt_sigreturn resumes at the fix-up label
+        return;
+      }
+#endif
       // savemask 0 on both sides: SA_NODEFER left SIGBUS unblocked and our
       // sa_mask is empty, so there is no mask to restore (and no syscall).
       siglongjmp(f->env, 1);
@@ -191,7 +214,7 @@ inline void sigbus_handler(int sig, siginfo_t* info, void* context) noexcept {
 /// Installs the handler (once; again if someone replaced it since). The
 /// replaced disposition becomes the one unowned SIGBUS signals chain to.
 /// Errors: sigaction errno codes.
-inline std::error_code install_sigbus_handler() noexcept {
+__attribute__((noinline)) inline std::error_code install_sigbus_handler() noexcept {
   sigbus_state& g = sigbus_globals();
   while (g.lock.test_and_set(std::memory_order_acquire)) ::sched_yield();
   std::error_code ec;
