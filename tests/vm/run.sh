@@ -36,7 +36,12 @@
 #                       catches lost acknowledged records. Meaningful on the
 #                       page-granular configurations (ext4-virtio-pmem,
 #                       ext4-virtio-blk), where that flush is not enough.
-#   --verbose           echo the guest's kernel console on failure (default)
+#
+# Environment: MAPDIRECT_VM_EXCLUDE (Catch2 tag expression appended to every
+# test filter, e.g. '~[async]'), MAPDIRECT_VM_REQUIRE_TAGS=1 (a missing [vm],
+# [seal] or [poison] group fails), MAPDIRECT_VM_STEP_TIMEOUT (seconds per
+# guest step, default 600), MAPDIRECT_VM_KILLS, MAPDIRECT_VM_SEED,
+# MAPDIRECT_VM_BIN_DIR, MAPDIRECT_VM_WORK_DIR, MAPDIRECT_VM_CACHE_DIR.
 #
 # Exit status: 0 when every selected configuration passed, 1 otherwise, 2 on a
 # usage error. The tier never skips: if QEMU, the kernel package or the
@@ -51,7 +56,7 @@ ALL_CONFIGS="ext4-nfit-memctrl xfs-nfit-cpu ext4-virtio-pmem ext4-virtio-blk"
 configs=()
 bin_dir=${MAPDIRECT_VM_BIN_DIR:-}
 work_dir=${MAPDIRECT_VM_WORK_DIR:-}
-cache_dir=${MAPDIRECT_VM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/mapdirect-vm}
+cache_dir=${MAPDIRECT_VM_CACHE_DIR:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/mapdirect-vm}
 kills=${MAPDIRECT_VM_KILLS:-6}
 jobs=$(nproc 2>/dev/null || echo 2)
 seed=${MAPDIRECT_VM_SEED:-}
@@ -275,6 +280,10 @@ section() {
 step_rc() { sed -n "s/^@@MD END $2 rc=\([0-9]*\)\( .*\)\{0,1\}\$/\1/p" "$1" | tail -n1; }
 
 show_console() {
+    if [ -s "$cfgdir/$1.qemu" ]; then
+        log "---- qemu's own output ($1) ----"
+        sed 's/^/    qemu: /' "$cfgdir/$1.qemu"
+    fi
     log "---- guest kernel console ($1) ----"
     tail -n 60 "$cfgdir/$1.console" 2>/dev/null | sed 's/^/    console: /'
 }
@@ -289,6 +298,7 @@ MD_FS=$FS
 MD_MKFS=$2
 MD_DAX=$DAX
 MD_CONFIG=$cfg
+MD_STEP_TIMEOUT=${MAPDIRECT_VM_STEP_TIMEOUT:-600}
 EOF
 }
 
@@ -418,7 +428,7 @@ export MAPDIRECT_TEST_DIR=/mnt/mdtests
 export MAPDIRECT_EXPECT_MODE=$EXPECT_MODE
 export MAPDIRECT_EXPECT_GRANULARITY=$EXPECT_GRAN
 export ASAN_OPTIONS=handle_sigbus=0
-step unit mapdirect_tests --use-colour no '~[poison]~[seal]~[vm]'
+step unit mapdirect_tests --use-colour no --durations yes '~[poison]~[seal]~[vm]${MAPDIRECT_VM_EXCLUDE:-}'
 EOF
         # Tagged groups run as steps of their own (a poison test may take its
         # process down). A group the binary does not have is reported, and is
@@ -426,7 +436,7 @@ EOF
         for tag in vm seal poison; do
             [ $tag = poison ] && [ "$POISON" != 1 ] && continue
             if [ "$(tag_count $tag)" -gt 0 ]; then
-                echo "step $tag mapdirect_tests --use-colour no '[$tag]'"
+                echo "step $tag mapdirect_tests --use-colour no --durations yes '[$tag]${MAPDIRECT_VM_EXCLUDE:-}'"
             else
                 echo "step $tag-missing sh -c 'echo mapdirect_tests has no [$tag] tests; exit ${MAPDIRECT_VM_REQUIRE_TAGS:-0}'"
             fi
