@@ -7,6 +7,8 @@
 #include "error.hpp"
 #include "persist.hpp"
 #include "guard.hpp"
+#include "seal.hpp"
+#include "file.hpp"
 #include "mapping.hpp"
 #include "probe.hpp"
 

@@ -11,6 +11,7 @@
 #include "error.hpp"
 #include "guard.hpp"
 #include "persist.hpp"
+#include "seal.hpp"
 
 #include <cstddef>
 #include <cstdint>
@@ -88,6 +89,10 @@ struct map_options {
   std::optional<flush_instruction> flush = std::nullopt;
   /// Test/diagnostic override of the nd persistence domain (default: sysfs).
   std::optional<persistence_domain> domain = std::nullopt;
+  /// Seal the mapped range first (iomap_seal::acquire), so that faults never
+  /// allocate: with MAP_SYNC, "synchronous faults and no allocating faults"
+  /// in one call. The mapping owns the seal until close().
+  std::optional<seal_options> seal = std::nullopt;
 };
 
 /// One rung of the ladder as map() tried it.
@@ -168,7 +173,8 @@ class direct_mapping {
   /// Errors: errc::misaligned_offset, errc::beyond_eof (range past EOF),
   /// errc::invalid_argument, errc::mode_unavailable (every step named in
   /// last_error_detail()), errc::granularity_unavailable, errc::sealed (ETXTBSY),
-  /// errno codes (EACCES: fd not writable, ENOMEM, EBADF, ...).
+  /// errno codes (EACCES: fd not writable, ENOMEM, EBADF, ...); with
+  /// options.seal, iomap_seal::acquire's errors (ENOSPC, errc::block_map_unverifiable, ...).
   static result<direct_mapping> map(int fd, std::uint64_t offset, std::size_t length, map_options options = {}) noexcept;
 
   /// Opens (or creates) `path` and maps it. A file this call created is
@@ -201,6 +207,8 @@ class direct_mapping {
   flush_instruction flush_with() const noexcept { return flush_; }
   /// Every rung map() tried, with errno and likely cause.
   const map_ladder& ladder() const noexcept { return ladder_; }
+  /// The seal taken because options.seal was set (empty otherwise).
+  const iomap_seal& seal() const noexcept { return seal_; }
   /// One line per rung, e.g. "sync: EOPNOTSUPP (not on a DAX file system (statx DAX=0))".
   std::string describe() const { return describe_ladder(ladder_); }
 
@@ -358,6 +366,7 @@ class direct_mapping {
     std::error_code ec;
     if (map_base_ && detail::sys::munmap(map_base_, map_length_) != 0) ec = detail::fail_errno(errno, "munmap");
     if (fd_ >= 0 && detail::sys::close(fd_) != 0 && !ec) ec = detail::fail_errno(errno, "close");
+    if (auto released = seal_.release(); !released && !ec) ec = released.error();
     reset_fields();
     if (ec) return ec;
     return outcome::success();
@@ -382,6 +391,7 @@ class direct_mapping {
     swap(pending_hi_, o.pending_hi_);
     swap(persister_, o.persister_);
     swap(durability_failed_, o.durability_failed_);
+    swap(seal_, o.seal_);
   }
   friend void swap(direct_mapping& a, direct_mapping& b) noexcept { a.swap(b); }
 
@@ -577,6 +587,7 @@ class direct_mapping {
   std::size_t pending_lo_ = 0, pending_hi_ = 0;
   page_persister* persister_ = nullptr;
   bool durability_failed_ = false;
+  iomap_seal seal_{};
 };
 
 inline result<direct_mapping> direct_mapping::map(int fd, std::uint64_t offset, std::size_t length,
@@ -614,6 +625,11 @@ inline result<direct_mapping> direct_mapping::map(int fd, std::uint64_t offset, 
   direct_mapping m;
   m.fd_ = detail::sys::fcntl(fd, F_DUPFD_CLOEXEC, 3);
   if (m.fd_ < 0) return detail::fail_errno(errno, "map: fcntl(F_DUPFD_CLOEXEC)");
+  if (options.seal) {
+    auto sealed = iomap_seal::acquire(m.fd_, offset, length, *options.seal);
+    if (!sealed) return sealed.error();
+    m.seal_ = std::move(sealed.value());
+  }
   m.offset_ = offset;
   m.size_ = length;
   m.map_length_ = (length + page - 1) & ~(page - 1);

@@ -174,3 +174,37 @@ TEST_CASE("native seal: a kernel without it falls back to stabilised only when a
   CHECK(st.value().kind() == seal_kind::stabilised);
   CHECK(k.seal_calls.size() == 2);  // stabilised never asks the kernel
 }
+
+TEST_CASE("native seal + MAP_DIRECT in one call: map(..., {seal}) pins, then maps direct", "[seal][native][direct]") {
+  temp_file f(mdtest::test_dir(), 4u << 20);
+  struct kernel : native_kernel {
+    bool direct_seen_pinned = false;
+    void* mmap(void* addr, std::size_t len, int prot, int flags, int fd, off_t off) noexcept override {
+      if (fd >= 0 && (flags & MAPDIRECT_MAP_DIRECT_FLAG)) {
+        // MAP_DIRECT is only granted on a pinned block map.
+        direct_seen_pinned = pinned.count(inode(fd)) == 1;
+        if (!direct_seen_pinned) {
+          errno = EPERM;
+          return MAP_FAILED;
+        }
+        return syscall_interposer::mmap(addr, len, prot, MAP_SHARED | (flags & MAP_FIXED), fd, off);
+      }
+      return syscall_interposer::mmap(addr, len, prot, flags, fd, off);
+    }
+  } k;
+  scoped_syscall_interposer use(k);
+  map_options o;
+  o.seal = allow_any_fs();
+  {
+    auto m = direct_mapping::map(f.fd(), 0, 0, o);
+    INFO(last_error_detail());
+    REQUIRE(m);
+    CHECK(m.value().mode() == map_mode::direct);
+    CHECK(k.direct_seen_pinned);
+    CHECK(m.value().seal().kind() == seal_kind::native);
+    REQUIRE(m.value().copy_persist(100, "pinned", 6));
+  }
+  CHECK(k.pinned.empty());
+  CHECK(k.seal_calls == std::vector<long>{1, 0});
+  CHECK(f.read_all().substr(100, 6) == "pinned");
+}

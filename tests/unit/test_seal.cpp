@@ -545,3 +545,52 @@ TEST_CASE("seal: move-only RAII: moving transfers the seal, destruction releases
   }
   CHECK_FALSE(is_sealed(f.fd()).value());
 }
+
+TEST_CASE("map with options.seal: the range is stable before mapping and the mapping owns the seal",
+          "[seal][mapping]") {
+  if (!dir_has_fiemap(mdtest::test_dir())) {
+    WARN("skipped: the test directory's file system has no FIEMAP");
+    return;
+  }
+  temp_file f(mdtest::test_dir(), 512 * 1024);  // sparse
+  map_options o;
+  o.seal = seal_options{};
+  {
+    auto m = direct_mapping::map(f.fd(), 0, 0, o);
+    INFO(last_error_detail());
+    REQUIRE(m);
+    REQUIRE(m.value().seal().is_held());
+    CHECK(m.value().seal().verified());
+    CHECK(m.value().seal().offset() == 0);
+    CHECK(m.value().seal().length() == 512 * 1024);
+    CHECK(stability_problem(f.fd(), 0, 512 * 1024).empty());
+    CHECK(is_sealed(f.fd()).value());
+    REQUIRE(m.value().copy_persist(4096, "sealed", 6));
+    direct_mapping moved = std::move(m.value());
+    CHECK(moved.seal().is_held());
+    CHECK_FALSE(m.value().seal().is_held());
+    REQUIRE(moved.close());
+    CHECK_FALSE(is_sealed(f.fd()).value());
+  }
+  CHECK(read_range(f.fd(), 4096, 6) == "sealed");
+}
+
+TEST_CASE("map with options.seal: a seal that cannot be had fails the map and leaves no mapping", "[seal][mapping]") {
+  if (::access("/dev/shm", W_OK) != 0) {
+    WARN("skipped: /dev/shm (tmpfs) is not writable here");
+    return;
+  }
+  temp_file f("/dev/shm", 8192);
+  const auto before = mdtest::mapping_count();
+  map_options o;
+  o.seal = seal_options{};
+  auto m = direct_mapping::map(f.fd(), 0, 0, o);
+  REQUIRE_FALSE(m);
+  CHECK(m.error() == errc::block_map_unverifiable);
+  CHECK(mdtest::mapping_count() == before);
+  CHECK_FALSE(mdtest::path_is_mapped(f.path()));
+  o.seal->allow_unverifiable = true;
+  auto ok = direct_mapping::map(f.fd(), 0, 0, o);
+  REQUIRE(ok);
+  CHECK_FALSE(ok.value().seal().verified());
+}
