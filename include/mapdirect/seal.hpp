@@ -219,9 +219,19 @@ inline int fdatasync_retry(int fd) noexcept {
 inline int rewrite_range(int fd, std::uint64_t start, std::uint64_t n, std::uint64_t file_size) noexcept {
   if (start >= file_size) return 0;
   if (n > file_size - start) n = file_size - start;
-  alignas(64) unsigned char buf[16384];
+  // 1 MiB chunks keep the syscall count low on large ranges; a small stack
+  // buffer when the heap says no.
+  constexpr std::size_t big = std::size_t{1} << 20;
+  alignas(64) unsigned char small[16384];
+  unsigned char* heap = n > sizeof small ? new (std::nothrow) unsigned char[big] : nullptr;
+  unsigned char* buf = heap ? heap : small;
+  const std::size_t cap = heap ? big : sizeof small;
+  struct owner {
+    unsigned char* p;
+    ~owner() { delete[] p; }
+  } free_heap{heap};
   while (n > 0) {
-    const std::size_t chunk = n < sizeof buf ? static_cast<std::size_t>(n) : sizeof buf;
+    const std::size_t chunk = n < cap ? static_cast<std::size_t>(n) : cap;
     const ssize_t r = sys::pread(fd, buf, chunk, static_cast<off_t>(start));
     if (r < 0) {
       if (errno == EINTR) continue;
