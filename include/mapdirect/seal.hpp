@@ -74,7 +74,10 @@ struct seal_options {
   /// Take a write lease (F_SETLEASE) to learn of conflicting opens and
   /// truncates: see iomap_seal::lease_broken(). Needs the descriptor to be the
   /// file's only open file description, and file ownership or CAP_LEASE.
-  /// Installs a signal handler for lease_signal (kept for the process's life).
+  /// Installs a signal handler for lease_signal (kept for the process's life)
+  /// and sets the description's F_SETSIG/F_SETOWN (restored on release). Should
+  /// the realtime signal queue overflow (RLIMIT_SIGPENDING), the kernel falls
+  /// back to SIGIO, whose default action ends the process.
   bool lease = false;
   /// Realtime signal for lease breaks; 0 picks SIGRTMIN+6. It must have no
   /// other handler.
@@ -120,6 +123,8 @@ class iomap_seal {
 
   /// Seals [offset, offset+length) of fd (opened O_RDWR); length 0 means to
   /// the end of the file. Do not write the range concurrently while acquiring.
+  /// On failure the file's size and every existing byte are unchanged; blocks
+  /// allocated before the failure stay allocated (and read as zeros).
   /// Errors: errc::invalid_argument, errc::beyond_eof (range past EOF without
   /// extend), errc::block_map_unverifiable (no FIEMAP; nothing changed),
   /// errc::block_map_unstable (still not stable after stabilising),
