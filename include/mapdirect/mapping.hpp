@@ -738,6 +738,10 @@ inline result<direct_mapping> direct_mapping::open(const char* path, open_option
       return fail_with(detail::fail(errc::beyond_eof,
                                     "open: %s has %lld bytes, fewer than the requested %llu; set grow to extend it",
                                     path, static_cast<long long>(st.st_size), static_cast<unsigned long long>(size)));
+    // Growing changes the block map: refuse while this process holds a seal.
+    if (const std::size_t seals = detail::seal_registry::count(st.st_dev, st.st_ino))
+      return fail_with(detail::fail(errc::sealed, "open: refusing to grow %s: %zu iomap_seal(s) held on it", path,
+                                    seals));
     extended = true;
     const off_t grow_by = static_cast<off_t>(size) - st.st_size;
     int rc = -1;
