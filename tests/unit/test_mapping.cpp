@@ -299,3 +299,25 @@ TEST_CASE("persist/flush/drain/copy_persist range checks", "[mapping]") {
   m.flush(9000, 10);
   CHECK(m.drain());
 }
+
+TEST_CASE("open() refuses to grow a file while this process holds a seal on it", "[mapping][seal]") {
+  temp_file f(mdtest::test_dir(), 8192);
+  auto seal = iomap_seal::acquire(f.fd(), 0, 8192);
+  if (!seal && seal.error() == errc::block_map_unverifiable) {
+    WARN("skipped: the test directory's file system has no FIEMAP, so no stabilised seal: " << last_error_detail());
+    return;
+  }
+  REQUIRE(seal);
+  open_options g;
+  g.size = 4 * 4096;
+  g.grow = true;
+  auto m = direct_mapping::open(f.path(), g);
+  REQUIRE_FALSE(m);
+  CHECK(m.error() == errc::sealed);
+  CHECK(m.error() == std::errc::text_file_busy);
+  CHECK(f.size() == 8192);
+  REQUIRE(seal.value().release());
+  auto again = direct_mapping::open(f.path(), g);
+  REQUIRE(again);
+  CHECK(f.size() == 4 * 4096);
+}
