@@ -81,6 +81,12 @@ struct committer_options {
   /// flight runs the fdatasync itself, saving two thread hand-offs per flush;
   /// false sends every flush through the backend.
   bool inline_flush = true;
+  /// With inline_flush: a thread that ran a flush runs up to this many in a
+  /// row while other threads wait for the next one (no wake-up between
+  /// flushes), at the cost of that many flush times of extra latency for
+  /// itself and of its own appends meanwhile. 1 (hand the next flush to a
+  /// waiter) measured as good or better with 2-8 writers on this disk.
+  unsigned inline_rounds = 1;
   /// Submission queue size of the ring.
   unsigned ring_entries = 64;
 };
@@ -178,6 +184,7 @@ class commit_core final : public page_persister {
   std::error_code start(const committer_options& o) noexcept {
     early_writeback_ = o.early_writeback;
     inline_flush_ = o.inline_flush;
+    inline_rounds_ = o.inline_rounds == 0 ? 1 : o.inline_rounds;
     event_fd_ = sys::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (event_fd_ < 0) return fail_errno(errno, "group_committer: eventfd");
     if (o.force_thread) {
@@ -541,25 +548,44 @@ class commit_core final : public page_persister {
     done.head = done.tail = nullptr;
   }
 
-  // The calling (blocked) thread runs the flush of `l`.
+  static bool has_uncovered_waiter(const commit_lane& l) noexcept {
+    for (const commit_request* r = l.head; r; r = r->next)
+      if (r->waited && r->ticket > l.covered) return true;
+    return false;
+  }
+
+  // The calling (blocked) thread runs the flush of `l`, and keeps flushing
+  // (up to inline_rounds_ times) while other threads wait for a next flush:
+  // the device then never waits for a thread to wake up between flushes.
   void flush_inline(commit_lane& l, std::unique_lock<std::mutex>& lk) noexcept {
-    l.in_flight = true;
-    const std::uint32_t id = ++l.flight;
-    const std::uint64_t cover = l.issued;
-    l.covered = cover;
-    ++stats_.flushes;
-    const int fd = l.fd;
-    lk.unlock();
-    const int e = sys::fdatasync(fd) == 0 ? 0 : errno;
-    lk.lock();
-    done_list done;
-    if (l.flight == id) finish_flush_locked(l, cover, e, true, done);
-    kick_locked(l);
-    done_list more = deferred_.take();
-    lk.unlock();
-    complete(done);
-    complete(more);
-    lk.lock();
+    for (unsigned round = 1;; ++round) {
+      l.in_flight = true;
+      const std::uint32_t id = ++l.flight;
+      const std::uint64_t cover = l.issued;
+      l.covered = cover;
+      ++stats_.flushes;
+      const int fd = l.fd;
+      lk.unlock();
+      const int e = sys::fdatasync(fd) == 0 ? 0 : errno;
+      lk.lock();
+      done_list done;
+      if (l.flight == id) finish_flush_locked(l, cover, e, true, done);
+      const bool again = round < inline_rounds_ && !l.in_flight && !l.failed && has_uncovered_waiter(l);
+      if (again) {
+        // Claim the next flush before releasing the lock for the callbacks.
+        l.in_flight = true;
+        ++l.flight;
+      } else {
+        kick_locked(l);
+      }
+      done_list more = deferred_.take();
+      lk.unlock();
+      complete(done);
+      complete(more);
+      lk.lock();
+      if (!again) return;
+      l.in_flight = false;
+    }
   }
 
   static void* thread_main(void* self) noexcept {
@@ -684,6 +710,7 @@ class commit_core final : public page_persister {
   char backend_detail_[160] = {};
   bool early_writeback_ = true;
   bool inline_flush_ = true;
+  unsigned inline_rounds_ = 1;
   io_uring ring_{};
   bool ring_ok_ = false;
   unsigned writebacks_in_ring_ = 0;

@@ -13,6 +13,7 @@
 #include "persist.hpp"
 #include "seal.hpp"
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -390,7 +391,7 @@ class direct_mapping {
     swap(pending_lo_, o.pending_lo_);
     swap(pending_hi_, o.pending_hi_);
     swap(persister_, o.persister_);
-    swap(durability_failed_, o.durability_failed_);
+    durability_failed_ = o.durability_failed_.exchange(durability_failed_);
     swap(seal_, o.seal_);
   }
   friend void swap(direct_mapping& a, direct_mapping& b) noexcept { a.swap(b); }
@@ -586,7 +587,8 @@ class direct_mapping {
   map_ladder ladder_{};
   std::size_t pending_lo_ = 0, pending_hi_ = 0;
   page_persister* persister_ = nullptr;
-  bool durability_failed_ = false;
+  // Atomic: threads persisting concurrently (group commit) may all see a failure.
+  std::atomic<bool> durability_failed_{false};
   iomap_seal seal_{};
 };
 

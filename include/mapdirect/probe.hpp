@@ -45,6 +45,9 @@ struct probe_report {
   std::size_t cache_line = 0;           ///< flush stride in bytes
   bool io_uring = false;                ///< io_uring_setup succeeded
   std::string io_uring_detail;          ///< why not, when not
+  /// Backend a group_committer (async.hpp) runs here: "io_uring", or
+  /// "thread" (fdatasync on a committer thread) when io_uring is refused.
+  std::string group_commit_backend = "thread";
 };
 
 namespace detail {
@@ -75,6 +78,7 @@ inline void probe_io_uring(probe_report& r) noexcept {
     sys::close_quietly(static_cast<int>(ring));
     r.io_uring = true;
     r.io_uring_detail.clear();
+    r.group_commit_backend = "io_uring";
     return;
   }
   const int e = errno;

@@ -35,10 +35,12 @@ struct gated_interposer : syscall_interposer {
   std::vector<int> fail_with;  // errno for call i (0 or absent: the real call)
   int setup_errno = 0;
   int setup_calls = 0;
+  std::vector<std::thread::id> callers;  // thread of each fdatasync
 
   int fdatasync(int fd) noexcept override {
     std::unique_lock<std::mutex> lk(mu);
     const int index = entered++;
+    callers.push_back(std::this_thread::get_id());
     cv.notify_all();
     cv.wait(lk, [&] { return index < allowed; });
     const int e = static_cast<std::size_t>(index) < fail_with.size() ? fail_with[static_cast<std::size_t>(index)] : 0;
@@ -87,10 +89,11 @@ direct_mapping map_file(const temp_file& f, std::size_t size) {
   return std::move(m.value());
 }
 
-group_committer make_committer(bool force_thread, bool inline_flush = true) {
+group_committer make_committer(bool force_thread, bool inline_flush = true, unsigned inline_rounds = 1) {
   committer_options o;
   o.force_thread = force_thread;
   o.inline_flush = inline_flush;
+  o.inline_rounds = inline_rounds;
   auto g = group_committer::create(o);
   INFO(last_error_detail());
   REQUIRE(g);
@@ -117,6 +120,7 @@ TEST_CASE("async: the backend is io_uring when the kernel allows it, and says wh
   REQUIRE(g);
   INFO(g.value().backend_detail());
   CHECK(g.value().backend() == (r.value().io_uring ? commit_backend::io_uring : commit_backend::thread));
+  CHECK(r.value().group_commit_backend == to_string(g.value().backend()));
   CHECK(std::string(g.value().backend_detail()).rfind(to_string(g.value().backend()), 0) == 0);
   auto forced = make_committer(true);
   CHECK(forced.backend() == commit_backend::thread);
@@ -134,6 +138,10 @@ TEST_CASE("async: io_uring refused through the seam falls back to the fdatasync 
     CHECK(g.backend() == commit_backend::thread);
     INFO(g.backend_detail());
     CHECK(std::string(g.backend_detail()).find(detail::errno_name(e)) != std::string::npos);
+    auto pr = probe(mdtest::test_dir().c_str());
+    REQUIRE(pr);
+    CHECK(pr.value().group_commit_backend == "thread");
+    CHECK_FALSE(pr.value().io_uring);
     auto m = map_file(f, 64 * 1024);
     const char text[] = "fallback backend";
     std::memcpy(m.data() + 5000, text, sizeof text);
@@ -303,17 +311,21 @@ TEST_CASE("async: io_uring group commit behind a flush run by a blocked writer",
 
 TEST_CASE("async: a failed flush reaches every covered waiter; later requests report durability_lost",
           "[async]") {
-  for (bool force : {true, false}) {
+  for (int v = 0; v < 3; ++v) {
+    // v 0: fallback thread; 1: io_uring; 2: io_uring, the first writer keeps
+    // running flushes (inline_rounds 2).
+    const bool force = v == 0;
+    const unsigned rounds = v == 2 ? 2 : 1;
     if (!force && !io_uring_usable()) {
       WARN("skipped io_uring variant: io_uring is not usable in this process");
       continue;
     }
-    CAPTURE(force);
+    CAPTURE(v);
     temp_file f(mdtest::test_dir(), 64 * 1024);
     gated_interposer gi;
     gi.fail_with = {0, EIO};  // flush 1 succeeds, flush 2 fails
     scoped_syscall_interposer guard(gi);
-    auto g = make_committer(force);
+    auto g = make_committer(force, true, rounds);
     auto m = map_file(f, 64 * 1024);
     g.attach(m);
     gi.hold_from(0);
@@ -321,6 +333,7 @@ TEST_CASE("async: a failed flush reaches every covered waiter; later requests re
     // of them runs flush 2 for all seven, which fails.
     std::atomic<bool> first_ok{false};
     std::thread first([&] { first_ok = static_cast<bool>(m.fill_persist(0, 1, 10)); });
+    const std::thread::id first_id = first.get_id();
     REQUIRE(gi.wait_entered(1));
     std::atomic<int> eio{0}, other{0};
     std::vector<std::thread> writers;
@@ -342,6 +355,13 @@ TEST_CASE("async: a failed flush reaches every covered waiter; later requests re
     CHECK(other == 0);
     CHECK(gi.calls() == 2);
     CHECK(g.stats().flushes == 2);
+    {
+      std::lock_guard<std::mutex> lk(gi.mu);
+      REQUIRE(gi.callers.size() == 2);
+      CHECK(gi.callers[0] == first_id);
+      // inline_rounds 2: the first writer ran the seven's flush too; else one of them did.
+      CHECK((gi.callers[1] == first_id) == (rounds == 2));
+    }
     // The mapping's own flag is set too (the error came back through persist).
     CHECK(m.durability_failed());
     // fsyncgate: whatever the kernel says now, nothing may claim durability.
