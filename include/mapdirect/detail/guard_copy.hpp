@@ -28,6 +28,11 @@
 #endif
 #endif
 
+// Copies at least this long use rep movsb (x86-64 fix-up routine).
+#ifndef MAPDIRECT_GUARD_REP_MOVSB_FROM
+#define MAPDIRECT_GUARD_REP_MOVSB_FROM 256
+#endif
+
 MAPDIRECT_BEGIN_NAMESPACE
 namespace detail {
 
@@ -35,10 +40,10 @@ namespace detail {
 /// caught (frame.fault_* tell where); the destination is then partly written.
 inline bool copy_in_frame(guard_frame& frame, void* dst, const void* src, std::size_t n) noexcept {
 #if MAPDIRECT_GUARD_COPY_ASM
-  // Not a fix-up frame until the routine has stored its own addresses.
-  frame.ip_lo = frame.ip_hi = 0;
-  frame.resume_ip = 1;
-  push_guard(frame);
+  // The routine stores its own addresses into the frame and only then
+  // publishes it (the store to *slot), so the handler never sees it half set.
+  guard_frame** slot = &current_guard();
+  frame.outer = *slot;
   unsigned faulted;
   // rep movsb from 256 bytes (fast with ERMS/FSRM, and the instruction is
   // restartable, so a fault stops it precisely); 16-byte SSE2 moves with an
@@ -51,8 +56,9 @@ inline bool copy_in_frame(guard_frame& frame, void* dst, const void* src, std::s
       "movq %%rax, %[hi]\n\t"
       "leaq 20f(%%rip), %%rax\n\t"
       "movq %%rax, %[resume]\n\t"
+      "movq %[self], (%[slot])\n\t"
       "10:\n\t"
-      "cmpq $256, %%rcx\n\t"
+      "cmpq %[rep_from], %%rcx\n\t"
       "jae 14f\n\t"
       "cmpq $16, %%rcx\n\t"
       "jb 12f\n\t"
@@ -89,7 +95,7 @@ inline bool copy_in_frame(guard_frame& frame, void* dst, const void* src, std::s
       "21:\n\t"
       : "+D"(dst), "+S"(src), "+c"(n), "=&a"(faulted), [lo] "=m"(frame.ip_lo), [hi] "=m"(frame.ip_hi),
         [resume] "=m"(frame.resume_ip)
-      :
+      : [rep_from] "i"(MAPDIRECT_GUARD_REP_MOVSB_FROM), [self] "r"(&frame), [slot] "r"(slot)
       : "r8", "xmm0", "xmm1", "memory", "cc");
   pop_guard(frame);  // after a fault the handler already popped: same store again
   return faulted == 0;
