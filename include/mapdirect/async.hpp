@@ -222,7 +222,7 @@ class commit_core final : public page_persister {
       cv_.wait(lk, [&] {
         for (commit_lane* l = lanes_; l; l = l->next_lane)
           if (l->in_flight || l->head) return false;
-        return true;
+        return completing_ == 0;
       });
       stop_ = true;
       if (backend_ == commit_backend::io_uring) {
@@ -319,7 +319,7 @@ class commit_core final : public page_persister {
       req->waited = true;
       while (!req->done.load(std::memory_order_relaxed)) {
         commit_lane& l = *req->lane;
-        if (inline_flush_ && !l.in_flight && req->ticket > l.covered) {
+        if (inline_flush_ && !l.in_flight && !l.failed && req->ticket > l.covered) {
           flush_inline(l, lk);
           continue;
         }
@@ -523,25 +523,33 @@ class commit_core final : public page_persister {
       l.head = r->next;
       if (!l.head) l.tail = nullptr;
       r->error = ec;
-      r->done.store(true, std::memory_order_release);
+      ++completing_;
       done.push(r);
     }
     if (sticky) l.failed = e;
     cv_.notify_all();
-    // Under the lock, so that shutdown cannot close the descriptor meanwhile.
-    if (done.head) {
-      const std::uint64_t one = 1;
-      (void)sys::write(event_fd_, &one, sizeof one);
-    }
   }
 
-  // Runs callbacks and drops the core's references, outside the lock.
+  // Runs the callbacks outside the lock, then marks the requests done (so
+  // that wait() returns only after its callback), signals the eventfd and
+  // drops the core's references.
   void complete(done_list& done) noexcept {
     if (!done.head) return;
+    for (commit_request* r = done.head; r; r = r->next) r->on_complete(r->error);
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      for (commit_request* r = done.head; r; r = r->next) {
+        r->done.store(true, std::memory_order_release);
+        --completing_;
+      }
+      // Under the lock, so that shutdown cannot close the descriptor meanwhile.
+      const std::uint64_t one = 1;
+      (void)sys::write(event_fd_, &one, sizeof one);
+      cv_.notify_all();
+    }
     commit_request* r = done.head;
     while (r) {
       commit_request* next = r->next;
-      r->on_complete(r->error);
       r->release();
       r = next;
     }
@@ -719,6 +727,7 @@ class commit_core final : public page_persister {
   int event_fd_ = -1;
   bool closing_ = false;
   bool stop_ = false;
+  std::size_t completing_ = 0;  // finished requests whose callbacks have not yet returned
   commit_lane* lanes_ = nullptr;
   std::uint32_t next_lane_index_ = 0;
   committer_stats stats_{};
@@ -761,7 +770,8 @@ class persist_handle {
   /// True unless empty (default-constructed or moved-from).
   bool valid() const noexcept { return state_ != empty; }
 
-  /// True once the request has completed (durable, or failed); never blocks.
+  /// True once the request has completed (durable, or failed) and its
+  /// callback, if any, has returned; never blocks.
   bool ready() const noexcept {
     if (state_ == immediate) return true;
     return req_ && req_->done.load(std::memory_order_acquire);
@@ -865,8 +875,9 @@ class group_committer {
   /// As persist_async(m, offset, length), and calls on_durable(result<void>)
   /// once, when the request completes: on the committer's thread, on a thread
   /// blocked in wait()/persist(), or (sync/direct mapping) before returning.
-  /// It must not block for long nor destroy the committer. Not called when
-  /// persist_async itself returns an error.
+  /// The handle becomes ready() only after it returns. It must not block for
+  /// long, wait for another request, nor destroy the committer. Not called
+  /// when persist_async itself returns an error.
   /// Errors: as persist_async(m, offset, length).
   template <class F>
   result<persist_handle> persist_async(direct_mapping& m, std::size_t offset, std::size_t length,
