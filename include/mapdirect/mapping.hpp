@@ -681,10 +681,19 @@ inline result<direct_mapping> direct_mapping::map(int fd, std::uint64_t offset, 
     m.granularity_ = granularity::page;
     m.domain_ = persistence_domain::unknown;
   } else {
+// GCC 12 at -O2 falsely reports the defaulted optionals of a by-value
+// map_options as maybe-uninitialized once inlined into callers.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
     m.domain_ = options.domain ? *options.domain : detail::domain_of_device(st.st_dev);
     m.granularity_ = m.domain_ == persistence_domain::cpu_cache ? granularity::byte : granularity::cache_line;
   }
   m.flush_ = options.flush ? *options.flush : detect_flush_instruction();
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
   if (m.granularity_ == granularity::cache_line && m.flush_ == flush_instruction::none) {
     return detail::fail(errc::granularity_unavailable,
                         "map: %s mapping needs a cache-line flush instruction and this CPU has none",
