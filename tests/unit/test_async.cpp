@@ -36,6 +36,13 @@ struct gated_interposer : syscall_interposer {
   int setup_errno = 0;
   int setup_calls = 0;
   std::vector<std::thread::id> callers;  // thread of each fdatasync
+  std::string sysctl_file;               // stands in for /proc/sys/kernel/io_uring_disabled
+
+  int open(const char* path, int flags, mode_t mode) noexcept override {
+    if (!sysctl_file.empty() && std::strcmp(path, "/proc/sys/kernel/io_uring_disabled") == 0)
+      return syscall_interposer::open(sysctl_file.c_str(), flags, mode);
+    return syscall_interposer::open(path, flags, mode);
+  }
 
   int fdatasync(int fd) noexcept override {
     std::unique_lock<std::mutex> lk(mu);
@@ -138,6 +145,17 @@ TEST_CASE("async: io_uring refused through the seam falls back to the fdatasync 
     CHECK(g.backend() == commit_backend::thread);
     INFO(g.backend_detail());
     CHECK(std::string(g.backend_detail()).find(detail::errno_name(e)) != std::string::npos);
+    if (e == EPERM) {
+      // With the sysctl set, the detail names it.
+      temp_file sysctl(mdtest::test_dir());
+      REQUIRE(::pwrite(sysctl.fd(), "2\n", 2, 0) == 2);
+      gi.sysctl_file = sysctl.path();
+      auto g2 = make_committer(false);
+      CHECK(g2.backend() == commit_backend::thread);
+      INFO(g2.backend_detail());
+      CHECK(std::string(g2.backend_detail()).find("kernel.io_uring_disabled") != std::string::npos);
+      gi.sysctl_file.clear();
+    }
     auto pr = probe(mdtest::test_dir().c_str());
     REQUIRE(pr);
     CHECK(pr.value().group_commit_backend == "thread");
