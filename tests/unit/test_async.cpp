@@ -98,6 +98,7 @@ direct_mapping map_file(const temp_file& f, std::size_t size) {
 
 group_committer make_committer(bool force_thread, bool inline_flush = true, unsigned inline_rounds = 1) {
   committer_options o;
+  o.early_writeback = true;  // exercised (and counted) by the tests
   o.force_thread = force_thread;
   o.inline_flush = inline_flush;
   o.inline_rounds = inline_rounds;
