@@ -55,8 +55,8 @@
 set -uo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ALL_BINS="mapdirect_tests durable_log mapdirect-info"
-PAYLOAD_BINS=$ALL_BINS   # what the next boot's initramfs carries
+REQUIRED_BINS="mapdirect_tests durable_log mapdirect-info"
+PAYLOAD_BINS=            # what the next boot's initramfs carries (empty: all of BIN_DIR)
 ALL_CONFIGS="ext4-nfit-memctrl xfs-nfit-cpu ext4-virtio-pmem ext4-virtio-blk"
 
 configs=()
@@ -192,8 +192,10 @@ make_initrd() {
     cp "$env" "$p/payload/env"
     cp "$steps" "$p/payload/steps"
     local b e
-    for b in $PAYLOAD_BINS; do cp "$bin_dir/$b" "$p/payload/bin/"; done
-    if [ "$PAYLOAD_BINS" = "$ALL_BINS" ]; then
+    if [ -n "$PAYLOAD_BINS" ]; then
+        for b in $PAYLOAD_BINS; do cp "$bin_dir/$b" "$p/payload/bin/"; done
+    else
+        for b in "$bin_dir"/*; do [ -f "$b" ] && [ -x "$b" ] && cp "$b" "$p/payload/bin/"; done
         for e in "${extras[@]}"; do cp "$e" "$p/payload/bin/"; done
     fi
     (cd "$p" && find . -print0 | cpio --null -o -H newc --quiet) > "$cfgdir/payload.cpio" || return 1
@@ -457,6 +459,10 @@ step example-durable_log-write durable_log write /mnt/examples/wal --size 16M --
 step example-durable_log-verify durable_log verify /mnt/examples/wal --expect-last 3000
 step example-durable_log-append sh -c 'printf "first\nsecond\n" | durable_log append /mnt/examples/text.wal --size 1M --print-acks && durable_log dump /mnt/examples/text.wal'
 EOF
+        if [ -x "$bin_dir/kv" ]; then
+            echo "mkdir -p /mnt/examples/kv"
+            echo "step example-kv kv selftest /mnt/examples/kv"
+        fi
         local e
         for e in "${extras[@]}"; do echo "step extra-$(basename "$e") $(basename "$e")"; done
     } > "$f"
@@ -604,7 +610,7 @@ main() {
     [ -n "$bin_dir" ] || die "no --bin-dir (or MAPDIRECT_VM_BIN_DIR): build the mapdirect_vm_binaries target"
     bin_dir=$(cd "$bin_dir" 2>/dev/null && pwd) || die "bin dir $bin_dir missing"
     local b
-    for b in mapdirect_tests durable_log mapdirect-info "${extras[@]}"; do
+    for b in $REQUIRED_BINS "${extras[@]}"; do
         local p=$b
         [ -f "$p" ] || p="$bin_dir/$b"
         [ -x "$p" ] || die "missing static binary $p"
