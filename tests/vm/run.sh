@@ -489,7 +489,7 @@ run_suite() {
         write_env "$env" 1
     fi
     if [ -n "$custom_steps" ]; then cp "$custom_steps" "$steps"; else suite_steps "$steps"; fi
-    boot suite "$env" "$steps" 0 1200
+    boot suite "$env" "$steps" 0 900
     log "suite boot took ${BOOT_SECONDS}s (status $BOOT_STATUS)"
     sed 's/^/    | /' "$res"
     if grep -q '^@@MD FATAL' "$res"; then
