@@ -174,6 +174,10 @@ ensure_image() {
             rm -rf "$IMAGE_DIR"
             "$HERE/lib/build-image.sh" "$IMAGE_DIR" "$kpkg" || exit 1
             date > "$IMAGE_DIR/stamp"
+            # Older images (other kernel or guest scripts) are dead weight.
+            for old in "$cache_dir"/image-*; do
+                [ "$old" = "$IMAGE_DIR" ] || rm -rf "$old"
+            done
         fi
     ) 9>"$cache_dir/lock" || die "building the guest image failed"
     KERNEL="$IMAGE_DIR/vmlinuz"
