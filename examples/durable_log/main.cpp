@@ -295,9 +295,12 @@ struct log_writer {
   // recovers it and positions the writer after the last intact record.
   void open(const std::string& path, std::uint64_t size) {
     struct stat st;
-    const bool exists = ::stat(path.c_str(), &st) == 0;
+    // An empty file is what a crash between creating and sizing leaves:
+    // nothing was acknowledged yet, so start it afresh.
+    const bool exists = ::stat(path.c_str(), &st) == 0 && st.st_size > 0;
     mapdirect::open_options o;
-    o.create = !exists;
+    o.create = true;
+    o.grow = !exists;
     o.size = exists ? 0 : size;  // an existing log keeps its size
     // Sparse: blocks are allocated by the first store to each page. With
     // map_mode::sync the page fault itself makes that allocation durable;
