@@ -8,7 +8,8 @@
 // IORING_OP_FSYNC with IORING_FSYNC_DATASYNC, or fdatasync(2) on the fallback
 // thread or on a thread blocked in persist()/wait()) that was *started after
 // the request was enqueued* has returned 0, and no earlier flush of that file
-// through the committer has failed. Hence every store to the range made before
+// through the committer (nor, at the call, the mapping's own msync) has
+// failed. Hence every store to the range made before
 // the persist_async()/persist() call is durable to the extent fdatasync makes
 // it so: the data plus the metadata needed to read it back, on a device that
 // honours cache flushes. Stores made after the call may or may not be
@@ -17,6 +18,15 @@
 // requested range is promised. Requests enqueued while a flush is in flight
 // wait for the next one, which covers them all at once (group commit); at most
 // one flush per file is in flight.
+//
+// Waiting. persist_handle::wait() blocks, ready() polls, a callback runs once
+// at completion, and notify_fd() is an eventfd that turns readable after
+// completions, so an event loop needs no blocked thread. A thread blocked in
+// persist()/wait() while its file has no flush in flight runs the fdatasync
+// itself (committer_options::inline_flush); other flushes run on the backend:
+// IORING_OP_FSYNC reaped by the committer's one thread, or fdatasync(2) on
+// that thread when io_uring is unavailable. Destroying the committer waits for
+// every pending request (and its callback); handles stay valid afterwards.
 //
 // On sync or direct mappings (cache-line or byte granularity) persist_async()
 // runs the CPU flush and fence at once and returns a handle that is already
