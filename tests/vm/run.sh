@@ -463,9 +463,14 @@ step example-durable_log-write durable_log write /mnt/examples/wal --size 16M --
 step example-durable_log-verify durable_log verify /mnt/examples/wal --expect-last 3000
 step example-durable_log-append sh -c 'printf "first\nsecond\n" | durable_log append /mnt/examples/text.wal --size 1M --print-acks && durable_log dump /mnt/examples/text.wal'
 EOF
+        # Examples with a self-contained demo mode.
         if [ -x "$bin_dir/kv" ]; then
             echo "mkdir -p /mnt/examples/kv"
             echo "step example-kv kv selftest /mnt/examples/kv"
+        fi
+        if [ -x "$bin_dir/seal_broker" ]; then
+            echo "mkdir -p /mnt/examples/seal_broker"
+            echo "step example-seal_broker seal_broker /mnt/examples/seal_broker"
         fi
         local e
         for e in "${extras[@]}"; do echo "step extra-$(basename "$e") $(basename "$e")"; done

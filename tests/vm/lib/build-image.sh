@@ -65,6 +65,9 @@ cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
 # mke2fs needs its config file for the ext4 feature set.
 cp /etc/mke2fs.conf "$root/etc/mke2fs.conf"
 touch "$root/etc/mtab"
+# Users for tests that drop privileges (static glibc reads these directly).
+printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' > "$root/etc/passwd"
+printf 'root:x:0:\nnogroup:x:65534:\n' > "$root/etc/group"
 
 # --- modules ---------------------------------------------------------------
 mods="libnvdimm nfit nd_btt nd_pmem dax_pmem crc32c_generic crc16 mbcache jbd2
