@@ -90,8 +90,12 @@ struct gated_interposer : syscall_interposer {
   }
 };
 
+// A page-granular (shared) mapping on any host, DAX ones included: group
+// commit is about the fdatasync path.
 direct_mapping map_file(const temp_file& f, std::size_t size) {
-  auto m = direct_mapping::map(f.fd(), 0, size);
+  map_options shared_only;
+  shared_only.strongest = map_mode::shared;
+  auto m = direct_mapping::map(f.fd(), 0, size, shared_only);
   REQUIRE(m);
   return std::move(m.value());
 }

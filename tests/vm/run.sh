@@ -441,6 +441,7 @@ mkdir -p /mnt/mdtests /mnt/examples
 export MAPDIRECT_TEST_DIR=/mnt/mdtests
 export MAPDIRECT_EXPECT_MODE=$EXPECT_MODE
 export MAPDIRECT_EXPECT_GRANULARITY=$EXPECT_GRAN
+$( [ "$POISON" = 1 ] && echo "export MAPDIRECT_EXPECT_POISON=1" )
 export ASAN_OPTIONS=handle_sigbus=0
 step unit mapdirect_tests --use-colour no --durations yes '~[poison]~[seal]~[vm]~[async]${MAPDIRECT_VM_EXCLUDE:-}'
 EOF
