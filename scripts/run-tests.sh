@@ -23,12 +23,23 @@ if [ "$vm" = ON ]; then
   # Everything but the VM tier first, then the tier's QEMU guests two at a
   # time (each is single-threaded TCG); one summary covers both runs.
   set +e
-  ctest -LE vm --output-on-failure --timeout 1800
-  host_rc=$?
-  ctest -L vm -j2 --output-on-failure --timeout 1800
-  vm_rc=$?
+  ctest -LE vm --output-on-failure --timeout 1800 | tee host-tests.log
+  host_rc=${PIPESTATUS[0]}
+  ctest -L vm -j2 --output-on-failure --timeout 1800 | tee vm-tests.log
+  vm_rc=${PIPESTATUS[0]}
   set -e
-  echo "host tests: $([ $host_rc = 0 ] && echo passed || echo FAILED); vm tier: $([ $vm_rc = 0 ] && echo passed || echo FAILED)"
+  # One closing line for both runs, from ctest's own summaries.
+  total=0 failed=0
+  for f in host-tests.log vm-tests.log; do
+    line=$(grep -E 'tests passed, [0-9]+ tests? failed out of [0-9]+' "$f" | tail -n 1)
+    n=$(echo "$line" | sed -E 's/.*out of ([0-9]+).*/\1/')
+    k=$(echo "$line" | sed -E 's/.*passed, ([0-9]+) tests? failed.*/\1/')
+    total=$((total + ${n:-0})) failed=$((failed + ${k:-0}))
+  done
+  if [ $host_rc != 0 ] || [ $vm_rc != 0 ]; then
+    [ "$failed" -gt 0 ] || failed=1
+  fi
+  echo "ctest: $((total - failed)) passed, $failed failed"
   [ $host_rc = 0 ] && [ $vm_rc = 0 ]
 else
   ctest --output-on-failure --timeout 1800
