@@ -21,7 +21,6 @@ TEST_CASE("direct: MAP_DIRECT accepted gives direct mode", "[direct][seam]") {
   temp_file f(mdtest::test_dir(), 4u << 20);
   recording_interposer rec;
   rec.on_file_mmap = [](int flags) { return flags == direct_flags ? 0 : -1; };
-  const auto before = mdtest::mapping_count();
   {
     scoped_syscall_interposer guard(rec);
     auto m = direct_mapping::map(f.fd(), 0, 4u << 20);
@@ -37,7 +36,7 @@ TEST_CASE("direct: MAP_DIRECT accepted gives direct mode", "[direct][seam]") {
     CHECK(r.value().map_direct_configured);
     CHECK(r.value().mode == map_mode::direct);
   }
-  CHECK(mdtest::mapping_count() == before);
+  CHECK(rec.bytes_still_mapped() == 0);
 }
 
 TEST_CASE("direct: refusals that mean 'not offered here' step down to sync, then shared", "[direct][seam]") {
@@ -86,7 +85,6 @@ TEST_CASE("direct: ETXTBSY is errc::sealed, EACCES and ENOMEM are real errors", 
     recording_interposer rec;
     const int e = c.e;
     rec.on_file_mmap = [e](int flags) { return flags == direct_flags ? e : -1; };
-    const auto before = mdtest::mapping_count();
     {
       scoped_syscall_interposer guard(rec);
       auto m = direct_mapping::map(f.fd(), 0, 3u << 20);
@@ -97,6 +95,6 @@ TEST_CASE("direct: ETXTBSY is errc::sealed, EACCES and ENOMEM are real errors", 
       for (const auto& call : rec.mmaps)
         if (call.prot != PROT_NONE) CHECK((call.flags & ~MAP_FIXED) == direct_flags);
     }
-    CHECK(mdtest::mapping_count() == before);
+    CHECK(rec.bytes_still_mapped() == 0);
   }
 }

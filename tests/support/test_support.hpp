@@ -4,6 +4,7 @@
 
 #include <mapdirect/mapdirect.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
@@ -75,15 +76,6 @@ class temp_file {
   std::string path_;
 };
 
-/// Number of lines in /proc/self/maps: detects mappings left behind.
-inline std::size_t mapping_count() {
-  std::ifstream maps("/proc/self/maps");
-  std::size_t n = 0;
-  std::string line;
-  while (std::getline(maps, line)) ++n;
-  return n;
-}
-
 /// True if any mapping of /proc/self/maps names `path`.
 inline bool path_is_mapped(const std::string& path) {
   std::ifstream maps("/proc/self/maps");
@@ -111,6 +103,10 @@ struct recording_interposer : mapdirect::syscall_interposer {
   std::function<int(int flags)> on_file_mmap = [](int) { return -1; };
   std::function<int()> on_msync = [] { return 0; };
   std::vector<mmap_call> mmaps;
+  // Successful mmaps and every munmap, as [begin, end) address ranges: what
+  // mapdirect mapped must all have been unmapped (other threads' and the
+  // sanitizers' mappings do not matter, unlike a /proc/self/maps count).
+  std::vector<std::pair<std::uintptr_t, std::uintptr_t>> mapped_ranges, unmapped_ranges;
   std::vector<range_call> msyncs;
   std::vector<range_call> munmaps;
   std::mutex lock;
@@ -128,10 +124,36 @@ struct recording_interposer : mapdirect::syscall_interposer {
       }
       if (r == 0) {
         const int keep = flags & (MAP_FIXED | MAP_POPULATE);
-        return syscall_interposer::mmap(addr, len, prot, MAP_SHARED | keep, fd, off);
+        return note_mapped(syscall_interposer::mmap(addr, len, prot, MAP_SHARED | keep, fd, off), len);
       }
     }
-    return syscall_interposer::mmap(addr, len, prot, flags, fd, off);
+    return note_mapped(syscall_interposer::mmap(addr, len, prot, flags, fd, off), len);
+  }
+  void* note_mapped(void* p, std::size_t len) {
+    if (p != MAP_FAILED) {
+      std::lock_guard<std::mutex> g(lock);
+      const auto b = reinterpret_cast<std::uintptr_t>(p);
+      mapped_ranges.emplace_back(b, b + len);
+    }
+    return p;
+  }
+  /// Bytes that a successful mmap mapped and no munmap has covered since.
+  std::size_t bytes_still_mapped() {
+    std::lock_guard<std::mutex> g(lock);
+    auto un = unmapped_ranges;
+    std::sort(un.begin(), un.end());
+    std::size_t left = 0;
+    for (auto [b, e] : mapped_ranges) {
+      std::uintptr_t at = b;
+      for (auto [ub, ue] : un) {
+        if (ue <= at || ub >= e) continue;
+        if (ub > at) left += ub - at;
+        at = std::max(at, ue);
+        if (at >= e) break;
+      }
+      if (at < e) left += e - at;
+    }
+    return left;
   }
   int msync(void* addr, std::size_t len, int flags) noexcept override {
     {
@@ -148,6 +170,8 @@ struct recording_interposer : mapdirect::syscall_interposer {
     {
       std::lock_guard<std::mutex> g(lock);
       munmaps.push_back({addr, len, 0});
+      const auto b = reinterpret_cast<std::uintptr_t>(addr);
+      unmapped_ranges.emplace_back(b, b + ((len + 4095) & ~std::size_t{4095}));
     }
     return syscall_interposer::munmap(addr, len);
   }

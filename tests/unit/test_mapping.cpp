@@ -65,7 +65,8 @@ TEST_CASE("weakest = sync fails with mode_unavailable naming the cause when the 
   temp_file f(mdtest::test_dir(), 4096);
   map_options o;
   o.weakest = map_mode::sync;
-  const auto before = mdtest::mapping_count();
+  mdtest::recording_interposer tracker;  // checks that everything mapped is unmapped
+  mapdirect::scoped_syscall_interposer tracking(tracker);
   auto m = direct_mapping::map(f.fd(), 0, 4096, o);
   if (expected_mode() != "shared") {
     REQUIRE(m);
@@ -82,13 +83,14 @@ TEST_CASE("weakest = sync fails with mode_unavailable naming the cause when the 
   // The cause names why: statx reports DAX off on ext4/tmpfs of a 5.10+ kernel.
   CHECK((detail.find("not on a DAX file system (statx DAX=0)") != std::string::npos ||
          detail.find("without synchronous faults") != std::string::npos || detail.find("DAX state unknown") != std::string::npos));
-  CHECK(mdtest::mapping_count() == before);
+  CHECK(tracker.bytes_still_mapped() == 0);
   CHECK_FALSE(mdtest::path_is_mapped(f.path()));
 }
 
 TEST_CASE("bad input gets a clear error and changes nothing", "[mapping]") {
   temp_file f(mdtest::test_dir(), 8192);
-  const auto before = mdtest::mapping_count();
+  mdtest::recording_interposer tracker;  // checks that everything mapped is unmapped
+  mapdirect::scoped_syscall_interposer tracking(tracker);
 
   SECTION("offset not page-aligned") {
     auto m = direct_mapping::map(f.fd(), 100, 4096);
@@ -139,7 +141,7 @@ TEST_CASE("bad input gets a clear error and changes nothing", "[mapping]") {
     REQUIRE_FALSE(m);
     CHECK(m.error() == errc::invalid_argument);
   }
-  CHECK(mdtest::mapping_count() == before);
+  CHECK(tracker.bytes_still_mapped() == 0);
   CHECK(f.size() == 8192);
 }
 
@@ -271,7 +273,8 @@ TEST_CASE("open(): create, exclusive, grow, and rollback on failure", "[mapping]
 
 TEST_CASE("large mappings are 2 MiB aligned", "[mapping]") {
   temp_file f(mdtest::test_dir(), 4u << 20);
-  const auto before = mdtest::mapping_count();
+  mdtest::recording_interposer tracker;  // checks that everything mapped is unmapped
+  mapdirect::scoped_syscall_interposer tracking(tracker);
   {
     auto m = direct_mapping::map(f.fd(), 0, 4u << 20);
     REQUIRE(m);
@@ -279,7 +282,7 @@ TEST_CASE("large mappings are 2 MiB aligned", "[mapping]") {
     m.value().data()[(4u << 20) - 1] = std::byte{1};
     REQUIRE(m.value().persist((4u << 20) - 1, 1));
   }
-  CHECK(mdtest::mapping_count() == before);  // the reservation's slack is gone too
+  CHECK(tracker.bytes_still_mapped() == 0);  // the reservation's slack is gone too
 }
 
 TEST_CASE("persist/flush/drain/copy_persist range checks", "[mapping]") {

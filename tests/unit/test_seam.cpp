@@ -32,7 +32,6 @@ TEST_CASE("seam: MAP_SYNC accepted gives sync mode with cache-line (ADR) or byte
     temp_file f(mdtest::test_dir(), length);
     recording_interposer rec;
     rec.on_file_mmap = [](int flags) { return flags == sync_flags ? 0 : -1; };
-    const auto before = mdtest::mapping_count();
     {
       mapdirect::scoped_syscall_interposer guard(rec);
       auto m = direct_mapping::map(f.fd(), 0, length);
@@ -72,7 +71,7 @@ TEST_CASE("seam: MAP_SYNC accepted gives sync mode with cache-line (ADR) or byte
         CHECK(c.error() == errc::granularity_unavailable);
       }
     }
-    CHECK(mdtest::mapping_count() == before);
+    CHECK(rec.bytes_still_mapped() == 0);
     // Never MAP_PRIVATE for the file, never MAP_SHARED|MAP_SYNC without VALIDATE.
     for (const auto& call : rec.mmaps) {
       if (call.prot == PROT_NONE) continue;
@@ -99,7 +98,6 @@ TEST_CASE("seam: each answer to MAP_SHARED_VALIDATE|MAP_SYNC", "[seam]") {
       recording_interposer rec;
       const int e = c.sync_errno;
       rec.on_file_mmap = [e](int flags) { return flags == sync_flags ? e : -1; };
-      const auto before = mdtest::mapping_count();
       {
         mapdirect::scoped_syscall_interposer guard(rec);
         auto m = direct_mapping::map(f.fd(), 0, length);
@@ -124,7 +122,7 @@ TEST_CASE("seam: each answer to MAP_SHARED_VALIDATE|MAP_SYNC", "[seam]") {
           for (const auto& call : rec.mmaps) CHECK(!(call.prot != PROT_NONE && (call.flags & MAP_TYPE) == MAP_SHARED));
         }
       }
-      CHECK(mdtest::mapping_count() == before);
+      CHECK(rec.bytes_still_mapped() == 0);
       CHECK_FALSE(mdtest::path_is_mapped(f.path()));
     }
   }
@@ -149,7 +147,6 @@ TEST_CASE("seam: a failing shared mmap is a real error", "[seam]") {
   temp_file f(mdtest::test_dir(), 4096);
   recording_interposer rec;
   rec.on_file_mmap = [](int flags) { return flags == sync_flags ? EOPNOTSUPP : flags == MAP_SHARED ? ENOMEM : -1; };
-  const auto before = mdtest::mapping_count();
   {
     mapdirect::scoped_syscall_interposer guard(rec);
     auto m = direct_mapping::map(f.fd(), 0, 4096);
@@ -157,7 +154,7 @@ TEST_CASE("seam: a failing shared mmap is a real error", "[seam]") {
     CHECK(m.error() == std::errc::not_enough_memory);
     CHECK(std::string(last_error_detail()).find("shared mapping failed with ENOMEM") != std::string::npos);
   }
-  CHECK(mdtest::mapping_count() == before);
+  CHECK(rec.bytes_still_mapped() == 0);
 }
 
 TEST_CASE("seam: persist msyncs exactly the page-rounded range", "[seam]") {
