@@ -324,3 +324,35 @@ TEST_CASE("open() refuses to grow a file while this process holds a seal on it",
   REQUIRE(again);
   CHECK(f.size() == 4 * 4096);
 }
+
+TEST_CASE("every errc has a message and compares equal to its documented std::errc", "[error]") {
+  struct {
+    errc code;
+    std::errc condition;
+  } const table[] = {
+      {errc::mode_unavailable, std::errc::operation_not_supported},
+      {errc::granularity_unavailable, std::errc::operation_not_supported},
+      {errc::sealed, std::errc::text_file_busy},
+      {errc::beyond_eof, std::errc::result_out_of_range},
+      {errc::media_error, std::errc::io_error},
+      {errc::io_error, std::errc::io_error},
+      {errc::misaligned_offset, std::errc::invalid_argument},
+      {errc::out_of_range, std::errc::result_out_of_range},
+      {errc::not_mapped, std::errc::bad_file_descriptor},
+      {errc::invalid_argument, std::errc::invalid_argument},
+      {errc::block_map_unverifiable, std::errc::operation_not_supported},
+      {errc::block_map_unstable, std::errc::no_space_on_device},
+      {errc::lease_broken, std::errc::resource_unavailable_try_again},
+      {errc::durability_lost, std::errc::io_error},
+  };
+  for (const auto& row : table) {
+    const std::error_code ec = row.code;  // implicit: is_error_code_enum
+    INFO(ec.message());
+    CHECK(ec.category() == mapdirect::error_category());
+    CHECK(std::string(ec.category().name()) == "mapdirect");
+    CHECK(ec.message().find("unknown") == std::string::npos);
+    CHECK(ec == row.condition);
+    CHECK(ec != std::errc::not_a_directory);
+  }
+  CHECK(std::error_code(99, mapdirect::error_category()).message() == "unknown mapdirect error");
+}
