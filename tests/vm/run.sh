@@ -139,9 +139,9 @@ ensure_host_tools() {
     if [ ${#need[@]} -gt 0 ]; then
         [ "$(id -u)" = 0 ] || die "missing packages ${need[*]} and not root to install them"
         echo "vm: installing ${need[*]}" >&2
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >&2 ||
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=600 --no-install-recommends "${need[@]}" >&2 ||
             { apt-get update -q >&2 &&
-              DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >&2; } ||
+              DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=600 --no-install-recommends "${need[@]}" >&2; } ||
             die "apt-get install ${need[*]} failed"
     fi
     command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 still missing"
