@@ -60,6 +60,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
+#include <sched.h>
 #include <cstring>
 #include <mutex>
 #include <new>
@@ -148,12 +149,26 @@ struct commit_request_with final : commit_request {
   F fn;
 };
 
+// The committer flushes through its own open file description, not a dup:
+// Linux reports a write-back error once per open file description, so a dup
+// would let another user of the mapping's description (its msync, the user's
+// fdatasync, an iomap_seal) consume an EIO that our fdatasync then never sees.
+// A description opened now sees every error from now on. Falls back to a dup
+// only where /proc is not mounted.
+inline int open_own_description(int fd) noexcept {
+  char path[40];
+  std::snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+  const int own = sys::open(path, O_RDONLY | O_CLOEXEC, 0);
+  if (own >= 0) return own;
+  return sys::fcntl(fd, F_DUPFD_CLOEXEC, 3);
+}
+
 // One file (by device and inode): its flush sequence and pending requests.
 struct commit_lane {
   commit_lane* next_lane = nullptr;
   dev_t dev = 0;
   ino_t ino = 0;
-  int fd = -1;                 // a duplicate of the first mapping's descriptor: shares its error state
+  int fd = -1;                 // the committer's own open file description of the file (see open_own_description)
   std::uint32_t index = 0;
   std::uint64_t issued = 0;    // last ticket handed out
   std::uint64_t covered = 0;   // tickets <= covered belong to a flush already started
@@ -239,10 +254,19 @@ class commit_core final : public page_persister {
       });
       stop_ = true;
       if (backend_ == commit_backend::io_uring) {
-        io_uring_sqe* sqe = get_sqe_locked();
-        io_uring_prep_nop(sqe);
-        io_uring_sqe_set_data64(sqe, kind_stop << 62);
-        io_uring_submit(&ring_);
+        // The reap thread leaves on this NOP's completion; retry until the
+        // queue has room and the submit is taken (it drains as it completes).
+        for (int attempt = 0;; ++attempt) {
+          io_uring_sqe* sqe = get_sqe_locked();
+          if (sqe) {
+            io_uring_prep_nop(sqe);
+            io_uring_sqe_set_data64(sqe, kind_stop << 62);
+            if (io_uring_submit(&ring_) >= 0 || attempt >= 1000) break;
+          } else if (attempt >= 1000) {
+            break;
+          }
+          ::sched_yield();
+        }
       }
       worker_cv_.notify_all();
     }
@@ -283,11 +307,11 @@ class commit_core final : public page_persister {
       if (!l) {
         l = new (std::nothrow) commit_lane;
         if (!l) return fail_errno(ENOMEM, "group_committer: allocating a file lane");
-        l->fd = sys::fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        l->fd = open_own_description(fd);
         if (l->fd < 0) {
           const int e = errno;
           delete l;
-          return fail_errno(e, "group_committer: fcntl(F_DUPFD_CLOEXEC)");
+          return fail_errno(e, "group_committer: opening the file for flushing");
         }
         l->dev = st.st_dev;
         l->ino = st.st_ino;
@@ -479,7 +503,10 @@ class commit_core final : public page_persister {
     const unsigned n = len > 0xffffffffu ? 0u : static_cast<unsigned>(len);
     io_uring_prep_sync_file_range(sqe, l.fd, n, off, SYNC_FILE_RANGE_WRITE);
     io_uring_sqe_set_data64(sqe, kind_writeback << 62);
-    if (io_uring_submit(&ring_) >= 0) ++writebacks_in_ring_;
+    // Counted once prepared: a failed submit leaves the SQE in the ring, and
+    // the next submit sends it, so its completion will still arrive.
+    ++writebacks_in_ring_;
+    (void)io_uring_submit(&ring_);
   }
 
   // Starts a flush of `l` if it has uncovered requests and none is running:
