@@ -557,7 +557,8 @@ class commit_core final : public page_persister {
     const bool sticky = e != 0 && sticky_allowed && is_writeback_error(e);
     while (commit_request* r = l.head) {
       std::error_code ec;
-      if (r->ticket <= cover) ec = e ? errno_code(e) : std::error_code{};
+      if (r->ticket <= cover)
+        ec = e ? errno_code(e) : l.failed ? make_error_code(errc::durability_lost) : std::error_code{};
       else if (sticky || l.failed) ec = make_error_code(errc::durability_lost);
       else break;
       l.head = r->next;
@@ -683,8 +684,15 @@ class commit_core final : public page_persister {
           const auto index = static_cast<std::uint32_t>((batch[i].data >> 32) & 0x3fffffffu);
           const auto id = static_cast<std::uint32_t>(batch[i].data);
           commit_lane* l = lane_by_index_locked(index);
+          const int e = batch[i].res < 0 ? -batch[i].res : 0;
           if (l && l->in_flight && l->flight == id) {
-            finish_flush_locked(*l, l->covered, batch[i].res < 0 ? -batch[i].res : 0, true, done);
+            finish_flush_locked(*l, l->covered, e, true, done);
+            kick_locked(*l);
+          } else if (l && is_writeback_error(e) && !l->failed) {
+            // A stale fsync (its submit had been reported failed, yet the SQE
+            // went out later) consumed a write-back error: no later flush can
+            // see it, so the file's durability is lost from here on.
+            l->failed = e;
             kick_locked(*l);
           }
         }
