@@ -480,6 +480,15 @@ inline result<iomap_seal> iomap_seal::acquire(int fd, std::uint64_t offset, std:
 
   if (options.lease) {
     if (auto ec = detail::file_lease::take(s.fd_, options.lease_signal, s.lease_)) {
+#if defined(MAPDIRECT_F_MAY_SEAL_IOMAP) && defined(MAPDIRECT_MAP_DIRECT_FLAG)
+      // Unpin first: a natively sealed file refuses the ftruncate of undo_growth.
+      if (s.kind_ == seal_kind::native) {
+        const int saved = errno;
+        (void)detail::sys::fcntl(s.fd_, MAPDIRECT_F_MAY_SEAL_IOMAP, 0);
+        s.kind_ = seal_kind::stabilised;
+        errno = saved;
+      }
+#endif
       undo_growth();
       return ec;
     }
