@@ -192,7 +192,6 @@ struct done_list {
   }
 };
 
-inline bool is_writeback_error(int e) noexcept { return e == EIO || e == ENOSPC || e == EDQUOT; }
 
 class commit_core final : public page_persister {
  public:
@@ -986,15 +985,12 @@ class group_committer {
       call_immediate(immediate, ec);
       return persist_handle(ec);
     }
-    if (m.durability_failed())
-      return detail::fail(errc::durability_lost,
-                          "persist_async: an earlier flush of this mapping failed; the kernel may have dropped dirty "
-                          "pages (rewrite the data, then clear_durability_error())");
+    if (m.durability_failed()) return detail::fail_durability_lost("persist_async");
     if (length == 0) {
       call_immediate(immediate, std::error_code{});
       return persist_handle(std::error_code{});
     }
-    const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+    const std::size_t page = detail::sys::page_size();
     const std::size_t lo = offset & ~(page - 1);
     detail::commit_request* req = make();
     if (!req) return detail::fail_errno(ENOMEM, "persist_async: allocating a request");

@@ -146,6 +146,18 @@ inline std::error_code fail(errc e, const char* fmt, ...) noexcept {
   return make_error_code(e);
 }
 
+/// True for the errors with which a flush reports lost write-back (fsyncgate):
+/// the kernel may have dropped the dirty pages and reports it only once.
+inline bool is_writeback_error(int e) noexcept { return e == EIO || e == ENOSPC || e == EDQUOT; }
+
+/// Fails with errc::durability_lost after an earlier failed flush.
+inline std::error_code fail_durability_lost(const char* what) noexcept {
+  return fail(errc::durability_lost,
+              "%s: an earlier flush of this file failed; the kernel may have dropped dirty pages (rewrite the "
+              "data, then clear_durability_error())",
+              what);
+}
+
 /// Short name of an errno value ("EOPNOTSUPP"), for messages.
 inline const char* errno_name(int e) noexcept {
   switch (e) {

@@ -122,11 +122,6 @@ struct guard_range {
 
 namespace detail {
 
-inline std::size_t guard_page_size() noexcept {
-  static const std::size_t cached = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
-  return cached;
-}
-
 inline std::error_code check_guard_range(const void* data, std::size_t size, const char* what) noexcept {
   if (size == 0) return {};
   if (!data) return fail(errc::invalid_argument, "%s: null pointer with %zu bytes", what, size);
@@ -164,7 +159,7 @@ inline access_error fault_error(const guard_frame& f, const guard_range& target,
   const std::uintptr_t win_lo = reinterpret_cast<std::uintptr_t>(window);
   const std::uintptr_t win_hi = win_lo + window_size;
   const std::size_t size = target.size;
-  const std::size_t page = guard_page_size();
+  const std::size_t page = sys::page_size();
   const void* fault_ptr = reinterpret_cast<const void*>(addr);
   // Offset of address a within the target, after clamping a to the window.
   auto rel = [&](std::uintptr_t a) -> std::size_t {

@@ -73,6 +73,14 @@ constexpr const char* to_string(granularity g) noexcept {
   return "?";
 }
 
+/// The store granularity a mapping of `mode` has over nd regions whose
+/// combined persistence domain is `domain` (PMDK's rule).
+constexpr granularity granularity_for(map_mode mode, persistence_domain domain) noexcept {
+  return mode == map_mode::shared                  ? granularity::page
+         : domain == persistence_domain::cpu_cache ? granularity::byte
+                                                   : granularity::cache_line;
+}
+
 /// Options for direct_mapping::map.
 struct map_options {
   /// The strongest mode to try. map_mode::direct is attempted only when the
@@ -351,7 +359,7 @@ class direct_mapping {
   /// poison, or the range still faults), errc::io_error, pwrite/fdatasync errno codes.
   access_result<void> repair(std::size_t offset, const void* src, std::size_t n) noexcept {
     MAPDIRECT_TRY_RANGE(offset, n);
-    return detail::repair_range(guard_range{data_, size_, fd_, offset_}, offset, src, n, page_size());
+    return detail::repair_range(guard_range{data_, size_, fd_, offset_}, offset, src, n, detail::sys::page_size());
   }
   /// repair() from a whole byte range. Errors: as repair().
   template <class Buffer, class = std::enable_if_t<detail::is_byte_range<std::remove_reference_t<Buffer>>::value>>
@@ -404,7 +412,7 @@ class direct_mapping {
     detail::clear_detail();
     void* mapped = nullptr;
     map_mode mode = map_mode::shared;
-    const std::size_t page = page_size();
+    const std::size_t page = detail::sys::page_size();
     if (auto ec = climb(fd, 0, page, options, nullptr, ladder, mapped, mode)) return ec;
     detail::sys::munmap(mapped, page);
     return mode;
@@ -431,18 +439,14 @@ class direct_mapping {
   }
 
  private:
-  result<void> durability_lost() noexcept {
-    return detail::fail(errc::durability_lost,
-                        "an earlier msync of this mapping failed; the kernel may have dropped dirty pages "
-                        "(rewrite the data, then clear_durability_error())");
-  }
+  static result<void> durability_lost() noexcept { return detail::fail_durability_lost("persist"); }
 
   result<void> persist_pages(std::size_t offset, std::size_t length) noexcept {
     if (durability_failed_) return durability_lost();
     if (length == 0) return outcome::success();
     // Whole pages: msync needs a page-aligned start, and rounding the end
     // ourselves (within the page-rounded mapping) makes the range explicit.
-    const std::size_t page = page_size();
+    const std::size_t page = detail::sys::page_size();
     const std::size_t lo = offset & ~(page - 1);
     const std::size_t hi = (offset + length + page - 1) & ~(page - 1);
     if (persister_) {
@@ -459,7 +463,7 @@ class direct_mapping {
   }
 
   void note_flush_failure(int e, bool is_errno) noexcept {
-    if (is_errno && (e == EIO || e == ENOSPC || e == EDQUOT)) durability_failed_ = true;
+    if (is_errno && detail::is_writeback_error(e)) durability_failed_ = true;
   }
 
   void reset_fields() noexcept {
@@ -472,11 +476,6 @@ class direct_mapping {
     pending_lo_ = pending_hi_ = 0;
     persister_ = nullptr;
     durability_failed_ = false;
-  }
-
-  static std::size_t page_size() noexcept {
-    static const std::size_t cached = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
-    return cached;
   }
 
   static int try_map(void* at, std::size_t len, int flags, int fd, std::uint64_t off, bool populate,
@@ -599,7 +598,7 @@ inline result<direct_mapping> direct_mapping::map(int fd, std::uint64_t offset, 
   if (static_cast<int>(options.strongest) > static_cast<int>(options.weakest))
     return detail::fail(errc::invalid_argument, "map: options.strongest (%s) is weaker than options.weakest (%s)",
                         to_string(options.strongest), to_string(options.weakest));
-  const std::size_t page = page_size();
+  const std::size_t page = detail::sys::page_size();
   if (offset % page != 0)
     return detail::fail(errc::misaligned_offset, "map: file offset %llu is not a multiple of the page size %zu",
                         static_cast<unsigned long long>(offset), page);
@@ -677,19 +676,16 @@ inline result<direct_mapping> direct_mapping::map(int fd, std::uint64_t offset, 
   m.map_base_ = mapped;
   m.data_ = static_cast<std::byte*>(mapped);
 
-  if (m.mode_ == map_mode::shared) {
-    m.granularity_ = granularity::page;
-    m.domain_ = persistence_domain::unknown;
-  } else {
 // GCC 12 at -O2 falsely reports the defaulted optionals of a by-value
 // map_options as maybe-uninitialized once inlined into callers.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
+  // The nd domain matters only where CPU flushes persist (sync, direct).
+  if (m.mode_ != map_mode::shared)
     m.domain_ = options.domain ? *options.domain : detail::domain_of_device(st.st_dev);
-    m.granularity_ = m.domain_ == persistence_domain::cpu_cache ? granularity::byte : granularity::cache_line;
-  }
+  m.granularity_ = granularity_for(m.mode_, m.domain_);
   m.flush_ = options.flush ? *options.flush : detect_flush_instruction();
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop

@@ -143,9 +143,7 @@ inline result<probe_report> probe(int fd) noexcept {
     if (mode) {
       r.mode_known = true;
       r.mode = mode.value();
-      r.store_granularity = r.mode == map_mode::shared ? granularity::page
-                            : r.persistence == persistence_domain::cpu_cache ? granularity::byte
-                                                                             : granularity::cache_line;
+      r.store_granularity = granularity_for(r.mode, r.persistence);
     } else {
       r.ladder += std::string("error: ") + last_error_detail() + "\n";
     }

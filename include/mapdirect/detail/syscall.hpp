@@ -139,6 +139,12 @@ MAPDIRECT_SYSCALL(read, (int fd, void* buf, std::size_t n), (fd, buf, n))
 MAPDIRECT_SYSCALL(write, (int fd, const void* buf, std::size_t n), (fd, buf, n))
 #undef MAPDIRECT_SYSCALL
 
+/// The page size (sysconf, read once).
+inline std::size_t page_size() noexcept {
+  static const std::size_t cached = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  return cached;
+}
+
 /// close() that keeps the caller's errno (for cleanup paths).
 inline void close_quietly(int fd) noexcept {
   const int saved = errno;
