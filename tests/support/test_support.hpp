@@ -37,6 +37,13 @@ inline std::optional<std::string> expected(const char* var) {
   return std::nullopt;
 }
 
+/// Options that map page-granular (MAP_SHARED) on any host, DAX ones too.
+inline mapdirect::map_options shared_only() {
+  mapdirect::map_options o;
+  o.strongest = mapdirect::map_mode::shared;
+  return o;
+}
+
 /// A uniquely named file removed on destruction.
 class temp_file {
  public:
@@ -102,6 +109,11 @@ struct recording_interposer : mapdirect::syscall_interposer {
   // MAP_SHARED mapping (so stores work), or -1 to pass through.
   std::function<int(int flags)> on_file_mmap = [](int) { return -1; };
   std::function<int()> on_msync = [] { return 0; };
+  /// Emulates a DAX host: MAP_SHARED_VALIDATE|MAP_SYNC succeeds (backed by a
+  /// real MAP_SHARED mapping so stores work); everything else passes through.
+  void emulate_map_sync() {
+    on_file_mmap = [](int flags) { return flags == (MAP_SHARED_VALIDATE | MAP_SYNC) ? 0 : -1; };
+  }
   std::vector<mmap_call> mmaps;
   // Successful mmaps and every munmap, as [begin, end) address ranges: what
   // mapdirect mapped must all have been unmapped (other threads' and the

@@ -93,9 +93,7 @@ struct gated_interposer : syscall_interposer {
 // A page-granular (shared) mapping on any host, DAX ones included: group
 // commit is about the fdatasync path.
 direct_mapping map_file(const temp_file& f, std::size_t size) {
-  map_options shared_only;
-  shared_only.strongest = map_mode::shared;
-  auto m = direct_mapping::map(f.fd(), 0, size, shared_only);
+  auto m = direct_mapping::map(f.fd(), 0, size, mdtest::shared_only());
   REQUIRE(m);
   return std::move(m.value());
 }
@@ -475,7 +473,7 @@ TEST_CASE("async: a failed flush fails its waiter with the errno and the request
 TEST_CASE("async: sync mappings complete at once after the CPU flush", "[async]") {
   temp_file f(mdtest::test_dir(), 8192);
   mdtest::recording_interposer rec;
-  rec.on_file_mmap = [](int flags) { return flags == (MAP_SHARED_VALIDATE | MAP_SYNC) ? 0 : -1; };
+  rec.emulate_map_sync();
   scoped_syscall_interposer guard(rec);
   auto g = make_committer(true);
   map_options o;

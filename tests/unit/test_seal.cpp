@@ -95,6 +95,14 @@ bool dir_has_fiemap(const std::string& dir) {
 }
 
 constexpr std::uint64_t MiB = 1u << 20;
+// A loop-mounted XFS with reflink, for shared (FICLONE) extents.
+auto reflink_xfs(std::string& why) {
+  mdtest::loopfs_options o;
+  o.fstype = "xfs";
+  o.mkfs_args = {"-m", "reflink=1"};
+  o.size = 320 * MiB;
+  return mdtest::loopfs::create(o, why);
+}
 }  // namespace
 
 TEST_CASE("seal: sparse file becomes allocated and written, data unchanged", "[seal]") {
@@ -158,11 +166,7 @@ TEST_CASE("seal: preallocated (unwritten) extents are written, dirty data over t
 
 TEST_CASE("seal: reflinked extents on XFS are unshared, both files keep their data", "[seal][loopfs]") {
   std::string why;
-  mdtest::loopfs_options o;
-  o.fstype = "xfs";
-  o.mkfs_args = {"-m", "reflink=1"};
-  o.size = 320 * MiB;
-  auto fs = mdtest::loopfs::create(o, why);
+  auto fs = reflink_xfs(why);
   if (!fs) {
     WARN("skipped: " << why);
     return;
@@ -199,11 +203,7 @@ TEST_CASE("seal: reflinked extents on XFS are unshared, both files keep their da
 TEST_CASE("seal: shared extents fall back to a copy-on-write rewrite without FALLOC_FL_UNSHARE_RANGE",
           "[seal][loopfs]") {
   std::string why;
-  mdtest::loopfs_options o;
-  o.fstype = "xfs";
-  o.mkfs_args = {"-m", "reflink=1"};
-  o.size = 320 * MiB;
-  auto fs = mdtest::loopfs::create(o, why);
+  auto fs = reflink_xfs(why);
   if (!fs) {
     WARN("skipped: " << why);
     return;

@@ -31,7 +31,7 @@ TEST_CASE("seam: MAP_SYNC accepted gives sync mode with cache-line (ADR) or byte
   for (std::size_t length : {std::size_t{8192}, std::size_t{4} << 20}) {
     temp_file f(mdtest::test_dir(), length);
     recording_interposer rec;
-    rec.on_file_mmap = [](int flags) { return flags == sync_flags ? 0 : -1; };
+    rec.emulate_map_sync();
     {
       mapdirect::scoped_syscall_interposer guard(rec);
       auto m = direct_mapping::map(f.fd(), 0, length);
@@ -161,9 +161,7 @@ TEST_CASE("seam: persist msyncs exactly the page-rounded range", "[seam]") {
   temp_file f(mdtest::test_dir(), 5 * 4096);
   recording_interposer rec;
   mapdirect::scoped_syscall_interposer guard(rec);
-  map_options shared_only;
-  shared_only.strongest = map_mode::shared;  // page granularity on any host
-  auto r = direct_mapping::map(f.fd(), 0, 5 * 4096, shared_only);
+  auto r = direct_mapping::map(f.fd(), 0, 5 * 4096, mdtest::shared_only());
   REQUIRE(r);
   auto& m = r.value();
   REQUIRE(m.store_granularity() == granularity::page);
@@ -201,9 +199,7 @@ TEST_CASE("seam: a failed msync is reported and sticks (fsyncgate)", "[seam]") {
   int next_errno = EIO;
   rec.on_msync = [&] { return std::exchange(next_errno, 0); };
   mapdirect::scoped_syscall_interposer guard(rec);
-  map_options shared_only;
-  shared_only.strongest = map_mode::shared;
-  auto r = direct_mapping::map(f.fd(), 0, 4096, shared_only);
+  auto r = direct_mapping::map(f.fd(), 0, 4096, mdtest::shared_only());
   REQUIRE(r);
   auto first = r.value().copy_persist(0, "abc", 3);
   REQUIRE_FALSE(first);
@@ -257,7 +253,7 @@ TEST_CASE("copy_persist/fill_persist equal memcpy/memset for sizes 0..8 KiB and 
   temp_file f(mdtest::test_dir(), 3 * 4096);
   SECTION("cache-line path with the CPU's flush instruction (MAP_SYNC emulated)") {
     recording_interposer rec;
-    rec.on_file_mmap = [](int flags) { return flags == sync_flags ? 0 : -1; };
+    rec.emulate_map_sync();
     mapdirect::scoped_syscall_interposer guard(rec);
     map_options o;
     o.domain = persistence_domain::memory_controller;
@@ -269,7 +265,7 @@ TEST_CASE("copy_persist/fill_persist equal memcpy/memset for sizes 0..8 KiB and 
 #if defined(MAPDIRECT_ARCH_X86_64)
   SECTION("every x86 flush instruction the CPU has") {
     recording_interposer rec;
-    rec.on_file_mmap = [](int flags) { return flags == sync_flags ? 0 : -1; };
+    rec.emulate_map_sync();
     mapdirect::scoped_syscall_interposer guard(rec);
     for (auto fi : {flush_instruction::clflush, flush_instruction::clflushopt, flush_instruction::clwb}) {
       if (fi == flush_instruction::clwb && detect_flush_instruction() != flush_instruction::clwb) continue;
@@ -287,7 +283,7 @@ TEST_CASE("copy_persist/fill_persist equal memcpy/memset for sizes 0..8 KiB and 
 #endif
   SECTION("byte path (eADR emulated)") {
     recording_interposer rec;
-    rec.on_file_mmap = [](int flags) { return flags == sync_flags ? 0 : -1; };
+    rec.emulate_map_sync();
     mapdirect::scoped_syscall_interposer guard(rec);
     map_options o;
     o.domain = persistence_domain::cpu_cache;
@@ -298,9 +294,7 @@ TEST_CASE("copy_persist/fill_persist equal memcpy/memset for sizes 0..8 KiB and 
   }
   SECTION("page path (msync)") {
     temp_file shm(::access("/dev/shm", W_OK) == 0 ? "/dev/shm" : mdtest::test_dir(), 3 * 4096);
-    map_options o;
-    o.strongest = map_mode::shared;
-    auto m = direct_mapping::map(shm.fd(), 0, 3 * 4096, o);
+    auto m = direct_mapping::map(shm.fd(), 0, 3 * 4096, mdtest::shared_only());
     REQUIRE(m);
     REQUIRE(m.value().store_granularity() == granularity::page);
     check_copy_fill(m.value(), 8192, 127);
@@ -361,7 +355,7 @@ TEST_CASE("probe through the seam: io_uring refused and MAP_SYNC accepted", "[pr
       return -1;
     }
   } rec;
-  rec.on_file_mmap = [](int flags) { return flags == sync_flags ? 0 : -1; };
+  rec.emulate_map_sync();
   mapdirect::scoped_syscall_interposer guard(rec);
   auto r = probe(mdtest::test_dir().c_str());
   REQUIRE(r);
