@@ -24,6 +24,9 @@ struct seal_node {
   seal_node* prev = nullptr;
   seal_node* next = nullptr;
   bool registered = false;
+  /// True while the seal holds a file lease on its description: mapdirect
+  /// must not open the file again (the open would break its own lease).
+  std::atomic<bool> leased{false};
 };
 
 class seal_registry {
@@ -51,6 +54,13 @@ class seal_registry {
     for (seal_node* n = head(); n; n = n->next)
       if (n->dev == dev && n->ino == ino) ++c;
     return c;
+  }
+  /// True when a seal held on (dev, ino) holds a lease.
+  static bool leased(dev_t dev, ino_t ino) noexcept {
+    guard g;
+    for (seal_node* n = head(); n; n = n->next)
+      if (n->dev == dev && n->ino == ino && n->leased.load(std::memory_order_acquire)) return true;
+    return false;
   }
 
  private:
