@@ -154,46 +154,76 @@ struct scan_result {
   const char* stop = "empty";     // why the scan stopped
   std::string detail;
   bool content_error = false;  // an intact-looking record with wrong synthetic content
+  bool unreadable = false;     // a guarded read failed (I/O error, truncation, no space)
 };
 
-bool all_zero(const std::byte* p, std::size_t n) {
+bool all_zero(const void* p, std::size_t n) {
+  const auto* b = static_cast<const unsigned char*>(p);
   for (std::size_t i = 0; i < n; ++i)
-    if (p[i] != std::byte{0}) return false;
+    if (b[i] != 0) return false;
   return true;
 }
 
-scan_result scan(const mapdirect::direct_mapping& m) {
+// Called with each intact record, from the scan's own copy of it.
+using record_visitor = void (*)(const record_header& h, const std::byte* payload, void* ctx);
+
+// The log file is input that may be crafted or changed under us by another
+// process: every byte is copied out of the mapping once, through a guarded
+// read (a SIGBUS becomes an error), and only the copy is validated and used.
+// Every length and offset taken from the file is checked against the mapping
+// before it is used, so the result always satisfies end <= size.
+scan_result scan(const mapdirect::direct_mapping& m, record_visitor visit = nullptr, void* ctx = nullptr) {
   scan_result r;
-  const std::byte* base = m.data();
   const std::size_t size = m.size();
+  auto unreadable = [&](std::size_t at, const mapdirect::access_error& e) {
+    r.unreadable = true;
+    r.stop = "unreadable";
+    char why[160];
+    std::snprintf(why, sizeof why, "cannot read offset %zu: %s", at, e.message().c_str());
+    r.detail = why;
+    std::fprintf(stderr, "durable_log: %s (%s)\n", why, mapdirect::last_error_detail());
+  };
   if (size < kHeaderArea + sizeof(record_header)) {
     r.stop = "too-small";
     return r;
   }
   file_header fh;
-  std::memcpy(&fh, base, sizeof fh);
-  if (all_zero(base, sizeof fh)) return r;  // never initialised: an empty log
+  if (auto rd = m.read(0, &fh, sizeof fh); !rd) {
+    unreadable(0, rd.error());
+    return r;
+  }
+  if (all_zero(&fh, sizeof fh)) return r;  // never initialised: an empty log
   if (std::memcmp(fh.magic, kFileMagic, sizeof kFileMagic) != 0 || fh.version != 1 ||
       fh.header_size != kHeaderArea || fh.crc != crc32c(0, &fh, offsetof(file_header, crc))) {
     // The header is written and persisted before the first record, so a
     // torn header with no record after it is a crash during creation: the
     // log is empty (nothing was acknowledged yet).
-    if (all_zero(base + kHeaderArea, sizeof(record_header))) return r;
+    record_header first;
+    if (auto rd = m.read(kHeaderArea, &first, sizeof first); !rd) {
+      unreadable(kHeaderArea, rd.error());
+      return r;
+    }
+    if (all_zero(&first, sizeof first)) return r;
     r.stop = "bad-header";
     r.detail = "file header is not a durable_log v1 header";
     return r;
   }
   r.header_ok = true;
   r.last_crc = fh.chain_seed;
+  std::vector<std::byte> payload;
   std::size_t off = kHeaderArea;
   for (;;) {
+    // Invariant: off <= size (each record below is checked to fit, padding included).
     if (size - off < sizeof(record_header)) {
       r.stop = "full";
       break;
     }
     record_header h;
-    std::memcpy(&h, base + off, sizeof h);
-    if (all_zero(base + off, sizeof h)) {
+    if (auto rd = m.read(off, &h, sizeof h); !rd) {
+      unreadable(off, rd.error());
+      break;
+    }
+    if (all_zero(&h, sizeof h)) {
       r.stop = "end";  // nothing was ever written here
       break;
     }
@@ -201,9 +231,13 @@ scan_result scan(const mapdirect::direct_mapping& m) {
     // the torn tail of an interrupted append.
     r.stop = "torn";
     char why[160];
+    why[0] = 0;
+    const std::size_t room = size - off - sizeof h;
     if (h.magic != kRecordMagic) {
       std::snprintf(why, sizeof why, "bad magic at offset %zu", off);
-    } else if (h.length > kMaxPayload || h.length > size - off - sizeof h) {
+    } else if (h.length > kMaxPayload || h.length > room || align_up(sizeof h + h.length) > size - off) {
+      // The padded length must fit too: a writer never pads past the end, and
+      // the next record's offset must stay inside the mapping.
       std::snprintf(why, sizeof why, "impossible length %" PRIu32 " at offset %zu", h.length, off);
     } else if (h.seq != r.last_seq + 1) {
       std::snprintf(why, sizeof why, "seq %" PRIu64 " at offset %zu, expected %" PRIu64, h.seq, off,
@@ -211,20 +245,25 @@ scan_result scan(const mapdirect::direct_mapping& m) {
     } else if (h.prev_crc != r.last_crc) {
       std::snprintf(why, sizeof why, "seq %" PRIu64 " at offset %zu does not chain to its predecessor", h.seq,
                     off);
-    } else if (h.crc != record_crc(h, base + off + sizeof h)) {
-      std::snprintf(why, sizeof why, "seq %" PRIu64 " at offset %zu fails its checksum", h.seq, off);
-    } else {
-      why[0] = 0;
     }
     if (why[0]) {
       r.detail = why;
       break;
     }
+    payload.resize(h.length);
+    if (auto rd = m.read(off + sizeof h, payload.data(), h.length); !rd) {
+      unreadable(off + sizeof h, rd.error());
+      break;
+    }
+    if (h.crc != record_crc(h, payload.data())) {
+      std::snprintf(why, sizeof why, "seq %" PRIu64 " at offset %zu fails its checksum", h.seq, off);
+      r.detail = why;
+      break;
+    }
     // Intact. A synthetic record must also hold exactly the bytes written.
     if (h.flags & kFlagSynthetic) {
-      const std::byte* p = base + off + sizeof h;
       for (std::size_t i = 0; i < h.length; ++i) {
-        if (static_cast<unsigned char>(p[i]) != synthetic_byte(h.seq, i)) {
+        if (static_cast<unsigned char>(payload[i]) != synthetic_byte(h.seq, i)) {
           r.content_error = true;
           std::snprintf(why, sizeof why, "seq %" PRIu64 " has a valid checksum but wrong content at byte %zu",
                         h.seq, i);
@@ -237,6 +276,7 @@ scan_result scan(const mapdirect::direct_mapping& m) {
         break;
       }
     }
+    if (visit) visit(h, payload.data(), ctx);
     r.records++;
     r.last_seq = h.seq;
     r.last_crc = h.crc;
@@ -290,6 +330,7 @@ struct log_writer {
   std::uint64_t group_first_seq = 1;
   std::size_t group_count = 0;
   std::string ack_buffer;
+  std::vector<std::byte> record_buffer;
 
   // Opens FILE (creating a sparse file of `size` bytes if it does not exist),
   // recovers it and positions the writer after the last intact record.
@@ -322,7 +363,8 @@ struct log_writer {
                  mapdirect::to_string(map.mode()), mapdirect::to_string(map.store_granularity()));
 
     scan_result r = scan(map);
-    if (std::strcmp(r.stop, "bad-header") == 0 || r.content_error || std::strcmp(r.stop, "too-small") == 0) {
+    if (std::strcmp(r.stop, "bad-header") == 0 || r.content_error || r.unreadable ||
+        std::strcmp(r.stop, "too-small") == 0) {
       print_scan(r);
       std::fprintf(stderr, "durable_log: refusing to append to a corrupt log\n");
       std::exit(1);
@@ -346,14 +388,32 @@ struct log_writer {
     // log can never chain into this one.
     fh.chain_seed = static_cast<std::uint32_t>(std::random_device{}());
     fh.crc = crc32c(0, &fh, offsetof(file_header, crc));
-    if (auto r = map.copy_persist(0, &fh, sizeof fh); !r) fail("persisting the file header", r.error());
+    // A guarded store: on a full file system the first store to a page of
+    // this sparse file cannot get a block, and that is an error, not a SIGBUS.
+    if (auto w = map.write(0, &fh, sizeof fh); !w) store_failed("the file header", 0, w.error());
+    if (auto r = map.persist(0, sizeof fh); !r) fail("persisting the file header", r.error());
     prev_crc = fh.chain_seed;
+  }
+
+  // A guarded store failed: make the records before it durable (they are
+  // complete), then stop with the reason. The failed record was never
+  // acknowledged; recovery sees it as a torn tail.
+  [[noreturn]] void store_failed(const char* what, std::size_t at, const mapdirect::access_error& e) {
+    std::fprintf(stderr, "durable_log: cannot store %s at offset %zu: %s (%s)\n", what, at, e.message().c_str(),
+                 mapdirect::last_error_detail());
+    if (group_count > 0 && !cpu_flush_only) {
+      if (auto r = map.persist(group_start, end - group_start); r) {
+        std::fprintf(stderr, "durable_log: records up to seq %" PRIu64 " are durable\n", next_seq - 1);
+        ack_group();
+      }
+    }
+    std::exit(1);
   }
 
   // Appends one record; returns false when the log is full.
   bool append(const void* payload, std::uint32_t length, std::uint32_t flags) {
     const std::size_t need = align_up(sizeof(record_header) + length);
-    if (need > map.size() - end) {
+    if (end > map.size() || need > map.size() - end) {
       // Make what we have durable before reporting "full".
       commit();
       return false;
@@ -366,9 +426,17 @@ struct log_writer {
     h.flags = flags;
     h.session = session;
     h.crc = record_crc(h, static_cast<const std::byte*>(payload));
-    // Plain stores into the mapping; persist() below makes them durable.
-    std::memcpy(map.data() + end, &h, sizeof h);
-    std::memcpy(map.data() + end + sizeof h, payload, length);
+    // Header, payload and zero padding in one buffer, stored with one guarded
+    // write (a full file system is an error here, not a SIGBUS); persist()
+    // below makes them durable.
+    record_buffer.assign(need, std::byte{0});
+    std::memcpy(record_buffer.data(), &h, sizeof h);
+    if (length) std::memcpy(record_buffer.data() + sizeof h, payload, length);
+    if (auto w = map.write(end, record_buffer.data(), need); !w) {
+      char what[64];
+      std::snprintf(what, sizeof what, "record seq %" PRIu64, next_seq);
+      store_failed(what, end, w.error());
+    }
     prev_crc = h.crc;
     end += need;
     next_seq++;
@@ -386,7 +454,11 @@ struct log_writer {
     } else if (auto r = map.persist(group_start, end - group_start); !r) {
       fail("persist", r.error());
     }
-    // Only now are these records durable: acknowledge them.
+    ack_group();
+  }
+
+  // The current group is durable: acknowledge it and start the next.
+  void ack_group() {
     if (print_acks) {
       ack_buffer.clear();
       for (std::uint64_t s = group_first_seq; s < next_seq; ++s) ack_buffer += "ack " + std::to_string(s) + "\n";
@@ -483,7 +555,8 @@ int cmd_verify(const options& o, bool repair) {
   auto m = open_existing(o.file);
   scan_result r = scan(m);
   print_scan(r);
-  bool ok = !(r.content_error || std::strcmp(r.stop, "bad-header") == 0 || std::strcmp(r.stop, "too-small") == 0);
+  bool ok = !(r.content_error || r.unreadable || std::strcmp(r.stop, "bad-header") == 0 ||
+              std::strcmp(r.stop, "too-small") == 0);
   if (ok && o.has_expect_last && r.last_seq < o.expect_last) {
     std::printf("LOST: expected records up to seq %" PRIu64 ", the log ends at %" PRIu64 "\n", o.expect_last,
                 r.last_seq);
@@ -491,28 +564,32 @@ int cmd_verify(const options& o, bool repair) {
   }
   if (ok && repair && std::strcmp(r.stop, "torn") == 0) {
     // Clear the torn record's header: the next scan then ends cleanly here.
-    if (auto rr = m.fill_persist(r.end, 0, sizeof(record_header)); !rr) fail("clearing the torn tail", rr.error());
+    const record_header zero{};
+    if (auto w = m.write(r.end, &zero, sizeof zero); !w) {
+      std::fprintf(stderr, "durable_log: cannot clear the torn tail at offset %zu: %s (%s)\n", r.end,
+                   w.error().message().c_str(), mapdirect::last_error_detail());
+      return 1;
+    }
+    if (auto rr = m.persist(r.end, sizeof zero); !rr) fail("clearing the torn tail", rr.error());
     std::printf("cleared torn tail at offset %zu\n", r.end);
   }
   return ok ? 0 : 1;
 }
 
+// Prints one intact record from the scan's private copy (never from the
+// mapping, which another process may change between a check and a use).
+void print_record(const record_header& h, const std::byte* payload, void*) {
+  if (h.flags & kFlagSynthetic)
+    std::printf("%" PRIu64 "\t(%" PRIu32 " synthetic bytes)\n", h.seq, h.length);
+  else
+    std::printf("%" PRIu64 "\t%.*s\n", h.seq, static_cast<int>(h.length), reinterpret_cast<const char*>(payload));
+}
+
 int cmd_dump(const options& o) {
   auto m = open_existing(o.file);
-  scan_result r = scan(m);
-  std::size_t off = kHeaderArea;
-  for (std::uint64_t i = 0; i < r.records; ++i) {
-    record_header h;
-    std::memcpy(&h, m.data() + off, sizeof h);
-    const char* p = reinterpret_cast<const char*>(m.data() + off + sizeof h);
-    if (h.flags & kFlagSynthetic)
-      std::printf("%" PRIu64 "\t(%" PRIu32 " synthetic bytes)\n", h.seq, h.length);
-    else
-      std::printf("%" PRIu64 "\t%.*s\n", h.seq, static_cast<int>(h.length), p);
-    off += align_up(sizeof h + h.length);
-  }
+  scan_result r = scan(m, print_record, nullptr);
   print_scan(r);
-  return 0;
+  return r.unreadable ? 1 : 0;
 }
 
 int cmd_write(const options& o) {
