@@ -8,7 +8,8 @@
 //   kv FILE del KEY         delete (durable when it returns)
 //   kv FILE list            print every live key and value
 //   kv FILE check           scan every slot; report torn or unreadable ones
-//   kv selftest DIR         exercise all of the above in DIR (the ctest test)
+//   kv selftest DIR         exercise all of the above in a private directory
+//                           created in DIR (mkdtemp; the ctest test)
 //
 // Layout: a 4 KiB header (magic, slot count, CRC), then SLOTS slots of two
 // 128-byte versions each. An update writes the slot's older version with a
@@ -151,8 +152,12 @@ class table {
       return 2;
     }
     if (auto r = out.map_.read(0, &h, sizeof h); !r) return fail("read header", r.error().code());
+    // The file is untrusted input: compare the slot count with what the
+    // mapping holds by division, so that a crafted count cannot wrap
+    // `header + slots * 256` around to the file's size.
+    const std::uint64_t room = out.map_.size() - kHeaderSize;
     if (std::memcmp(h.magic, kMagic, sizeof kMagic) != 0 || h.crc != crc32c(&h, offsetof(header, crc)) ||
-        h.slots == 0 || kHeaderSize + h.slots * kSlotSize != out.map_.size()) {
+        h.slots == 0 || room % kSlotSize != 0 || h.slots != room / kSlotSize) {
       std::fprintf(stderr, "kv: %s is not a kv table (bad magic, header CRC or size)\n", path.c_str());
       return 2;
     }
@@ -184,8 +189,10 @@ class table {
   }
 
   // Finds the slot holding `key`, or the first never-used slot after it.
-  // Returns 0 and sets found/slot, or an error code.
-  int find(std::string_view key, bool& found, std::uint64_t& slot) const {
+  // Returns 0 and sets found/slot, or an error code. `seen` receives the
+  // copy of the slot that was examined: callers use it rather than reading
+  // the mapping again, which another process may have changed in between.
+  int find(std::string_view key, bool& found, std::uint64_t& slot, slot_view* seen = nullptr) const {
     const std::uint64_t start = fnv1a(key) % slots_;
     for (std::uint64_t i = 0; i < slots_; ++i) {
       const std::uint64_t at = (start + i) % slots_;
@@ -199,12 +206,14 @@ class table {
         if (s.torn) continue;  // a first write that never completed: the slot stays claimed
         found = false;
         slot = at;
+        if (seen) *seen = s;
         return 0;
       }
       const version& v = s.v[s.current];
       if (std::string_view(v.key, v.klen) == key) {
         found = true;
         slot = at;
+        if (seen) *seen = s;
         return 0;
       }
     }
@@ -219,7 +228,14 @@ class table {
     if (s.unreadable) return fail("read slot", s.error.code());
     version v{};
     const int target = s.current < 0 ? 0 : 1 - s.current;
-    v.seq = (s.current < 0 ? 0 : s.v[s.current].seq) + 1;
+    const std::uint64_t last = s.current < 0 ? 0 : s.v[s.current].seq;
+    if (last == UINT64_MAX) {
+      // seq + 1 would wrap to 0, "never written": the update would be lost
+      // while put reported success.
+      std::fprintf(stderr, "kv: slot %" PRIu64 " has used up its sequence numbers; nothing changed\n", slot);
+      return 2;
+    }
+    v.seq = last + 1;
     v.klen = static_cast<std::uint16_t>(key.size());
     std::memcpy(v.key, key.data(), key.size());
     if (value) {
@@ -298,9 +314,10 @@ int get(const table& t, std::string_view key, std::string& value) {
   if (!valid_key(key)) return 2;
   bool found = false;
   std::uint64_t slot = 0;
-  if (int rc = t.find(key, found, slot)) return rc;
-  if (!found) return 1;
-  const slot_view s = t.view(slot);
+  slot_view s;
+  if (int rc = t.find(key, found, slot, &s)) return rc;
+  if (!found || s.current < 0) return 1;
+  // The copy find() validated, not a second read of the mapping.
   const version& v = s.v[s.current];
   if (v.vlen == kTombstone) return 1;
   value.assign(v.value, v.vlen);
@@ -351,9 +368,26 @@ void describe(const table& t) {
     }                                                                           \
   } while (0)
 
-int selftest(const std::string& dir) {
+int selftest_in(const std::string& dir);
+
+// The self-test may run as root in a shared directory: its files live in a
+// fresh private directory (mkdtemp: unpredictable name, mode 0700) and are
+// created exclusively, so nothing planted in DIR is followed or overwritten.
+int selftest(const std::string& parent) {
+  std::string tmpl = parent + "/kv-selftest.XXXXXX";
+  if (!::mkdtemp(tmpl.data())) {
+    std::fprintf(stderr, "kv selftest: mkdtemp in %s: %s\n", parent.c_str(), std::strerror(errno));
+    return 1;
+  }
+  const int rc = selftest_in(tmpl);
+  (void)::unlink((tmpl + "/kv-selftest.tbl").c_str());
+  (void)::unlink((tmpl + "/kv-selftest.not").c_str());
+  (void)::rmdir(tmpl.c_str());
+  return rc;
+}
+
+int selftest_in(const std::string& dir) {
   const std::string path = dir + "/kv-selftest.tbl";
-  ::unlink(path.c_str());
   {
     table t;
     SELFTEST_CHECK(table::create(path, 64, t) == 0);
@@ -395,7 +429,7 @@ int selftest(const std::string& dir) {
     SELFTEST_CHECK(put(t, "one-too-many", "x") == 2);
     // Another program truncates the file under the mapping: reads past the
     // new end fault, and the guard turns each fault into an error for its slot.
-    const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+    const int fd = ::open(path.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC);
     SELFTEST_CHECK(fd >= 0);
     SELFTEST_CHECK(::ftruncate(fd, static_cast<off_t>(kHeaderSize + 16 * kSlotSize)) == 0);
     ::close(fd);
@@ -406,7 +440,7 @@ int selftest(const std::string& dir) {
   {
     // A file that is not a table is refused without being changed.
     const std::string other = dir + "/kv-selftest.not";
-    const int fd = ::open(other.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0644);
+    const int fd = ::open(other.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     SELFTEST_CHECK(fd >= 0);
     SELFTEST_CHECK(::ftruncate(fd, 8192) == 0);
     ::close(fd);
@@ -414,7 +448,6 @@ int selftest(const std::string& dir) {
     SELFTEST_CHECK(table::open(other, t) == 2);
     ::unlink(other.c_str());
   }
-  ::unlink(path.c_str());
   std::printf("kv selftest: ok\n");
   return 0;
 }
