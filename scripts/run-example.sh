@@ -10,11 +10,13 @@ build="$root/build/example"
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DMAPDIRECT_BUILD_TESTS=OFF >/dev/null
 cmake --build "$build" -j"$(nproc)" --target durable_log mapdirect-info
 dir="${MAPDIRECT_DEMO_DIR:-/var/tmp}"
-log="$dir/mapdirect-demo.log"
+# A private directory with an unpredictable name (mktemp -d: mode 0700): in a
+# shared directory such as /var/tmp a fixed name could be a planted symlink.
+work="$(mktemp -d "$dir/mapdirect-demo.XXXXXXXX")"
+trap 'rm -rf -- "$work"' EXIT
+log="$work/demo.log"
 echo "== What mapdirect gives in $dir"
 "$build/examples/mapdirect-info/mapdirect-info" "$dir"
 echo "== durable_log: append 1000 checksummed records, then recover"
-rm -f "$log"
 "$build/examples/durable_log/durable_log" write "$log" --size 4M --count 1000 --group 8
 "$build/examples/durable_log/durable_log" verify "$log" --expect-last 1000
-rm -f "$log"
