@@ -21,6 +21,16 @@
 //   durable_log dump FILE
 //       Prints every intact record.
 //
+// The log is untrusted input: every read of the mapping is a guarded copy
+// (direct_mapping::read) into a local buffer that is validated and then used
+// (never read twice), and every length and offset from the file is checked
+// against the mapping, padding included. Stores are guarded too
+// (direct_mapping::write): on a full file system the first store to a page
+// of this sparse file cannot get a block; write/append then make the records
+// before it durable and exit 1 with "cannot store record seq N ...", and a
+// read that faults makes verify/dump/recover exit 1 with "cannot read offset
+// ..." instead of dying of SIGBUS.
+//
 // --unsafe-cpu-flush-only replaces persist() by a CPU cache flush of the
 // record, which is what a library that ignores the mapping mode would do. It
 // is correct only for map_mode::sync; on a page-granular mapping (virtio-pmem,
