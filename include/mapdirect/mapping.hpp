@@ -853,6 +853,19 @@ inline result<direct_mapping> direct_mapping::open(const char* path, open_option
   const auto size = static_cast<std::size_t>(options.size);
   int tmpfile_refused = 0;  // errno of an unsupported O_TMPFILE
   for (int attempt = 0; attempt < 8; ++attempt) {
+    // An existing name is opened directly: building (and preallocating) a
+    // complete unnamed file only to find the name taken would cost a second
+    // copy's space. linkat below still catches a name that appears meanwhile.
+    struct stat existing_entry {};
+    if (detail::sys::fstatat(parent.fd.get(), parent.name, &existing_entry, AT_SYMLINK_NOFOLLOW) == 0) {
+      if (options.exclusive) {
+        detail::set_detail("open: %s exists (exclusive)", path);
+        return detail::errno_code(EEXIST);
+      }
+      auto existing = detail::open_existing_and_map(parent, path, options, rules, retry);
+      if (retry) continue;
+      return existing;
+    }
     if (!tmpfile_refused) {
       int raw = -1;
       {

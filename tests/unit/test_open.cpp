@@ -517,3 +517,49 @@ TEST_CASE("probe(path) works read-only and reports what it could not test", "[pr
   });
   CHECK(rc == 0);
 }
+
+TEST_CASE("open(create): a name that appears after the existence check is found at link time and opened", "[open]") {
+  temp_dir dir;
+  const std::string path = dir / "appears";
+  {
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    REQUIRE(fd >= 0);
+    REQUIRE(::write(fd, "theirs", 6) == 6);
+    REQUIRE(::ftruncate(fd, 4096) == 0);
+    ::close(fd);
+  }
+  struct hide_once : durability_recorder {
+    bool hidden = false;
+    int fstatat(int d, const char* p, struct stat* st, int flags) noexcept override {
+      if (!hidden) {
+        hidden = true;  // as if the other process created it just after this check
+        errno = ENOENT;
+        return -1;
+      }
+      return syscall_interposer::fstatat(d, p, st, flags);
+    }
+  } seam;
+  open_options o;
+  o.create = true;
+  o.size = 4096;
+  bool created = true;
+  o.created = &created;
+  {
+    scoped_syscall_interposer installed(seam);
+    auto m = direct_mapping::open(path, o);
+    REQUIRE(m);
+    CHECK(std::memcmp(m.value().data(), "theirs", 6) == 0);
+  }
+  CHECK(seam.hidden);
+  CHECK_FALSE(created);
+  CHECK(std::find(seam.events.begin(), seam.events.end(), "linkat") == seam.events.end());
+  o.exclusive = true;
+  seam.hidden = false;
+  {
+    scoped_syscall_interposer installed(seam);
+    auto m = direct_mapping::open(path, o);
+    REQUIRE_FALSE(m);
+    CHECK(m.error() == std::errc::file_exists);
+  }
+  CHECK(read_file(path).substr(0, 6) == "theirs");
+}
