@@ -230,6 +230,8 @@ class direct_mapping {
   /// kernel's protections), errc::invalid_argument (not a regular file,
   /// device DAX), EAGAIN (the name was replaced while opening), and
   /// open/linkat/fsync/fallocate/ftruncate errno codes (ENOSPC, EIO, ...).
+  /// Thread-safe (calls may run concurrently, also on one path); descriptors
+  /// it opens are close-on-exec and never 0..2.
   static result<direct_mapping> open(const char* path, open_options options = {}) noexcept;
   /// As open(const char*, open_options).
   static result<direct_mapping> open(const std::string& path, open_options options = {}) noexcept {
