@@ -782,8 +782,8 @@ inline result<direct_mapping> open_existing_and_map(const parent_dir& parent, co
   struct stat st {};
   if (auto ec = open_existing(parent.fd.get(), parent.name, path, rules, "open", raw, st)) {
     retry = options.create && (ec == std::errc::no_such_file_or_directory || ec == std::errc::resource_unavailable_try_again);
-    if (!options.create && options.size == 0 && ec == std::errc::no_such_file_or_directory)
-      append_detail("(nothing is created without create and a size)");
+    if (options.size == 0 && ec == std::errc::no_such_file_or_directory)
+      append_detail("nothing is created without create and a size");
     return ec;
   }
   const scoped_fd fd(raw);
