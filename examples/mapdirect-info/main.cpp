@@ -5,6 +5,10 @@
 // Prints the mode and store granularity map() would obtain there and why
 // (every rung of the ladder with its errno), DAX, the nd persistence domain,
 // the flush instruction, the kernel release and io_uring availability.
+// PATH is looked at through an O_PATH descriptor first: only a regular file
+// or a directory is ever opened for real (a FIFO, device or socket, also
+// behind a symbolic link, is refused untouched), and a file that cannot be
+// opened for writing is probed read-only (the mode is then "unknown").
 #include <mapdirect/mapdirect.hpp>
 
 #include <cstdio>

@@ -7,6 +7,7 @@
 
 #include "config.hpp"
 #include "detail/nd.hpp"
+#include "detail/open_file.hpp"
 #include "detail/syscall.hpp"
 #include "error.hpp"
 #include "guard.hpp"
@@ -130,8 +131,34 @@ class page_persister {
 };
 
 /// Options for direct_mapping::open.
+///
+/// Rules open() follows (so that a privileged program can open files in
+/// directories other users write to):
+///  - A new file is created unnamed (O_TMPFILE in the parent directory),
+///    sized, sealed if map.seal asks, and mapped; only then is it linked
+///    into place (linkat, which never replaces an existing name) and the
+///    parent directory fsynced, before open() returns. A failure before the
+///    link leaves nothing behind. Where O_TMPFILE is unsupported (EOPNOTSUPP,
+///    EISDIR, EINVAL) the file is created by name with O_CREAT|O_EXCL, and on
+///    failure it is removed only if provably still this call's own file (same
+///    inode, one link, no other opener: a write lease is granted); otherwise
+///    it is left in place. last_error_detail() says which path was taken.
+///  - An existing file is looked at first through an O_PATH descriptor:
+///    anything but a regular file (directory, FIFO, device, socket) is
+///    refused without being opened; another user's file in a sticky
+///    directory others can write to (/tmp, /var/tmp, /dev/shm; the rule of
+///    the kernel's fs.protected_regular, applied whatever the sysctl says) is
+///    refused with EACCES unless allow_foreign_owner. With create, the real
+///    open of an existing file passes O_CREAT, so the kernel's own
+///    protections apply too; without create it reopens the checked inode.
+///  - no_follow refuses a symbolic link as the last component (ELOOP).
+///    Symbolic links in the directory part are always followed.
+///  - An extension (grow) is never rolled back: shrinking could cut off data
+///    another process already mapped at the new size. After a failed
+///    extension or mapping the file may be larger than before.
 struct open_options {
-  /// Bytes to map from offset 0; 0 maps the whole existing file.
+  /// Bytes to map from offset 0; 0 maps the whole existing file (and then a
+  /// missing file is not created: ENOENT).
   std::uint64_t size = 0;
   /// Create the file if it does not exist (it is then sized to `size`).
   bool create = false;
@@ -143,8 +170,18 @@ struct open_options {
   /// Allocate the blocks of any extension (fallocate), so stores never need
   /// an allocation; else the extension is sparse.
   bool preallocate = true;
-  /// Permission bits of a created file.
-  mode_t permissions = 0644;
+  /// Refuse a symbolic link as the last path component (O_NOFOLLOW; ELOOP).
+  bool no_follow = false;
+  /// Accept an existing file owned by another user in a sticky directory
+  /// that others can write to (refused with EACCES by default).
+  bool allow_foreign_owner = false;
+  /// Permission bits of a created file (the umask still applies). 0600:
+  /// engine data is private, and any process that can open the file can
+  /// also break a lease-based seal.
+  mode_t permissions = 0600;
+  /// If not null: set to true when this call created the file, false when it
+  /// opened an existing one (also on failure).
+  bool* created = nullptr;
   /// How to map it.
   map_options map = {};
 };
@@ -186,9 +223,15 @@ class direct_mapping {
   /// options.seal, iomap_seal::acquire's errors (ENOSPC, errc::block_map_unverifiable, ...).
   static result<direct_mapping> map(int fd, std::uint64_t offset, std::size_t length, map_options options = {}) noexcept;
 
-  /// Opens (or creates) `path` and maps it. A file this call created is
-  /// removed again if mapping fails; a failed extension is rolled back.
-  /// Errors: as map(), plus open/fallocate/ftruncate errno codes (ENOSPC, EEXIST, ENOENT, ...).
+  /// Opens (or creates, atomically and durably) `path` and maps it; see
+  /// open_options for the rules. Never releases the process's record locks.
+  /// Errors: as map(), plus EEXIST (exclusive), ENOENT, ELOOP (no_follow),
+  /// EACCES (another user's file in a shared sticky directory, or the
+  /// kernel's protections), errc::invalid_argument (not a regular file,
+  /// device DAX), EAGAIN (the name was replaced while opening), and
+  /// open/linkat/fsync/fallocate/ftruncate errno codes (ENOSPC, EIO, ...).
+  /// Thread-safe (calls may run concurrently, also on one path); descriptors
+  /// it opens are close-on-exec and never 0..2.
   static result<direct_mapping> open(const char* path, open_options options = {}) noexcept;
   /// As open(const char*, open_options).
   static result<direct_mapping> open(const std::string& path, open_options options = {}) noexcept {
@@ -703,69 +746,207 @@ inline result<direct_mapping> direct_mapping::map(int fd, std::uint64_t offset, 
   return m;
 }
 
-inline result<direct_mapping> direct_mapping::open(const char* path, open_options options) noexcept {
-  detail::clear_detail();
-  if (!path || !*path) return detail::fail(errc::invalid_argument, "open: empty path");
-  if (options.exclusive && !options.create)
-    return detail::fail(errc::invalid_argument, "open: exclusive requires create");
-  bool created = false;
-  int fd = -1;
-  if (options.create) {
-    fd = detail::sys::open(path, O_RDWR | O_CLOEXEC | O_CREAT | O_EXCL, options.permissions);
-    if (fd >= 0) created = true;
-    else if (errno != EEXIST || options.exclusive) return detail::fail_errno(errno, "open: creating file");
+namespace detail {
+// Sizes a file this call just created: fallocate (preallocate) or ftruncate.
+inline std::error_code size_new_file(int fd, std::uint64_t size, bool preallocate) noexcept {
+  if (preallocate) {
+    if (sys::fallocate(fd, 0, 0, static_cast<off_t>(size)) == 0) return {};
+    if (errno != EOPNOTSUPP) return fail_errno(errno, "open: fallocate (allocating blocks for the new file)");
   }
-  if (fd < 0) {
-    fd = detail::sys::open(path, O_RDWR | O_CLOEXEC, 0);
-    if (fd < 0) return detail::fail_errno(errno, "open");
-  }
-  // Undo on failure: remove what we created, or restore the old size.
-  off_t old_size = 0;
-  bool extended = false;
-  auto fail_with = [&](std::error_code ec) noexcept -> result<direct_mapping> {
-    if (created) detail::sys::unlink(path);
-    else if (extended) (void)detail::sys::ftruncate(fd, old_size);
-    detail::sys::close_quietly(fd);
-    return ec;
-  };
+  if (sys::ftruncate(fd, static_cast<off_t>(size)) != 0) return fail_errno(errno, "open: ftruncate (sizing the new file)");
+  return {};
+}
+
+// Appends to the current detail text.
+#if defined(__GNUC__)
+__attribute__((format(printf, 1, 2)))
+#endif
+inline void append_detail(const char* fmt, ...) noexcept {
+  char before[MAPDIRECT_ERROR_DETAIL_SIZE];
+  std::snprintf(before, sizeof before, "%s", error_detail_buffer());
+  char more[MAPDIRECT_ERROR_DETAIL_SIZE];
+  va_list args;
+  va_start(args, fmt);
+  std::vsnprintf(more, sizeof more, fmt, args);
+  va_end(args);
+  set_detail("%s%s%s", before, *before ? "; " : "", more);
+}
+
+// open() of an existing file. `retry` is set when, in create mode, the name
+// vanished or was replaced meanwhile (the caller tries creating again).
+inline result<direct_mapping> open_existing_and_map(const parent_dir& parent, const char* path,
+                                                    const open_options& options, const open_rules& rules,
+                                                    bool& retry) noexcept {
+  retry = false;
+  int raw = -1;
   struct stat st {};
-  if (detail::sys::fstat(fd, &st) != 0) return fail_with(detail::fail_errno(errno, "open: fstat"));
-  if (!S_ISREG(st.st_mode)) return fail_with(detail::fail(errc::invalid_argument, "open: %s is not a regular file", path));
-  old_size = st.st_size;
+  if (auto ec = open_existing(parent.fd.get(), parent.name, path, rules, "open", raw, st)) {
+    retry = options.create && (ec == std::errc::no_such_file_or_directory || ec == std::errc::resource_unavailable_try_again);
+    if (options.size == 0 && ec == std::errc::no_such_file_or_directory)
+      append_detail("nothing is created without create and a size");
+    return ec;
+  }
+  const scoped_fd fd(raw);
   std::uint64_t size = options.size;
   if (size == 0) {
-    if (st.st_size == 0)
-      return fail_with(detail::fail(errc::invalid_argument, "open: %s is empty and no size was given", path));
+    if (st.st_size == 0) return fail(errc::invalid_argument, "open: %s is empty and no size was given", path);
     size = static_cast<std::uint64_t>(st.st_size);
   }
-  if (size > static_cast<std::uint64_t>(std::numeric_limits<off_t>::max()))
-    return fail_with(detail::fail(errc::invalid_argument, "open: size too large"));
   if (size > static_cast<std::uint64_t>(st.st_size)) {
-    if (!created && !options.grow)
-      return fail_with(detail::fail(errc::beyond_eof,
-                                    "open: %s has %lld bytes, fewer than the requested %llu; set grow to extend it",
-                                    path, static_cast<long long>(st.st_size), static_cast<unsigned long long>(size)));
+    if (!options.grow)
+      return fail(errc::beyond_eof, "open: %s has %lld bytes, fewer than the requested %llu; set grow to extend it",
+                  path, static_cast<long long>(st.st_size), static_cast<unsigned long long>(size));
     // Growing changes the block map: refuse while this process holds a seal.
-    if (const std::size_t seals = detail::seal_registry::count(st.st_dev, st.st_ino))
-      return fail_with(detail::fail(errc::sealed, "open: refusing to grow %s: %zu iomap_seal(s) held on it", path,
-                                    seals));
-    extended = true;
+    if (const std::size_t seals = seal_registry::count(st.st_dev, st.st_ino))
+      return fail(errc::sealed, "open: refusing to grow %s: %zu iomap_seal(s) held on it", path, seals);
+    // Never rolled back (another process may already map the new size): a
+    // failure below leaves the file larger.
     const off_t grow_by = static_cast<off_t>(size) - st.st_size;
     int rc = -1;
     if (options.preallocate) {
-      rc = detail::sys::fallocate(fd, 0, st.st_size, grow_by);
+      rc = sys::fallocate(fd.get(), 0, st.st_size, grow_by);
       if (rc != 0 && errno != EOPNOTSUPP)
-        return fail_with(detail::fail_errno(errno, "open: fallocate (allocating blocks for the new size)"));
+        return fail_errno(errno, "open: fallocate (allocating blocks for the new size; the file may be larger now)");
     }
-    if (rc != 0 && detail::sys::ftruncate(fd, static_cast<off_t>(size)) != 0)
-      return fail_with(detail::fail_errno(errno, "open: ftruncate (extending the file)"));
+    if (rc != 0 && sys::ftruncate(fd.get(), static_cast<off_t>(size)) != 0)
+      return fail_errno(errno, "open: ftruncate (extending the file)");
   }
   if (size > std::numeric_limits<std::size_t>::max())
-    return fail_with(detail::fail(errc::invalid_argument, "open: size too large for the address space"));
-  auto m = map(fd, 0, static_cast<std::size_t>(size), options.map);
-  if (!m) return fail_with(m.error());
-  detail::sys::close_quietly(fd);  // the mapping holds its own duplicate
+    return fail(errc::invalid_argument, "open: size too large for the address space");
+  auto m = direct_mapping::map(fd.get(), 0, static_cast<std::size_t>(size), options.map);
+  if (m && options.create) {
+    // Unlinked meanwhile (for example another creator's rollback): mapping a
+    // file without a name would lose whatever is written to it.
+    struct stat now {};
+    if (sys::fstat(fd.get(), &now) == 0 && now.st_nlink == 0) {
+      retry = true;
+      set_detail("open: %s was removed while it was being opened", path);
+      return errno_code(ENOENT);
+    }
+  }
   return m;
+}
+}  // namespace detail
+
+inline result<direct_mapping> direct_mapping::open(const char* path, open_options options) noexcept {
+  detail::clear_detail();
+  if (options.created) *options.created = false;
+  if (!path || !*path) return detail::fail(errc::invalid_argument, "open: empty path");
+  if (options.exclusive && !options.create)
+    return detail::fail(errc::invalid_argument, "open: exclusive requires create");
+  if (options.size > static_cast<std::uint64_t>(std::numeric_limits<off_t>::max()) ||
+      options.size > std::numeric_limits<std::size_t>::max())
+    return detail::fail(errc::invalid_argument, "open: size too large");
+  detail::parent_dir parent;
+  if (auto ec = detail::open_parent(path, parent, "open")) return ec;
+  detail::open_rules rules;
+  rules.no_follow = options.no_follow;
+  rules.allow_foreign_owner = options.allow_foreign_owner;
+  rules.permissions = options.permissions;
+  rules.access = O_RDWR;
+  // Without a size nothing can be created: such an open never passes O_CREAT.
+  const bool may_create = options.create && options.size != 0;
+  rules.may_create = may_create;
+  bool retry = false;
+  if (!may_create) {
+    if (options.exclusive) return detail::fail(errc::invalid_argument, "open: exclusive creation needs a size");
+    return detail::open_existing_and_map(parent, path, options, rules, retry);
+  }
+  const auto size = static_cast<std::size_t>(options.size);
+  int tmpfile_refused = 0;  // errno of an unsupported O_TMPFILE
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    // An existing name is opened directly: building (and preallocating) a
+    // complete unnamed file only to find the name taken would cost a second
+    // copy's space. linkat below still catches a name that appears meanwhile.
+    struct stat existing_entry {};
+    if (detail::sys::fstatat(parent.fd.get(), parent.name, &existing_entry, AT_SYMLINK_NOFOLLOW) == 0) {
+      if (options.exclusive) {
+        detail::set_detail("open: %s exists (exclusive)", path);
+        return detail::errno_code(EEXIST);
+      }
+      auto existing = detail::open_existing_and_map(parent, path, options, rules, retry);
+      if (retry) continue;
+      return existing;
+    }
+    if (!tmpfile_refused) {
+      int raw = -1;
+      {
+        const detail::stdio_placeholders low;
+        raw = detail::sys::openat(parent.fd.get(), ".", O_TMPFILE | O_RDWR | O_CLOEXEC, options.permissions);
+      }
+      if (raw < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) tmpfile_refused = errno;
+      else if (raw < 0) return detail::fail_errno(errno, "open: O_TMPFILE in the parent directory");
+      if (raw >= 0) {
+        const detail::scoped_fd tmp(raw);
+        if (auto ec = detail::size_new_file(raw, options.size, options.preallocate)) return ec;
+        if (detail::sys::fsync(raw) != 0) return detail::fail_errno(errno, "open: fsync of the new file");
+        auto m = map(raw, 0, size, options.map);
+        if (!m) return m.error();  // the unnamed file vanishes with its descriptors
+        const int e = detail::link_tmpfile(raw, parent.fd.get(), parent.name);
+        if (e == 0) {
+          if (options.created) *options.created = true;
+          if (auto ec = detail::fsync_dir(parent.fd.get(), path, "open")) return ec;
+          return m;
+        }
+        if (e != EEXIST) {
+          char text[128];
+          detail::set_detail("open: linking the new file into place as %s: %s (errno %d)", path,
+                             ::strerror_r(e, text, sizeof text), e);
+          return detail::errno_code(e);
+        }
+        (void)m.value().close();
+        if (options.exclusive) {
+          detail::set_detail("open: %s exists (exclusive)", path);
+          return detail::errno_code(EEXIST);
+        }
+        auto existing = detail::open_existing_and_map(parent, path, options, rules, retry);
+        if (retry) continue;
+        return existing;
+      }
+    }
+    // Fallback: create by name, exclusively.
+    int raw = -1;
+    {
+      const detail::stdio_placeholders low;
+      raw = detail::sys::openat(parent.fd.get(), parent.name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY,
+                                options.permissions);
+    }
+    if (raw < 0) {
+      if (errno != EEXIST) return detail::fail_errno(errno, "open: creating file (O_CREAT|O_EXCL)");
+      if (options.exclusive) {
+        detail::set_detail("open: %s exists (exclusive)", path);
+        return detail::errno_code(EEXIST);
+      }
+      auto existing = detail::open_existing_and_map(parent, path, options, rules, retry);
+      if (retry) continue;
+      return existing;
+    }
+    if (options.created) *options.created = true;
+    const detail::scoped_fd fd(raw);
+    auto undo = [&](std::error_code ec) noexcept -> result<direct_mapping> {
+      char why[160] = "";
+      const bool removed = detail::unlink_if_still_ours(parent.fd.get(), parent.name, raw, why, sizeof why);
+      if (removed) {
+        (void)detail::sys::fsync(parent.fd.get());
+        if (options.created) *options.created = false;
+      }
+      detail::append_detail("O_TMPFILE unsupported here (%s), so %s was created by name; %s%s",
+                            detail::errno_name(tmpfile_refused), path,
+                            removed ? "it was removed again" : "it was left in place: ", why);
+      return ec;
+    };
+    if (auto ec = detail::size_new_file(raw, options.size, options.preallocate)) return undo(ec);
+    if (detail::sys::fsync(raw) != 0) return undo(detail::fail_errno(errno, "open: fsync of the new file"));
+    auto m = map(raw, 0, size, options.map);
+    if (!m) return undo(m.error());
+    if (auto ec = detail::fsync_dir(parent.fd.get(), path, "open")) return ec;
+    detail::set_detail("open: O_TMPFILE unsupported in the directory of %s (%s): created by name with "
+                       "O_CREAT|O_EXCL (not atomic: the name existed before the file was complete)",
+                       path, detail::errno_name(tmpfile_refused));
+    return m;
+  }
+  detail::set_detail("open: %s kept vanishing or being replaced while it was being opened; gave up", path);
+  return detail::errno_code(EAGAIN);
 }
 
 #undef MAPDIRECT_TRY_RANGE

@@ -4,7 +4,9 @@
 #define MAPDIRECT_PROBE_HPP
 
 #include "config.hpp"
+#include "descriptor.hpp"
 #include "detail/nd.hpp"
+#include "detail/open_file.hpp"
 #include "detail/syscall.hpp"
 #include "error.hpp"
 #include "mapping.hpp"
@@ -93,8 +95,12 @@ inline void probe_io_uring(probe_report& r) noexcept {
 /// Probes an open file or directory: the mode and granularity map() would
 /// give there and why, DAX, persistence domain, flush instruction, kernel
 /// release and io_uring availability. A directory is probed through an
-/// unnamed temporary file (O_TMPFILE) that vanishes afterwards.
-/// Errors: fstat/openat errno codes (EBADF, EACCES, EOPNOTSUPP for O_TMPFILE).
+/// unnamed temporary file (O_TMPFILE) that vanishes afterwards; where none
+/// can be made (read-only directory, no O_TMPFILE) the ladder is reported as
+/// not tested, with the reason. A read-only fd is probed as far as possible
+/// (mode_known false). Never closes `fd` nor releases record locks.
+/// Errors: fstat errno codes (EBADF), errc::invalid_argument (neither a
+/// regular file nor a directory).
 inline result<probe_report> probe(int fd) noexcept {
   probe_report r;
   struct utsname u {};
@@ -115,16 +121,24 @@ inline result<probe_report> probe(int fd) noexcept {
   int owned = -1;
   if (S_ISDIR(st.st_mode)) {
     r.directory = true;
-    owned = detail::sys::openat(fd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-    if (owned < 0) return detail::fail_errno(errno, "probe: O_TMPFILE in directory");
-    test_fd = owned;
+    {
+      const detail::stdio_placeholders low;
+      owned = detail::sys::openat(fd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    }
+    if (owned < 0) {
+      r.ladder = std::string("not tested: no temporary file can be created in the directory (O_TMPFILE: ") +
+                 detail::errno_name(errno) + ")\n";
+      test_fd = -1;
+    } else {
+      test_fd = owned;
+    }
   } else if (!S_ISREG(st.st_mode)) {
     return detail::fail(errc::invalid_argument, "probe: not a regular file or directory");
   }
-  const int fl = detail::sys::fcntl(test_fd, F_GETFL);
+  const int fl = test_fd >= 0 ? detail::sys::fcntl(test_fd, F_GETFL) : -1;
   r.writable = fl >= 0 && (fl & O_ACCMODE) == O_RDWR;
   struct statx stx {};
-  if (detail::sys::statx(test_fd, "", AT_EMPTY_PATH, STATX_BASIC_STATS, &stx) == 0 &&
+  if (detail::sys::statx(test_fd >= 0 ? test_fd : fd, "", AT_EMPTY_PATH, STATX_BASIC_STATS, &stx) == 0 &&
       (stx.stx_attributes_mask & STATX_ATTR_DAX))
     r.dax = (stx.stx_attributes & STATX_ATTR_DAX) != 0;
 #ifdef MAPDIRECT_MAP_DIRECT_FLAG
@@ -147,23 +161,73 @@ inline result<probe_report> probe(int fd) noexcept {
     } else {
       r.ladder += std::string("error: ") + last_error_detail() + "\n";
     }
-  } else {
+  } else if (test_fd >= 0) {
     r.ladder = "not tested: the file is not open for writing (a shared writable mapping needs O_RDWR)\n";
   }
-  if (owned >= 0) detail::sys::close_quietly(owned);
+  if (owned >= 0) detail::close_keeping_locks_quietly(owned);
   detail::probe_io_uring(r);
   return r;
 }
 
-/// As probe(int), opening `path` (read-write when permitted, else read-only).
-/// Errors: open errno codes (ENOENT, EACCES), and those of probe(int).
+/// As probe(int), opening `path` safely: an O_PATH descriptor is looked at
+/// first, and only a directory or a regular file is then opened for real
+/// (through /proc/self/fd, so the checked inode is the one opened): a FIFO,
+/// device or socket (also behind a symbolic link) is refused without being
+/// opened. A file is opened read-write when permitted, else read-only (the
+/// report then says what could not be tested). Never releases the process's
+/// record locks on the file.
+/// Errors: open errno codes (ENOENT, EACCES, ELOOP), errc::invalid_argument
+/// (not a regular file or directory; character devices: device DAX is not
+/// supported yet), and those of probe(int).
 inline result<probe_report> probe(const char* path) noexcept {
-  int fd = detail::sys::open(path, O_RDWR | O_CLOEXEC, 0);
-  if (fd < 0 && (errno == EISDIR || errno == EACCES || errno == EROFS || errno == ETXTBSY))
-    fd = detail::sys::open(path, O_RDONLY | O_CLOEXEC, 0);
-  if (fd < 0) return detail::fail_errno(errno, "probe: open");
+  detail::clear_detail();
+  if (!path || !*path) return detail::fail(errc::invalid_argument, "probe: empty path");
+  int opath = -1;
+  {
+    const detail::stdio_placeholders low;
+    opath = detail::sys::open(path, O_PATH | O_CLOEXEC, 0);
+  }
+  if (opath < 0) return detail::fail_errno(errno, "probe: open");
+  struct stat st {};
+  const int stat_rc = detail::sys::fstat(opath, &st);
+  const int stat_errno = errno;
+  char proc[40];
+  std::snprintf(proc, sizeof proc, "/proc/self/fd/%d", opath);
+  int fd = -1;
+  int rw_errno = 0;
+  if (stat_rc != 0) {
+    detail::sys::close_quietly(opath);  // O_PATH: never touches record locks
+    return detail::fail_errno(stat_errno, "probe: fstat");
+  } else if (S_ISDIR(st.st_mode)) {
+    const detail::stdio_placeholders low;
+    fd = detail::sys::open(proc, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+  } else if (S_ISREG(st.st_mode)) {
+    if (detail::deferred_closes::pending() != 0 && detail::process_holds_posix_lock(st.st_ino))
+      fd = detail::deferred_closes::take(st.st_dev, st.st_ino, O_RDWR);
+    const detail::stdio_placeholders low;
+    if (fd < 0) fd = detail::sys::open(proc, O_RDWR | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0);
+    if (fd < 0 && (errno == EACCES || errno == EPERM || errno == EROFS || errno == ETXTBSY)) {
+      rw_errno = errno;
+      fd = detail::sys::open(proc, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0);
+    }
+  } else {
+    detail::sys::close_quietly(opath);
+    if (S_ISCHR(st.st_mode))
+      return detail::fail(errc::invalid_argument,
+                          "probe: %s is a character device: refused without opening it (device DAX is not supported "
+                          "yet)",
+                          path);
+    return detail::fail(errc::invalid_argument, "probe: %s is %s, not a regular file or directory: refused without "
+                        "opening it", path, detail::file_type_name(st.st_mode));
+  }
+  const int open_errno = errno;
+  detail::sys::close_quietly(opath);
+  if (fd < 0) return detail::fail_errno(open_errno, "probe: open");
   auto r = probe(fd);
-  detail::sys::close_quietly(fd);
+  detail::close_keeping_locks_quietly(fd);
+  if (r && rw_errno != 0)
+    r.value().ladder = std::string("not tested: opening the file for writing was refused (") +
+                       detail::errno_name(rw_errno) + "); a shared writable mapping needs O_RDWR\n";
   return r;
 }
 

@@ -31,7 +31,7 @@ namespace detail {
 /// this process on inode `ino`. Conservative: any device with that inode
 /// number counts (st_dev and /proc/locks' device differ on btrfs), and an
 /// unreadable /proc/locks counts as "held". Async-signal-unsafe; not for handlers.
-inline bool process_holds_posix_lock(ino_t ino) noexcept {
+inline bool proc_locks_lists_posix_lock(ino_t ino) noexcept {
   const int fd = sys::open("/proc/locks", O_RDONLY | O_CLOEXEC);
   if (fd < 0) return true;
   const long self = static_cast<long>(::getpid());
@@ -68,17 +68,19 @@ inline bool process_holds_posix_lock(ino_t ino) noexcept {
             q = std::strchr(q, ' ');
             while (q && *q == ' ') ++q;
           }
-          if (q) {
+          if (q && *q) {
             char* end = nullptr;
             const long pid = std::strtol(q, &end, 10);
             // device "MAJ:MIN:INODE" follows
             char* dev = end;
             while (dev && *dev == ' ') ++dev;
-            char* colon = dev ? std::strrchr(dev, ':') : nullptr;
             char* space = dev ? std::strchr(dev, ' ') : nullptr;
-            if (colon && (!space || colon < space)) {
-              const unsigned long long lock_ino = std::strtoull(colon + 1, nullptr, 10);
-              if (pid == self && lock_ino == static_cast<unsigned long long>(ino)) held = true;
+            if (space) *space = '\0';  // search the device field only
+            char* colon = dev ? std::strrchr(dev, ':') : nullptr;
+            if (end != q && colon) {
+              char* ino_end = nullptr;
+              const unsigned long long lock_ino = std::strtoull(colon + 1, &ino_end, 10);
+              if (ino_end != colon + 1 && pid == self && lock_ino == static_cast<unsigned long long>(ino)) held = true;
             }
           }
         }
@@ -101,24 +103,52 @@ inline bool process_holds_posix_lock(ino_t ino) noexcept {
   return held;
 }
 
+/// True when this process may hold a POSIX record lock on the file behind
+/// `fd` (`st`: its fstat). Fast path: an open-file-description lock query
+/// conflicts with every POSIX lock on the inode, whoever holds it, so "no
+/// lock at all" and "the first lock found is ours" are answered without
+/// /proc/locks; anything else reads /proc/locks.
+inline bool process_holds_posix_lock(int fd, const struct stat& st) noexcept {
+  struct flock fl {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  if (sys::fcntl(fd, F_OFD_GETLK, reinterpret_cast<long>(&fl)) == 0) {
+    if (fl.l_type == F_UNLCK) return false;
+    if (fl.l_pid == ::getpid()) return true;
+  }
+  return proc_locks_lists_posix_lock(st.st_ino);
+}
+
+/// As process_holds_posix_lock(fd, st) for an inode known only by number.
+inline bool process_holds_posix_lock(ino_t ino) noexcept { return proc_locks_lists_posix_lock(ino); }
+
 /// Descriptors whose close was deferred because this process held POSIX
-/// locks on their file. Lock-free fixed table, so it is usable after fork()
-/// and from any thread; when full, a descriptor stays open (a leak, never a
-/// dropped lock).
+/// locks on their file. Lock-free fixed table (a per-slot claim word), so it
+/// is usable after fork() and from any thread; when full, a descriptor stays
+/// open (a leak, never a dropped lock). Each slot remembers the file's
+/// (st_dev, st_ino): a slot whose descriptor was closed or reused behind
+/// mapdirect's back is forgotten, never closed (it may be someone else's now).
+/// fork(): the child inherits the table and the descriptors but none of the
+/// parent's locks, so its next retry closes its copies (the parent's locks
+/// are unaffected). The descriptors are close-on-exec.
 class deferred_closes {
  public:
   static constexpr std::size_t capacity = 1024;
 
-  /// Remembers fd for a later close.
-  static void add(int fd) noexcept {
-    for (auto& slot : slots()) {
-      int expected = -1;
-      if (slot.compare_exchange_strong(expected, fd, std::memory_order_acq_rel)) {
+  /// Remembers fd (a descriptor of file dev/ino) for a later close. False
+  /// when the table is full (the descriptor then simply stays open).
+  static bool add(int fd, dev_t dev, ino_t ino) noexcept {
+    for (auto& s : slots()) {
+      int expected = empty;
+      if (s.fd.compare_exchange_strong(expected, busy, std::memory_order_acquire)) {
+        s.dev = dev;
+        s.ino = ino;
         count().fetch_add(1, std::memory_order_relaxed);
-        return;
+        s.fd.store(fd, std::memory_order_release);
+        return true;
       }
     }
-    // Table full: keep it open rather than drop a lock.
+    return false;
   }
 
   /// Closes every deferred descriptor whose file is no longer locked by this
@@ -126,38 +156,74 @@ class deferred_closes {
   static std::size_t retry() noexcept {
     if (count().load(std::memory_order_relaxed) == 0) return 0;
     std::size_t remaining = 0;
-    for (auto& slot : slots()) {
-      const int fd = slot.exchange(-1, std::memory_order_acq_rel);
+    for (auto& s : slots()) {
+      const int fd = claim(s);
       if (fd < 0) continue;
       struct stat st {};
-      const bool locked = sys::fstat(fd, &st) != 0 || process_holds_posix_lock(st.st_ino);
-      if (!locked) {
-        count().fetch_sub(1, std::memory_order_relaxed);
-        sys::close_quietly(fd);
+      if (sys::fstat(fd, &st) != 0 || st.st_dev != s.dev || st.st_ino != s.ino) {
+        forget(s);  // closed or reused behind our back: not ours to close
         continue;
       }
-      int expected = -1;
-      if (!slot.compare_exchange_strong(expected, fd, std::memory_order_acq_rel)) {
-        count().fetch_sub(1, std::memory_order_relaxed);
-        add(fd);
+      if (process_holds_posix_lock(fd, st)) {
+        s.fd.store(fd, std::memory_order_release);
+        ++remaining;
+        continue;
       }
-      ++remaining;
+      forget(s);
+      sys::close_quietly(fd);
     }
     return remaining;
+  }
+
+  /// Takes back a deferred descriptor of file dev/ino that is open with
+  /// `access` (O_RDONLY or O_RDWR; an O_RDWR one serves both) and without
+  /// O_APPEND/O_DIRECT, so that a new open need not add another descriptor
+  /// that could not be closed while the lock is held. -1 if none.
+  static int take(dev_t dev, ino_t ino, int access) noexcept {
+    if (count().load(std::memory_order_relaxed) == 0) return -1;
+    for (auto& s : slots()) {
+      const int fd = claim(s);
+      if (fd < 0) continue;
+      struct stat st {};
+      const int fl = sys::fcntl(fd, F_GETFL);
+      if (s.dev == dev && s.ino == ino && sys::fstat(fd, &st) == 0 && st.st_dev == dev && st.st_ino == ino &&
+          fl >= 0 && (fl & (O_APPEND | O_DIRECT | O_PATH)) == 0 &&
+          ((fl & O_ACCMODE) == O_RDWR || (fl & O_ACCMODE) == (access & O_ACCMODE))) {
+        forget(s);
+        return fd;
+      }
+      s.fd.store(fd, std::memory_order_release);
+    }
+    return -1;
   }
 
   /// How many descriptors are deferred now.
   static std::size_t pending() noexcept { return count().load(std::memory_order_relaxed); }
 
  private:
-  struct table {
-    std::atomic<int> s[capacity];
-    table() noexcept {
-      for (auto& x : s) x.store(-1, std::memory_order_relaxed);
-    }
-    std::atomic<int>* begin() noexcept { return s; }
-    std::atomic<int>* end() noexcept { return s + capacity; }
+  static constexpr int empty = -1;
+  static constexpr int busy = -2;
+  struct slot {
+    std::atomic<int> fd{empty};
+    dev_t dev = 0;
+    ino_t ino = 0;
   };
+  struct table {
+    slot s[capacity];
+    slot* begin() noexcept { return s; }
+    slot* end() noexcept { return s + capacity; }
+  };
+  // Claims a filled slot (marks it busy); -1 when empty or busy.
+  static int claim(slot& s) noexcept {
+    int fd = s.fd.load(std::memory_order_acquire);
+    while (fd >= 0 && !s.fd.compare_exchange_weak(fd, busy, std::memory_order_acquire)) {
+    }
+    return fd >= 0 ? fd : -1;
+  }
+  static void forget(slot& s) noexcept {
+    count().fetch_sub(1, std::memory_order_relaxed);
+    s.fd.store(empty, std::memory_order_release);
+  }
   static table& slots() noexcept {
     static table t;
     return t;
@@ -169,15 +235,17 @@ class deferred_closes {
 };
 
 /// Closes a descriptor of a caller's file without releasing the process's
-/// POSIX record locks on it: if this process holds any on that inode, the
-/// close is deferred (see deferred_closes). Returns 0, or -1 with errno from
+/// POSIX record locks on it: if this process may hold any on that inode, the
+/// close is deferred (see deferred_closes). O_PATH descriptors are closed at
+/// once (their close never releases locks). Returns 0, or -1 with errno from
 /// close(). Also retries earlier deferred closes.
 inline int close_keeping_locks(int fd) noexcept {
   if (fd < 0) return 0;
   struct stat st {};
-  if (sys::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && process_holds_posix_lock(st.st_ino)) {
-    deferred_closes::add(fd);
-    (void)deferred_closes::retry();
+  const int fl = sys::fcntl(fd, F_GETFL);
+  if (fl >= 0 && (fl & O_PATH) == 0 && sys::fstat(fd, &st) == 0 && process_holds_posix_lock(fd, st)) {
+    // Table full: the descriptor stays open; a leak, never a dropped lock.
+    (void)deferred_closes::add(fd, st.st_dev, st.st_ino);
     return 0;
   }
   const int rc = sys::close(fd);
@@ -194,6 +262,36 @@ inline void close_keeping_locks_quietly(int fd) noexcept {
   errno = saved;
 }
 
+/// Keeps descriptors 0..2 occupied (by O_PATH descriptors of "/") for its
+/// lifetime, so that a descriptor opened meanwhile is never 0, 1 or 2: a
+/// file of the caller's on "stdout" would receive every printf, and moving
+/// it away later would need a close that drops record locks. Closing the
+/// O_PATH placeholders never touches any lock.
+class stdio_placeholders {
+ public:
+  stdio_placeholders() noexcept {
+    for (int i = 0; i < 3; ++i) {
+      if (sys::fcntl(i, F_GETFD) >= 0 || errno != EBADF) continue;
+      const int p = sys::open("/", O_PATH | O_CLOEXEC, 0);
+      if (p < 0) break;
+      if (p > 2) {
+        sys::close_quietly(p);
+        break;
+      }
+      held_[n_++] = p;
+    }
+  }
+  ~stdio_placeholders() {
+    for (int i = 0; i < n_; ++i) sys::close_quietly(held_[i]);
+  }
+  stdio_placeholders(const stdio_placeholders&) = delete;
+  stdio_placeholders& operator=(const stdio_placeholders&) = delete;
+
+ private:
+  int held_[3] = {-1, -1, -1};
+  int n_ = 0;
+};
+
 /// A descriptor mapdirect opened for itself.
 struct own_descriptor {
   int fd = -1;
@@ -201,7 +299,8 @@ struct own_descriptor {
   /// none of the caller's O_APPEND/O_DIRECT/O_NONBLOCK). False: a dup that
   /// shares the caller's description (the reopen was refused: see `why`).
   bool own_description = false;
-  /// errno of the refused reopen (0 when own_description).
+  /// errno of the refused reopen (0 when own_description; EBUSY also when a
+  /// descriptor kept open for the process's record locks was reused).
   int reopen_error = 0;
 };
 
@@ -219,29 +318,32 @@ inline own_descriptor reopen_description(int fd, int access, bool avoid_reopen =
     return out;
   }
   int why = 0;
+  // While this process holds record locks on the file, every new descriptor
+  // must stay open until they are released: reuse a deferred one first.
+  if (deferred_closes::pending() != 0 && process_holds_posix_lock(fd, want)) {
+    const int again = deferred_closes::take(want.st_dev, want.st_ino, access);
+    if (again >= 0) {
+      out.fd = again;
+      out.reopen_error = EBUSY;  // may share a description: reported as a dup
+      return out;
+    }
+  }
   if (avoid_reopen) why = EBUSY;
   else if (const int lease = sys::fcntl(fd, F_GETLEASE); lease > 0 && lease != F_UNLCK) why = EBUSY;
   if (why == 0) {
     char path[40];
     std::snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
-    const int nfd = sys::open(path, access | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0);
+    int nfd = -1;
+    {
+      const stdio_placeholders low;  // never hand out 0..2 (see there)
+      nfd = sys::open(path, access | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0);
+    }
     if (nfd >= 0) {
       struct stat got {};
       if (sys::fstat(nfd, &got) == 0 && got.st_dev == want.st_dev && got.st_ino == want.st_ino) {
         const int fl = sys::fcntl(nfd, F_GETFL);
         if (fl >= 0) (void)sys::fcntl(nfd, F_SETFL, fl & ~O_NONBLOCK);
-        // Keep the new descriptor off 0..2 like F_DUPFD_CLOEXEC(3) does.
-        if (nfd < 3) {
-          const int moved = sys::fcntl(nfd, F_DUPFD_CLOEXEC, 3);
-          close_keeping_locks_quietly(nfd);
-          if (moved < 0) {
-            out.fd = -1;
-            return out;
-          }
-          out.fd = moved;
-        } else {
-          out.fd = nfd;
-        }
+        out.fd = nfd;
         out.own_description = true;
         return out;
       }

@@ -59,6 +59,14 @@ class syscall_interposer {
   virtual int ioctl(int fd, unsigned long request, void* arg) noexcept { return ::ioctl(fd, request, arg); }
   virtual int fcntl(int fd, int cmd, long arg) noexcept { return ::fcntl(fd, cmd, arg); }
   virtual int unlink(const char* path) noexcept { return ::unlink(path); }
+  virtual int unlinkat(int dirfd, const char* path, int flags) noexcept { return ::unlinkat(dirfd, path, flags); }
+  virtual int linkat(int olddirfd, const char* oldpath, int newdirfd, const char* newpath, int flags) noexcept {
+    return ::linkat(olddirfd, oldpath, newdirfd, newpath, flags);
+  }
+  virtual int fstatat(int dirfd, const char* path, struct stat* st, int flags) noexcept {
+    return ::fstatat(dirfd, path, st, flags);
+  }
+  virtual ssize_t readlink(const char* path, char* buf, std::size_t n) noexcept { return ::readlink(path, buf, n); }
   virtual int uname(struct utsname* u) noexcept { return ::uname(u); }
   virtual long io_uring_setup(unsigned entries, void* params) noexcept {
 #ifdef SYS_io_uring_setup
@@ -131,6 +139,11 @@ MAPDIRECT_SYSCALL(sync_file_range, (int fd, off_t off, off_t n, unsigned flags),
 MAPDIRECT_SYSCALL(ioctl, (int fd, unsigned long request, void* arg), (fd, request, arg))
 MAPDIRECT_SYSCALL(fcntl, (int fd, int cmd, long arg = 0), (fd, cmd, arg))
 MAPDIRECT_SYSCALL(unlink, (const char* path), (path))
+MAPDIRECT_SYSCALL(unlinkat, (int dirfd, const char* path, int flags), (dirfd, path, flags))
+MAPDIRECT_SYSCALL(linkat, (int olddirfd, const char* oldpath, int newdirfd, const char* newpath, int flags),
+                  (olddirfd, oldpath, newdirfd, newpath, flags))
+MAPDIRECT_SYSCALL(fstatat, (int dirfd, const char* path, struct stat* st, int flags), (dirfd, path, st, flags))
+MAPDIRECT_SYSCALL(readlink, (const char* path, char* buf, std::size_t n), (path, buf, n))
 MAPDIRECT_SYSCALL(uname, (struct utsname* u), (u))
 MAPDIRECT_SYSCALL(io_uring_setup, (unsigned entries, void* params), (entries, params))
 MAPDIRECT_SYSCALL(sigaction, (int sig, const struct sigaction* act, struct sigaction* old), (sig, act, old))
