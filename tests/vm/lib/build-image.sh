@@ -74,6 +74,12 @@ copy_with_libs "$(command -v xfs_repair)" /sbin/xfs_repair
 # from its name); mount and umount are busybox's.
 copy_with_libs "$(command -v losetup)" /sbin/losetup
 ln -s mke2fs "$root/sbin/mkfs.ext4"
+# /bin/sh (system(), popen(), `sh -c` in the steps) is dash, which looks
+# commands up in PATH: Debian's busybox sh prefers its own applets, so
+# `losetup --show` from a test would get busybox's losetup, which has no
+# --show. busybox --install in init keeps an existing /bin/sh.
+copy_with_libs "$(readlink -f /bin/dash)" /bin/dash
+ln -s dash "$root/bin/sh"
 # ld.so must sit where the binaries' PT_INTERP says.
 mkdir -p "$root/lib64"
 cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
