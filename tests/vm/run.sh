@@ -44,6 +44,10 @@
 #                       acknowledged records. Every configuration has one.
 #   --nc-method M       nc_writer method for --negative-control: mmap | pwrite
 #                       (default: pwrite on virtio-blk, mmap elsewhere)
+#   --self-test         check the tier's own checks: one boot that breaks each
+#                       rule (a filter matching nothing, a kernel WARNING:, a
+#                       step that never runs) plus canned recoveries with a
+#                       wrong stop= or a lost record; passes if all are caught
 #
 # Environment: MAPDIRECT_VM_EXCLUDE (Catch2 tag expression appended to every
 # test filter, e.g. '~[async]'), MAPDIRECT_VM_REQUIRE_TAGS (0: a missing
@@ -83,6 +87,7 @@ do_powerloss=1
 image_only=0
 negative=0
 nc_method=
+self_test=0
 custom_steps=
 extras=()
 
@@ -107,6 +112,7 @@ while [ $# -gt 0 ]; do
     --steps) custom_steps=$2; do_powerloss=0; shift 2 ;;
     --negative-control) negative=1; shift ;;
     --nc-method) nc_method=$2; shift 2 ;;
+    --self-test) self_test=1; shift ;;
     --image-only) image_only=1; shift ;;
     --list) echo $ALL_CONFIGS | tr ' ' '\n'; exit 0 ;;
     -h|--help) usage; exit 0 ;;
@@ -732,6 +738,77 @@ run_negative_control() {
     return 1
 }
 
+# --self-test: the tier's own checks must fail when they should. One boot
+# with a steps file that breaks each rule once (a Catch2 filter matching
+# nothing, a WARNING: on the kernel console, a planned step that never runs),
+# plus host-side recoveries that stop for the wrong reason or lose an
+# acknowledged record. Passes only if every one of them is caught.
+run_self_test() {
+    local t0=$SECONDS bad=0 f="$cfgdir/selftest.steps"
+    cat > "$f" <<'EOF'
+step notests mapdirect_tests --use-colour no --warn NoTests '[no-such-tag-selftest]'
+step kmsg sh -c 'echo "<4>WARNING: CPU: 0 PID: 1 at selftest.c:1 injected by run.sh --self-test" > /dev/kmsg'
+[ -e /nonexistent ] &&
+step never true
+step ok true
+EOF
+    custom_steps=$f do_powerloss=0
+    PAYLOAD_BINS=mapdirect_tests
+    if run_suite > "$cfgdir/selftest.log" 2>&1; then
+        log "FAIL self-test: the suite checks passed a run that breaks every rule"; bad=1
+    fi
+    PAYLOAD_BINS=
+    expect_caught() { # expect_caught WHAT PATTERN
+        if grep -q -- "$2" "$cfgdir/selftest.log"; then
+            log "self-test: caught $1"
+        else
+            log "FAIL self-test: not caught: $1"; bad=1
+        fi
+    }
+    expect_caught "a Catch2 filter that matches nothing (--warn NoTests)" 'FAIL suite step notests: exit status 2'
+    expect_caught "WARNING: on the guest kernel console" 'FAIL kernel console (suite)'
+    expect_caught "a planned step that did not run" 'planned, not run: never'
+    grep -q 'FAIL suite step ok' "$cfgdir/selftest.log" && { log "FAIL self-test: a passing step was reported as failed"; bad=1; }
+    CONSOLE_BAD=0
+    # Recovery checks on canned verify output (no boot needed).
+    local why out
+    for why in "content lost 0" "bad-header lost 0" "end lost 1" "torn ok 0" "end ok 0" "full lost 0" "empty lost 1"; do
+        set -- $why
+        local stop=$1 expect=$2 short=$3 r="$cfgdir/selftest.recover"
+        PL_MAX_ACK=10 PL_FAIL=0 PL_LOST=0 PL_LOG_FULL=0
+        local last=10
+        [ "$short" = 1 ] && last=9
+        [ "$stop" = empty ] && last=0
+        printf '@@MD BEGIN recover\nrecovered records=%s last_seq=%s end_offset=0 stop=%s\n@@MD END recover rc=0 uptime=1\n' \
+            "$last" "$last" "$stop" > "$r"
+        pl_check_recovery "$r" recover "self-test stop=$stop last_seq=$last" > "$cfgdir/selftest.pl" 2>&1
+        out=$([ "$PL_FAIL" = 1 ] && echo lost || echo ok)
+        if [ "$out" = "$expect" ]; then
+            log "self-test: recovery with stop=$stop last_seq=$last of 10 acknowledged: ${expect/lost/rejected}, as it must"
+        else
+            log "FAIL self-test: recovery with stop=$stop last_seq=$last of 10 acknowledged was $out, expected $expect"
+            sed 's/^/    /' "$cfgdir/selftest.pl"; bad=1
+        fi
+    done
+    PL_MAX_ACK=0 PL_FAIL=0 PL_LOST=0
+    # Every Catch2 run the suite plans carries --warn NoTests.
+    custom_steps= do_powerloss=1
+    suite_steps "$cfgdir/selftest.suite"
+    local lax
+    lax=$(grep -E "(mapdirect_tests|$PMEM2_BIN) " "$cfgdir/selftest.suite" | grep -v -- '--warn NoTests')
+    if [ -n "$lax" ]; then
+        log "FAIL self-test: suite steps without --warn NoTests:"; echo "$lax" | sed 's/^/    /'; bad=1
+    else
+        log "self-test: every planned Catch2 run has --warn NoTests"
+    fi
+    if [ $bad = 0 ]; then
+        log "PASS in $((SECONDS - t0))s: self-test: every broken rule was caught"
+    else
+        log "FAIL in $((SECONDS - t0))s: self-test (log: $cfgdir/selftest.log)"
+    fi
+    return $bad
+}
+
 run_config() {
     cfg=$1
     config_vars "$cfg" || { echo "vm: unknown configuration '$cfg' (see --list)" >&2; return 2; }
@@ -743,6 +820,10 @@ run_config() {
     RANDOM=$(( (seed + $(echo "$cfg" | cksum | cut -d' ' -f1)) % 32768 ))
     if [ $negative = 1 ]; then
         run_negative_control
+        return $?
+    fi
+    if [ $self_test = 1 ]; then
+        run_self_test
         return $?
     fi
     log "device=$DEVICE fs=$FS dax=$DAX expect mode=$EXPECT_MODE granularity=$EXPECT_GRAN poison=$POISON kills=$kills seed=$seed"
@@ -793,7 +874,7 @@ main() {
         [ -x "$p" ] || die "missing static binary $p"
         file_is_static "$p" || die "$p is not statically linked"
     done
-    if [ $negative = 0 ] && [ $do_suite = 1 ] && [ -z "$custom_steps" ]; then
+    if [ $negative = 0 ] && [ $self_test = 0 ] && [ $do_suite = 1 ] && [ -z "$custom_steps" ]; then
         [ -x "$bin_dir/$PMEM2_BIN" ] || die "missing $bin_dir/$PMEM2_BIN (the libpmem2 differential; needs libpmem2-dev)"
         ldd "$bin_dir/$PMEM2_BIN" | grep -q 'not found' && die "$PMEM2_BIN: shared libraries missing: $(ldd "$bin_dir/$PMEM2_BIN" | grep 'not found')"
     fi
@@ -813,6 +894,7 @@ main() {
     [ -n "$custom_steps" ] && self_args+=(--steps "$(cd "$(dirname "$custom_steps")" && pwd)/$(basename "$custom_steps")")
     [ $negative = 1 ] && self_args+=(--negative-control)
     [ -n "$nc_method" ] && self_args+=(--nc-method "$nc_method")
+    [ $self_test = 1 ] && self_args+=(--self-test)
     for b in "${extras[@]}"; do self_args+=(--extra "$b"); done
     for c in "${configs[@]}"; do
         while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do sleep 1; done
