@@ -208,6 +208,12 @@ ensure_image() {
 # ---------------------------------------------------------------------------
 # Booting
 # ---------------------------------------------------------------------------
+# put_bin FILE DIR: without debug information (nobody symbolizes in the
+# guest; the initramfs stays in guest RAM and is unpacked at every boot).
+put_bin() {
+    strip --strip-debug -o "$2/$(basename "$1")" "$1" 2>/dev/null || cp "$1" "$2"
+}
+
 # make_initrd OUT ENVFILE STEPSFILE: the cached base image plus a payload.
 make_initrd() {
     local out=$1 env=$2 steps=$3 p="$cfgdir/payload"
@@ -217,9 +223,9 @@ make_initrd() {
     cp "$steps" "$p/payload/steps"
     local b e
     if [ -n "$PAYLOAD_BINS" ]; then
-        for b in $PAYLOAD_BINS; do cp "$bin_dir/$b" "$p/payload/bin/"; done
+        for b in $PAYLOAD_BINS; do put_bin "$bin_dir/$b" "$p/payload/bin/"; done
     else
-        for b in "$bin_dir"/*; do [ -f "$b" ] && [ -x "$b" ] && cp "$b" "$p/payload/bin/"; done
+        for b in "$bin_dir"/*; do [ -f "$b" ] && [ -x "$b" ] && put_bin "$b" "$p/payload/bin/"; done
         for e in "${extras[@]}"; do cp "$e" "$p/payload/bin/"; done
     fi
     # A dynamically linked binary brings its shared libraries (ldd) at their
