@@ -12,9 +12,11 @@
 #   tests/vm/run.sh --list
 #   tests/vm/run.sh --image-only            # build/cache the guest image only
 #
-# DIR holds the static binaries mapdirect_tests, durable_log and mapdirect-info
-# (the CMake target mapdirect_vm_binaries builds them into
-# BUILD/tests/vm/bin when configured with -DMAPDIRECT_VM_TESTS=ON).
+# DIR holds the static binaries mapdirect_tests, durable_log, mapdirect-info
+# and nc_writer, and the dynamically linked mapdirect_pmem2_tests (carried
+# into the guest with its shared libraries); the CMake target
+# mapdirect_vm_binaries builds them into BUILD/tests/vm/bin when configured
+# with -DMAPDIRECT_VM_TESTS=ON.
 #
 # Options:
 #   --config NAME       run one configuration (repeatable)
@@ -35,19 +37,31 @@
 #                       on PATH, the file system is mounted on /mnt, cwd /mnt);
 #                       implies --no-powerloss. With --extra, for debugging.
 #   --negative-control  power-loss cycles only, with a writer that acknowledges
-#                       after a mere CPU cache flush (durable_log
-#                       --unsafe-cpu-flush-only); passes only if the checker
-#                       catches lost acknowledged records. Meaningful on the
-#                       page-granular configurations (ext4-virtio-pmem,
-#                       ext4-virtio-blk), where that flush is not enough.
+#                       records that are not durable (nc_writer: MAP_SHARED
+#                       without MAP_SYNC plus a CPU cache flush on the pmem
+#                       configurations, pwrite without fdatasync on
+#                       virtio-blk); passes only if the checker catches lost
+#                       acknowledged records. Every configuration has one.
+#   --nc-method M       nc_writer method for --negative-control: mmap | pwrite
+#                       (default: pwrite on virtio-blk, mmap elsewhere)
+#   --self-test         check the tier's own checks: one boot that breaks each
+#                       rule (a filter matching nothing, a kernel WARNING:, a
+#                       step that never runs) plus canned recoveries with a
+#                       wrong stop= or a lost record; passes if all are caught
 #
 # Environment: MAPDIRECT_VM_EXCLUDE (Catch2 tag expression appended to every
-# test filter, e.g. '~[async]'), MAPDIRECT_VM_REQUIRE_TAGS (1: a missing [vm]
-# group fails too; 0: missing [seal]/[poison] groups do not), MAPDIRECT_VM_STEP_TIMEOUT (seconds per
-# guest step, default 300; MAPDIRECT_VM_GROUP_TIMEOUT, default 180, for the
-# [async], [vm], [seal] and [poison] groups), MAPDIRECT_VM_SMP (vCPUs, default
-# 1), MAPDIRECT_VM_KILLS, MAPDIRECT_VM_SEED,
+# test filter, e.g. '~[async]'), MAPDIRECT_VM_REQUIRE_TAGS (0: a missing
+# required group, [async] [seal] [locks] and on NFIT [poison], is a note
+# instead of a failure), MAPDIRECT_VM_STEP_TIMEOUT (seconds per guest step,
+# default 300; MAPDIRECT_VM_GROUP_TIMEOUT, default 180, for the groups),
+# MAPDIRECT_VM_SMP (vCPUs, default 1), MAPDIRECT_VM_KILLS, MAPDIRECT_VM_SEED,
 # MAPDIRECT_VM_BIN_DIR, MAPDIRECT_VM_WORK_DIR, MAPDIRECT_VM_CACHE_DIR.
+#
+# Besides the steps' exit statuses, a configuration fails when the guest
+# kernel console shows BUG:, WARNING:, Oops or a general protection fault,
+# when a generated step did not run, when a recovery stops for a reason other
+# than end/torn/full, or when the libpmem2 differential skipped on NFIT.
+# Skipped tests (Catch2 warnings "skipped: ...") are listed with a count.
 #
 # Exit status: 0 when every selected configuration passed, 1 otherwise, 2 on a
 # usage error. The tier never skips: if QEMU, the kernel package or the
@@ -55,7 +69,9 @@
 set -uo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REQUIRED_BINS="mapdirect_tests durable_log mapdirect-info"
+REQUIRED_BINS="mapdirect_tests durable_log mapdirect-info nc_writer"
+# Linked dynamically (static libpmem2 needs ndctl archives Debian lacks).
+PMEM2_BIN=mapdirect_pmem2_tests
 PAYLOAD_BINS=            # what the next boot's initramfs carries (empty: all of BIN_DIR)
 ALL_CONFIGS="ext4-nfit-memctrl xfs-nfit-cpu ext4-virtio-pmem ext4-virtio-blk"
 
@@ -70,6 +86,8 @@ do_suite=1
 do_powerloss=1
 image_only=0
 negative=0
+nc_method=
+self_test=0
 custom_steps=
 extras=()
 
@@ -93,6 +111,8 @@ while [ $# -gt 0 ]; do
     --extra) extras+=("$2"); shift 2 ;;
     --steps) custom_steps=$2; do_powerloss=0; shift 2 ;;
     --negative-control) negative=1; shift ;;
+    --nc-method) nc_method=$2; shift 2 ;;
+    --self-test) self_test=1; shift ;;
     --image-only) image_only=1; shift ;;
     --list) echo $ALL_CONFIGS | tr ' ' '\n'; exit 0 ;;
     -h|--help) usage; exit 0 ;;
@@ -188,6 +208,12 @@ ensure_image() {
 # ---------------------------------------------------------------------------
 # Booting
 # ---------------------------------------------------------------------------
+# put_bin FILE DIR: without debug information (nobody symbolizes in the
+# guest; the initramfs stays in guest RAM and is unpacked at every boot).
+put_bin() {
+    strip --strip-debug -o "$2/$(basename "$1")" "$1" 2>/dev/null || cp "$1" "$2"
+}
+
 # make_initrd OUT ENVFILE STEPSFILE: the cached base image plus a payload.
 make_initrd() {
     local out=$1 env=$2 steps=$3 p="$cfgdir/payload"
@@ -197,11 +223,19 @@ make_initrd() {
     cp "$steps" "$p/payload/steps"
     local b e
     if [ -n "$PAYLOAD_BINS" ]; then
-        for b in $PAYLOAD_BINS; do cp "$bin_dir/$b" "$p/payload/bin/"; done
+        for b in $PAYLOAD_BINS; do put_bin "$bin_dir/$b" "$p/payload/bin/"; done
     else
-        for b in "$bin_dir"/*; do [ -f "$b" ] && [ -x "$b" ] && cp "$b" "$p/payload/bin/"; done
+        for b in "$bin_dir"/*; do [ -f "$b" ] && [ -x "$b" ] && put_bin "$b" "$p/payload/bin/"; done
         for e in "${extras[@]}"; do cp "$e" "$p/payload/bin/"; done
     fi
+    # A dynamically linked binary brings its shared libraries (ldd) at their
+    # own paths; the base image has ld.so and a few libraries already.
+    for b in "$p"/payload/bin/*; do
+        file_is_static "$b" && continue
+        ldd "$b" | awk '/=> \// { print $3 } /^\t\/lib/ { print $1 }' | while read -r lib; do
+            mkdir -p "$p$(dirname "$lib")" && cp -L "$lib" "$p$(dirname "$lib")/"
+        done
+    done
     (cd "$p" && find . -print0 | cpio --null -o -H newc --quiet) > "$cfgdir/payload.cpio" || return 1
     cat "$IMAGE_DIR/base.cpio" "$cfgdir/payload.cpio" > "$out"
 }
@@ -242,9 +276,12 @@ boot() {
     local t0=$SECONDS
     qemu-system-x86_64 "${args[@]}" -initrd "$cfgdir/initrd" \
         -serial "file:$con" -serial "file:$res" \
-        -append "console=ttyS0 panic=-1 loglevel=4" \
+        -append "console=ttyS0 panic=-1 loglevel=5 no_timer_check" \
         >"$cfgdir/$name.qemu" 2>&1 &
     local pid=$!
+    # (no_timer_check: on a busy host a TCG guest's IO-APIC timer check can
+    # miss its window and panic "IO-APIC + timer doesn't work!"; KVM guests
+    # skip that check the same way.)
     BOOT_STATUS=exited
     if [ "$kill" = 1 ]; then
         # Wait for the writer's first ack, then kill at a random moment.
@@ -283,6 +320,26 @@ boot() {
     fi
     sed -i 's/\r$//' "$res" 2>/dev/null
     BOOT_SECONDS=$((SECONDS - t0))
+    scan_console "$name"
+}
+
+# scan_console NAME: the guest kernel must not report a bug. loglevel=5 puts
+# KERN_WARNING (WARN_ON's "WARNING: CPU: ...") and everything more severe on
+# the console; a killed boot's console is scanned as far as it got.
+# Sets CONSOLE_BAD=1 (sticky for the configuration) on a hit.
+CONSOLE_BAD=0
+CONSOLE_PATTERN='BUG:|WARNING:|Oops|general protection|Kernel panic|kernel BUG at|UBSAN:'
+scan_console() {
+    local con="$cfgdir/$1.console" hits
+    hits=$(grep -E -n -- "$CONSOLE_PATTERN" "$con" 2>/dev/null | head -n 20)
+    [ -n "$hits" ] || return 0
+    CONSOLE_BAD=1
+    log "FAIL kernel console ($1): the guest kernel reported a problem:"
+    echo "$hits" | sed 's/^/    console: /'
+    local first
+    first=$(echo "$hits" | head -n1 | cut -d: -f1)
+    log "---- console around it ($con) ----"
+    sed -n "$((first > 5 ? first - 5 : 1)),$((first + 40))p" "$con" | sed 's/^/    console: /'
 }
 
 # section RESULTS STEP: the output of one step.
@@ -305,11 +362,12 @@ show_console() {
 # ---------------------------------------------------------------------------
 # One configuration
 # ---------------------------------------------------------------------------
-write_env() { # write_env FILE MKFS
+write_env() { # write_env FILE MKFS [LOOP]
     cat > "$1" <<EOF
 MD_DEVICE=$DEVICE
 MD_FS=$FS
 MD_MKFS=$2
+MD_LOOP=${3:-0}
 MD_DAX=$DAX
 MD_CONFIG=$cfg
 MD_STEP_TIMEOUT=${MAPDIRECT_VM_STEP_TIMEOUT:-300}
@@ -331,7 +389,15 @@ PL_FAIL=0
 PL_LOST=0          # set when acknowledged records were lost
 PL_LOG_INDEX=1
 PL_LOG=/mnt/plog/wal.1
-PL_WRITER_FLAGS=
+PL_LOG_FULL=0      # the writer of the log being recovered filled it
+# The writer and the checker: durable_log, or nc_writer for the negative
+# controls (same "ack N" and "recovered ... last_seq=N stop=WHY" lines).
+PL_BIN=durable_log
+PL_VERIFY="durable_log verify"
+PL_SETUP=          # guest shell lines run before the recovery step
+pl_writer_cmd() { # pl_writer_cmd BOOT GROUP
+    echo "durable_log write $PL_LOG --size 768M --group $2 --print-acks --seed $1"
+}
 pl_check_recovery() { # pl_check_recovery RESULTS STEP BOOTNAME
     local res=$1 st=$2 what=$3 out rc last stop
     out=$(section "$res" "$st")
@@ -341,7 +407,7 @@ pl_check_recovery() { # pl_check_recovery RESULTS STEP BOOTNAME
     fi
     echo "$out" | sed 's/^/    /'
     if [ "$rc" != 0 ]; then
-        log "FAIL powerloss: $what: durable_log verify exited $rc"; PL_FAIL=1; return 1
+        log "FAIL powerloss: $what: $PL_VERIFY exited $rc"; PL_FAIL=1; return 1
     fi
     last=$(echo "$out" | sed -n 's/^recovered .*last_seq=\([0-9]*\).*/\1/p' | tail -n1)
     stop=$(echo "$out" | sed -n 's/^recovered .*stop=\([a-z-]*\).*/\1/p' | tail -n1)
@@ -349,9 +415,27 @@ pl_check_recovery() { # pl_check_recovery RESULTS STEP BOOTNAME
         log "FAIL powerloss: $what: no 'recovered ... last_seq=N stop=WHY' line"; PL_FAIL=1; return 1
     fi
     if [ "$last" -lt "$PL_MAX_ACK" ]; then
-        log "FAIL powerloss: $what: recovered up to seq $last but seq $PL_MAX_ACK was acknowledged ($((PL_MAX_ACK - last)) acknowledged records lost)"
+        log "FAIL powerloss: $what: recovered up to seq $last (stop=$stop) but seq $PL_MAX_ACK was acknowledged ($((PL_MAX_ACK - last)) acknowledged records lost)"
         PL_LOST=1; PL_FAIL=1; return 1
     fi
+    # Why the scan stopped: after a kill only at the end of what was written
+    # (end: zeros; torn: the interrupted append), at the end of a log the
+    # writer filled (full), or in a log never written (empty, nothing
+    # acknowledged). content, bad-header, too-small or anything unknown
+    # means recovery read something that was never written that way.
+    case "$stop" in
+    end|torn) ;;
+    full) if [ "$PL_LOG_FULL" != 1 ]; then
+              log "FAIL powerloss: $what: recovery says stop=full but the writer never filled the log"
+              PL_FAIL=1; return 1
+          fi ;;
+    empty) if [ "$PL_MAX_ACK" != 0 ]; then
+               log "FAIL powerloss: $what: recovery found an empty log after acknowledged records"
+               PL_FAIL=1; return 1
+           fi ;;
+    *) log "FAIL powerloss: $what: recovery stopped with stop=$stop (expected end or torn): $(echo "$out" | grep '^recovered' | tail -n1)"
+       PL_FAIL=1; return 1 ;;
+    esac
     log "powerloss: $what: recovered last_seq=$last (acknowledged: $PL_MAX_ACK, stop=$stop): OK"
     RECOVERED_LAST=$last
 }
@@ -370,22 +454,31 @@ run_powerloss() {
         write_env "$env" $([ $boots = 1 ] && echo 1 || echo 0)
         {
             echo "mkdir -p /mnt/plog"
-            [ -n "$prev_log" ] && echo "step recover durable_log verify $prev_log"
-            echo "step write durable_log write $PL_LOG --size 768M --group $group --print-acks --seed $boots $PL_WRITER_FLAGS"
+            [ -n "$PL_SETUP" ] && echo "$PL_SETUP"
+            [ -n "$prev_log" ] && echo "step recover $PL_VERIFY $prev_log"
+            echo "step write $(pl_writer_cmd $boots $group)"
         } > "$steps"
-        PAYLOAD_BINS=durable_log boot "pl$boots" "$env" "$steps" 1
+        PAYLOAD_BINS=$PL_BIN boot "pl$boots" "$env" "$steps" 1
         res="$cfgdir/pl$boots.results"
+        if [ "$CONSOLE_BAD" = 1 ]; then
+            log "FAIL powerloss boot $boots: kernel console"; PL_FAIL=1; return 1
+        fi
         if grep -q '^@@MD FATAL' "$res"; then
             log "FAIL powerloss boot $boots: guest setup failed: $(grep '^@@MD FATAL' "$res")"
             show_console "pl$boots"; PL_FAIL=1; return 1
         fi
         RECOVERED_LAST=0
         if [ -n "$prev_log" ]; then
-            pl_check_recovery "$res" recover "boot $boots" || { show_console "pl$boots"; return 1; }
+            pl_check_recovery "$res" recover "boot $boots" || {
+                # (a negative control's expected loss needs no console)
+                [ "$PL_LOST" = 1 ] && [ $negative = 1 ] || show_console "pl$boots"
+                return 1
+            }
             if [ "$prev_log" != "$PL_LOG" ]; then
                 # The previous log filled up; this boot started a new one.
                 RECOVERED_LAST=0
                 PL_MAX_ACK=0
+                PL_LOG_FULL=0
             fi
         fi
         # Acks: only complete lines count (the last one may be cut by the kill).
@@ -399,6 +492,7 @@ run_powerloss() {
             # Verify it on the next boot and continue in a fresh log.
             PL_LOG_INDEX=$((PL_LOG_INDEX + 1))
             PL_LOG=/mnt/plog/wal.$PL_LOG_INDEX
+            PL_LOG_FULL=1
             log "powerloss boot $boots: log full after seq $(echo "$acks" | tail -n1); continuing in $PL_LOG"
             [ "$n" -gt 0 ] && PL_MAX_ACK=$(echo "$acks" | tail -n1)
             continue
@@ -432,8 +526,24 @@ tag_count() {
     "$bin_dir/mapdirect_tests" --list-test-names-only "[$1]" 2>/dev/null | grep -c . || true
 }
 
+# Groups run as steps of their own (a poison test may take its process down,
+# an async test may hang on a kernel's io_uring, a lock test forks) with a
+# shorter time limit, and each must exist: a missing group fails the step
+# <tag>-missing (MAPDIRECT_VM_REQUIRE_TAGS=0: a note). [poison] only on NFIT.
+VM_GROUPS="async seal poison locks"
+suite_groups() {
+    local tag
+    for tag in $VM_GROUPS; do
+        [ $tag = poison ] && [ "$POISON" != 1 ] && continue
+        echo $tag
+    done
+}
+
 suite_steps() { # suite_steps FILE
-    local f=$1 tag
+    local f=$1 tag exclude=
+    for tag in $VM_GROUPS; do exclude+="~[$tag]"; done
+    # --warn NoTests: a filter that matches nothing fails instead of passing.
+    local catch="--use-colour no --durations yes --warn NoTests"
     {
         [ "$do_powerloss" = 1 ] && echo "step recover durable_log verify $PL_LOG"
         cat <<EOF
@@ -443,24 +553,19 @@ export MAPDIRECT_EXPECT_MODE=$EXPECT_MODE
 export MAPDIRECT_EXPECT_GRANULARITY=$EXPECT_GRAN
 $( [ "$POISON" = 1 ] && echo "export MAPDIRECT_EXPECT_POISON=1" )
 export ASAN_OPTIONS=handle_sigbus=0
-step unit mapdirect_tests --use-colour no --durations yes '~[poison]~[seal]~[vm]~[async]${MAPDIRECT_VM_EXCLUDE:-}'
+step unit mapdirect_tests $catch '$exclude${MAPDIRECT_VM_EXCLUDE:-}'
 EOF
-        # Tagged groups run as steps of their own (a poison test may take its
-        # process down, an async test may hang on a kernel's io_uring) with a
-        # shorter time limit. A missing [seal] or [poison] group is an error
-        # (MAPDIRECT_VM_REQUIRE_TAGS=0: a note), a missing [vm] group a note
-        # (MAPDIRECT_VM_REQUIRE_TAGS=1: an error).
-        for tag in async vm seal poison; do
-            [ $tag = poison ] && [ "$POISON" != 1 ] && continue
+        for tag in $(suite_groups); do
             if [ "$(tag_count $tag)" -gt 0 ]; then
-                echo "step_t ${MAPDIRECT_VM_GROUP_TIMEOUT:-180} $tag mapdirect_tests --use-colour no --durations yes '[$tag]${MAPDIRECT_VM_EXCLUDE:-}'"
-            elif [ $tag = vm ]; then
-                echo "step $tag-missing sh -c 'echo mapdirect_tests has no [$tag] tests; exit ${MAPDIRECT_VM_REQUIRE_TAGS:-0}'"
-            elif [ $tag != async ]; then
-                # The issue requires seal and poison tests on this tier.
+                echo "step_t ${MAPDIRECT_VM_GROUP_TIMEOUT:-180} $tag mapdirect_tests $catch '[$tag]${MAPDIRECT_VM_EXCLUDE:-}'"
+            else
                 echo "step $tag-missing sh -c 'echo mapdirect_tests has no [$tag] tests; exit ${MAPDIRECT_VM_REQUIRE_TAGS:-1}'"
             fi
         done
+        # The libpmem2 differential (dynamically linked, see PMEM2_BIN):
+        # libpmem2's own granularity for the same files, on the real device.
+        # -s: the compared values appear in the log (checked on NFIT).
+        echo "step pmem2 $PMEM2_BIN $catch -s '[pmem2]'"
         cat <<EOF
 dd if=/dev/zero of=/mnt/examples/info.dat bs=1M count=4 2>/dev/null
 step info mapdirect-info /mnt/examples/info.dat
@@ -482,6 +587,33 @@ EOF
     } > "$f"
 }
 
+# The step names a steps file runs (step NAME ... / step_t SECONDS NAME ...).
+planned_steps() {
+    sed -n 's/^step_t [0-9][0-9]* \([^ ]*\) .*/\1/p; s/^step \([^ ]*\) .*/\1/p' "$1"
+}
+
+# skip_report RESULTS: every Catch2 warning (the suite's "skipped: ..."
+# messages) with its test case, so the reasons reach the CI log; sets
+# SKIP_COUNT. A skipped test passes in Catch2 v2, so this is the only place
+# it shows.
+skip_report() {
+    local lines
+    lines=$(awk '
+        /^@@MD BEGIN / { step = $3 }
+        /^-+$/ && length($0) >= 70 { if (hdr == 1) { hdr = 2 } else { hdr = 1; name = ""; sect = "" } ; next }
+        hdr == 1 { if (name == "") name = $0; else { sub(/^ +/, ""); sect = sect " / " $0 }; next }
+        / warning:$/ { warn = 1; msg = ""; next }
+        warn == 1 && /^  / { sub(/^ +/, ""); msg = msg (msg == "" ? "" : " ") $0; next }
+        warn == 1 { if (msg != "") print step ": " name sect ": " msg; warn = 0 }
+        END { if (warn == 1 && msg != "") print step ": " name sect ": " msg }
+    ' "$1")
+    SKIP_COUNT=$(echo "$lines" | grep -c 'skipped' || true)
+    [ -n "$lines" ] || return 0
+    log "Catch2 warnings ($SKIP_COUNT skipped):"
+    echo "$lines" | sed 's/^/    WARN /'
+    echo "$lines" > "$cfgdir/warnings.log"
+}
+
 # info_expect OUTPUT FIELD VALUE: mapdirect-info prints "FIELD<spaces>VALUE".
 info_expect() {
     local got
@@ -497,15 +629,16 @@ run_suite() {
     local env="$cfgdir/suite.env" steps="$cfgdir/suite.steps" res="$cfgdir/suite.results"
     local fail=0
     if [ "$do_powerloss" = 1 ]; then
-        write_env "$env" 0
+        write_env "$env" 0 1
     else
         new_disk
-        write_env "$env" 1
+        write_env "$env" 1 1
     fi
     if [ -n "$custom_steps" ]; then cp "$custom_steps" "$steps"; else suite_steps "$steps"; fi
     boot suite "$env" "$steps" 0 900
     log "suite boot took ${BOOT_SECONDS}s (status $BOOT_STATUS)"
     sed 's/^/    | /' "$res"
+    [ "$CONSOLE_BAD" = 1 ] && fail=1
     if grep -q '^@@MD FATAL' "$res"; then
         log "FAIL suite: guest setup failed"; show_console suite; return 1
     fi
@@ -526,7 +659,34 @@ run_suite() {
             log "suite step $st: ok"
         fi
     done
+    # Every step the steps file names must have run, in that order.
+    local planned ran
+    planned=$(planned_steps "$steps")
+    ran=$(sed -n 's/^@@MD BEGIN \(.*\)$/\1/p' "$res")
+    if [ "$planned" != "$ran" ]; then
+        log "FAIL suite: the guest ran other steps than planned:"
+        diff <(echo "$planned") <(echo "$ran") | sed -n 's/^</    planned, not run:/p; s/^>/    run, not planned:/p'
+        fail=1
+    fi
+    SKIP_COUNT=0
+    skip_report "$res"
     [ -n "$custom_steps" ] && { [ $fail = 0 ] || show_console suite; return $fail; }
+    # The libpmem2 differential must really compare on the NFIT devices: a
+    # "libpmem2 cannot map it" skip there is a failure.
+    # And libpmem2's answer there must be the configuration's granularity
+    # (cache_line or byte), not a page/page agreement.
+    if [ "$DEVICE" = nfit ]; then
+        if section "$res" pmem2 | grep -q 'skipped'; then
+            log "FAIL suite step pmem2: skipped on an NFIT device:"
+            section "$res" pmem2 | grep -A1 'warning:' | sed 's/^/    /'
+            fail=1
+        elif ! section "$res" pmem2 | grep -q "\"$EXPECT_GRAN\" == \"$EXPECT_GRAN\""; then
+            log "FAIL suite step pmem2: no comparison of $EXPECT_GRAN with libpmem2's answer in its output"
+            fail=1
+        else
+            log "pmem2: libpmem2 and mapdirect agree on $EXPECT_GRAN"
+        fi
+    fi
     # mapdirect-info must report what the configuration promises.
     local info dax_word sync_word
     info=$(section "$res" info)
@@ -543,15 +703,27 @@ run_suite() {
     return $fail
 }
 
-# Negative control: acknowledge after a CPU cache flush only, and expect the
-# checker to report lost acknowledged records.
+# Negative control: a writer that acknowledges records that are not durable
+# (nc_writer), and the checker must report lost acknowledged records.
+#   mmap:   MAP_SHARED without MAP_SYNC, CPU cache flush + fence, no msync:
+#           the blocks the faults allocated in the sparse file stay in the
+#           file system's uncommitted transaction (NFIT, virtio-pmem), or the
+#           page stays dirty in the guest page cache (virtio-blk).
+#   pwrite: no fdatasync; the data stays in the guest page cache, which dies
+#           with QEMU (periodic writeback is off in the guest).
 run_negative_control() {
-    PL_WRITER_FLAGS=--unsafe-cpu-flush-only
-    log "negative control: writer acknowledges after a CPU cache flush only; loss must be detected"
+    local method=$nc_method
+    [ -n "$method" ] || method=$([ "$DEVICE" = virtio-blk ] && echo pwrite || echo mmap)
+    PL_BIN=nc_writer
+    PL_VERIFY="nc_writer verify"
+    PL_LOG=/mnt/plog/nc.log
+    NC_METHOD=$method
+    pl_writer_cmd() { echo "nc_writer write $PL_LOG --method $NC_METHOD"; }
+    log "negative control: nc_writer --method $method acknowledges records that are not durable; the loss must be detected"
     local t0=$SECONDS
     run_powerloss
     if [ "$PL_LOST" = 1 ]; then
-        log "PASS in $((SECONDS - t0))s: negative control: the checker caught lost acknowledged records, as it must"
+        log "PASS in $((SECONDS - t0))s: negative control ($method): the checker caught lost acknowledged records, as it must"
         return 0
     fi
     if [ "$PL_FAIL" = 1 ]; then
@@ -561,15 +733,90 @@ run_negative_control() {
     # Also check the final state.
     local env="$cfgdir/final.env" steps="$cfgdir/final.steps"
     write_env "$env" 0
-    echo "step recover durable_log verify $PL_LOG" > "$steps"
-    boot final "$env" "$steps" 0 300
+    echo "step recover $PL_VERIFY $PL_LOG" > "$steps"
+    PAYLOAD_BINS=$PL_BIN boot final "$env" "$steps" 0 300
     pl_check_recovery "$cfgdir/final.results" recover "final boot"
+    if [ "$CONSOLE_BAD" = 1 ]; then
+        log "FAIL in $((SECONDS - t0))s: negative control: kernel console"; return 1
+    fi
     if [ "$PL_LOST" = 1 ]; then
-        log "PASS in $((SECONDS - t0))s: negative control: the checker caught lost acknowledged records, as it must"
+        log "PASS in $((SECONDS - t0))s: negative control ($method): the checker caught lost acknowledged records, as it must"
         return 0
     fi
-    log "FAIL in $((SECONDS - t0))s: negative control: no acknowledged record was lost in $PL_KILLS kills; the power-loss test cannot tell a CPU flush from a real persist here"
+    log "FAIL in $((SECONDS - t0))s: negative control ($method): no acknowledged record was lost in $PL_KILLS kills; the power-loss test of $cfg cannot tell a durable record from one that is not"
     return 1
+}
+
+# --self-test: the tier's own checks must fail when they should. One boot
+# with a steps file that breaks each rule once (a Catch2 filter matching
+# nothing, a WARNING: on the kernel console, a planned step that never runs),
+# plus host-side recoveries that stop for the wrong reason or lose an
+# acknowledged record. Passes only if every one of them is caught.
+run_self_test() {
+    local t0=$SECONDS bad=0 f="$cfgdir/selftest.steps"
+    cat > "$f" <<'EOF'
+step notests mapdirect_tests --use-colour no --warn NoTests '[no-such-tag-selftest]'
+step kmsg sh -c 'echo "<4>WARNING: CPU: 0 PID: 1 at selftest.c:1 injected by run.sh --self-test" > /dev/kmsg'
+[ -e /nonexistent ] &&
+step never true
+step ok true
+EOF
+    custom_steps=$f do_powerloss=0
+    PAYLOAD_BINS=mapdirect_tests
+    if run_suite > "$cfgdir/selftest.log" 2>&1; then
+        log "FAIL self-test: the suite checks passed a run that breaks every rule"; bad=1
+    fi
+    PAYLOAD_BINS=
+    expect_caught() { # expect_caught WHAT PATTERN
+        if grep -q -- "$2" "$cfgdir/selftest.log"; then
+            log "self-test: caught $1"
+        else
+            log "FAIL self-test: not caught: $1"; bad=1
+        fi
+    }
+    expect_caught "a Catch2 filter that matches nothing (--warn NoTests)" 'FAIL suite step notests: exit status 2'
+    expect_caught "WARNING: on the guest kernel console" 'FAIL kernel console (suite)'
+    expect_caught "a planned step that did not run" 'planned, not run: never'
+    grep -q 'FAIL suite step ok' "$cfgdir/selftest.log" && { log "FAIL self-test: a passing step was reported as failed"; bad=1; }
+    CONSOLE_BAD=0
+    # Recovery checks on canned verify output (no boot needed).
+    local why out
+    for why in "content lost 0" "bad-header lost 0" "end lost 1" "torn ok 0" "end ok 0" "full lost 0" "empty lost 1"; do
+        set -- $why
+        local stop=$1 expect=$2 short=$3 r="$cfgdir/selftest.recover"
+        PL_MAX_ACK=10 PL_FAIL=0 PL_LOST=0 PL_LOG_FULL=0
+        local last=10
+        [ "$short" = 1 ] && last=9
+        [ "$stop" = empty ] && last=0
+        printf '@@MD BEGIN recover\nrecovered records=%s last_seq=%s end_offset=0 stop=%s\n@@MD END recover rc=0 uptime=1\n' \
+            "$last" "$last" "$stop" > "$r"
+        pl_check_recovery "$r" recover "self-test stop=$stop last_seq=$last" > "$cfgdir/selftest.pl" 2>&1
+        out=$([ "$PL_FAIL" = 1 ] && echo lost || echo ok)
+        if [ "$out" = "$expect" ]; then
+            log "self-test: recovery with stop=$stop last_seq=$last of 10 acknowledged: ${expect/lost/rejected}, as it must"
+        else
+            log "FAIL self-test: recovery with stop=$stop last_seq=$last of 10 acknowledged was $out, expected $expect"
+            sed 's/^/    /' "$cfgdir/selftest.pl"; bad=1
+        fi
+    done
+    PL_MAX_ACK=0 PL_FAIL=0 PL_LOST=0
+    # Every Catch2 run the suite plans carries --warn NoTests.
+    custom_steps= do_powerloss=1
+    suite_steps "$cfgdir/selftest.suite"
+    local lax
+    lax=$(grep -E "^step(_t [0-9]+)? [^ ]+ (mapdirect_tests|$PMEM2_BIN) " "$cfgdir/selftest.suite" |
+          grep -v -- '--warn NoTests')
+    if [ -n "$lax" ]; then
+        log "FAIL self-test: suite steps without --warn NoTests:"; echo "$lax" | sed 's/^/    /'; bad=1
+    else
+        log "self-test: every planned Catch2 run has --warn NoTests"
+    fi
+    if [ $bad = 0 ]; then
+        log "PASS in $((SECONDS - t0))s: self-test: every broken rule was caught"
+    else
+        log "FAIL in $((SECONDS - t0))s: self-test (log: $cfgdir/selftest.log)"
+    fi
+    return $bad
 }
 
 run_config() {
@@ -583,6 +830,10 @@ run_config() {
     RANDOM=$(( (seed + $(echo "$cfg" | cksum | cut -d' ' -f1)) % 32768 ))
     if [ $negative = 1 ]; then
         run_negative_control
+        return $?
+    fi
+    if [ $self_test = 1 ]; then
+        run_self_test
         return $?
     fi
     log "device=$DEVICE fs=$FS dax=$DAX expect mode=$EXPECT_MODE granularity=$EXPECT_GRAN poison=$POISON kills=$kills seed=$seed"
@@ -603,8 +854,11 @@ run_config() {
         PAYLOAD_BINS=durable_log boot final "$env" "$steps" 0 300
         pl_check_recovery "$cfgdir/final.results" recover "final boot" || { pl="FAILED"; status=1; }
     fi
+    [ "$CONSOLE_BAD" = 0 ] || status=1
     local summary="suite $su; powerloss $pl"
     [ "$do_powerloss" = 1 ] && summary+=" ($PL_KILLS kills, $PL_TOTAL_ACKS acknowledged records, highest seq $PL_MAX_ACK)"
+    [ "$do_suite" = 1 ] && summary+="; ${SKIP_COUNT:-0} skipped tests (listed above, WARN lines)"
+    [ "$CONSOLE_BAD" = 0 ] || summary+="; kernel console reported a problem"
     if [ $status = 0 ]; then
         log "PASS in $((SECONDS - t0))s: $summary"
     else
@@ -630,6 +884,10 @@ main() {
         [ -x "$p" ] || die "missing static binary $p"
         file_is_static "$p" || die "$p is not statically linked"
     done
+    if [ $negative = 0 ] && [ $self_test = 0 ] && [ $do_suite = 1 ] && [ -z "$custom_steps" ]; then
+        [ -x "$bin_dir/$PMEM2_BIN" ] || die "missing $bin_dir/$PMEM2_BIN (the libpmem2 differential; needs libpmem2-dev)"
+        ldd "$bin_dir/$PMEM2_BIN" | grep -q 'not found' && die "$PMEM2_BIN: shared libraries missing: $(ldd "$bin_dir/$PMEM2_BIN" | grep 'not found')"
+    fi
     [ -n "$work_dir" ] || work_dir="$bin_dir/../work"
     mkdir -p "$work_dir" && work_dir=$(cd "$work_dir" && pwd) || die "cannot create $work_dir"
 
@@ -645,6 +903,8 @@ main() {
     [ $do_powerloss = 0 ] && self_args+=(--no-powerloss)
     [ -n "$custom_steps" ] && self_args+=(--steps "$(cd "$(dirname "$custom_steps")" && pwd)/$(basename "$custom_steps")")
     [ $negative = 1 ] && self_args+=(--negative-control)
+    [ -n "$nc_method" ] && self_args+=(--nc-method "$nc_method")
+    [ $self_test = 1 ] && self_args+=(--self-test)
     for b in "${extras[@]}"; do self_args+=(--extra "$b"); done
     for c in "${configs[@]}"; do
         while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do sleep 1; done
@@ -661,6 +921,13 @@ main() {
         cat "$work_dir/${names[$i]}.log"
     done
     echo "vm: $passed passed, $failed failed"
+    local n=0
+    for c in "${configs[@]}"; do
+        [ -s "$work_dir/$c/warnings.log" ] || continue
+        n=$((n + $(grep -c skipped "$work_dir/$c/warnings.log")))
+    done
+    echo "vm: $n skipped tests in the guests (Catch2 warnings: $work_dir/<config>/warnings.log)"
     [ $failed = 0 ]
 }
 main
+exit $?

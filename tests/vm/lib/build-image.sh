@@ -21,12 +21,21 @@ work=$(mktemp -d "${out%/}.work.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
 # --- kernel package --------------------------------------------------------
-echo "build-image: fetching $kpkg" >&2
-(cd "$work" && apt-get download "$kpkg" >&2 2>"$work/apt.err") || {
-    cat "$work/apt.err" >&2
-    die "apt-get download $kpkg failed"
-}
-deb=$(ls "$work"/*.deb 2>/dev/null | head -n1)
+# Kept next to the images: a change of the guest scripts rebuilds the image
+# without downloading the kernel again.
+debs="$(dirname "$out")/debs"
+mkdir -p "$debs"
+deb=$(ls "$debs/${kpkg}_"*.deb 2>/dev/null | head -n1 || true)
+if [ -z "$deb" ]; then
+    echo "build-image: fetching $kpkg" >&2
+    (cd "$work" && apt-get download "$kpkg" >&2 2>"$work/apt.err") || {
+        cat "$work/apt.err" >&2
+        die "apt-get download $kpkg failed"
+    }
+    rm -f "$debs"/*.deb   # an older kernel's
+    mv "$work"/*.deb "$debs/" 2>/dev/null
+    deb=$(ls "$debs/${kpkg}_"*.deb 2>/dev/null | head -n1 || true)
+fi
 [ -n "$deb" ] || die "no .deb downloaded for $kpkg"
 dpkg-deb -x "$deb" "$work/kpkg"
 kver=$(ls "$work/kpkg/lib/modules" | head -n1)
@@ -40,7 +49,7 @@ done
 
 # --- initramfs tree --------------------------------------------------------
 root="$work/root"
-mkdir -p "$root"/{bin,sbin,dev,proc,sys,mnt,tmp,run,lib,lib64,etc,payload}
+mkdir -p "$root"/{bin,sbin,dev,proc,sys,mnt,tmp,run,lib,lib64,etc,payload,var/tmp}
 cp /bin/busybox "$root/bin/busybox"
 # The real file-system tools (the busybox mke2fs applet cannot make a file
 # system that ext4 mounts with -o dax reliably), with their shared libraries.
@@ -59,6 +68,18 @@ copy_with_libs "$(command -v mke2fs)" /sbin/mke2fs
 copy_with_libs "$(command -v e2fsck)" /sbin/e2fsck
 copy_with_libs "$(command -v mkfs.xfs)" /sbin/mkfs.xfs
 copy_with_libs "$(command -v xfs_repair)" /sbin/xfs_repair
+# Loop-mounted scratch file systems (tests/support/loopfs.hpp runs losetup
+# --find --show, mkfs.<type>, mount, umount): util-linux's losetup (busybox's
+# has no --find --show), mke2fs under the name mkfs.ext4 (it picks the type
+# from its name); mount and umount are busybox's.
+copy_with_libs "$(command -v losetup)" /sbin/losetup
+ln -s mke2fs "$root/sbin/mkfs.ext4"
+# /bin/sh (system(), popen(), `sh -c` in the steps) is dash, which looks
+# commands up in PATH: Debian's busybox sh prefers its own applets, so
+# `losetup --show` from a test would get busybox's losetup, which has no
+# --show. busybox --install in init keeps an existing /bin/sh.
+copy_with_libs "$(readlink -f /bin/dash)" /bin/dash
+ln -s dash "$root/bin/sh"
 # ld.so must sit where the binaries' PT_INTERP says.
 mkdir -p "$root/lib64"
 cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
@@ -72,13 +93,14 @@ printf 'root:x:0:\nnogroup:x:65534:\n' > "$root/etc/group"
 # --- modules ---------------------------------------------------------------
 mods="libnvdimm nfit nd_btt nd_pmem dax_pmem crc32c_generic crc16 mbcache jbd2
       ext4 libcrc32c xfs virtio virtio_ring virtio_pci virtio_pci_modern_dev
-      virtio_pci_legacy_dev nd_virtio virtio_pmem virtio_blk"
+      virtio_pci_legacy_dev nd_virtio virtio_pmem virtio_blk loop"
 msrc="$work/kpkg/lib/modules/$kver"
 mdst="$root/lib/modules/$kver"
 mkdir -p "$mdst"
 cp "$msrc/modules.builtin" "$msrc/modules.order" "$mdst/"
 [ -f "$msrc/modules.builtin.modinfo" ] && cp "$msrc/modules.builtin.modinfo" "$mdst/"
 for m in $mods; do
+    grep -q "/$m.ko\$" "$msrc/modules.builtin" && continue   # built in
     f=$(find "$msrc/kernel" -name "$m.ko" -o -name "$m.ko.xz" -o -name "$m.ko.zst" | head -n1)
     [ -n "$f" ] || die "module $m not in $kpkg"
     mkdir -p "$mdst/$(dirname "${f#$msrc/}")"
