@@ -231,21 +231,29 @@ TEST_CASE("another process truncates the file: beyond_eof with the offset where 
   CHECK(fault >= base + 6 * p);  // the first whole page past EOF or later
   CHECK(fault < base + 16 * p);
 
-  // A read starting past EOF reports its own start.
+  // A read starting past EOF reports where the file ends too, not its own
+  // start: "valid up to here" (the documented contract of offset()).
   auto late = m.read(10 * p + 5, buf.data(), 10);
   REQUIRE_FALSE(late);
   CHECK(late.error() == errc::beyond_eof);
-  CHECK(late.error().offset() == 10 * p + 5);
-  CHECK(late.error().length() == 10);
+  CHECK(late.error().offset() == eof);
+  CHECK(late.error().length() == 16 * p - eof);
 
-  // Every copy size class faults the same way (bytes, 16-byte moves, rep movsb on x86-64).
+  // Every copy size class faults the same way (bytes, 16-byte moves, rep
+  // movsb on x86-64), reads and writes alike.
   for (std::size_t n : {std::size_t{1}, std::size_t{15}, std::size_t{16}, std::size_t{100}, std::size_t{255},
                         std::size_t{256}, 3 * p}) {
+    INFO("n = " << n);
     auto e = m.read(7 * p + 3, buf.data(), n);
     REQUIRE_FALSE(e);
     CHECK(e.error() == errc::beyond_eof);
-    CHECK(e.error().offset() == 7 * p + 3);
-    CHECK(e.error().length() == n);
+    CHECK(e.error().offset() == eof);
+    CHECK(e.error().length() == 16 * p - eof);
+    auto w = m.write(7 * p + 3, buf.data(), n);
+    REQUIRE_FALSE(w);
+    CHECK(w.error() == errc::beyond_eof);
+    CHECK(w.error().offset() == eof);
+    CHECK(w.error().length() == 16 * p - eof);
   }
 
   // The process survived; what is still in the file reads back correctly.
@@ -708,8 +716,10 @@ TEST_CASE("a store needing a block on a full file system is an error, not a cras
     INFO(last_error_detail());
     REQUIRE_FALSE(r);
     CHECK(r.error() == errc::io_error);
+    // The faulting page and one page, relative to the mapping.
     CHECK(r.error().offset() >= at);
     CHECK(r.error().offset() < at + chunk.size());
+    CHECK(r.error().offset() % page() == 0);
     CHECK(r.error().length() == page());
     // The process goes on: what was written is there.
     std::vector<char> back(4096);
