@@ -124,7 +124,7 @@ struct sigbus_state {
 };
 
 inline sigbus_state& sigbus_globals() noexcept {
-  static sigbus_state s;
+  static sigbus_state s{};  // aggregate value-init: constant in C++17 and C++20
   return s;
 }
 
