@@ -6,12 +6,28 @@
 // One process-wide SIGBUS handler (installed lazily on first use, or by
 // install_sigbus_handler()) returns control to the innermost guard of the
 // faulting thread whose range holds the fault address: with siglongjmp to a
-// sigsetjmp(env, 0) frame (with_guard), or, for the copies on x86-64, by
-// moving the instruction pointer of the copy routine to its fix-up label. Every other SIGBUS
-// (sent by kill/tgkill, asynchronous BUS_MCEERR_AO, or a fault outside any
+// sigsetjmp(env, 1) frame (with_guard; the guard's signal mask comes back
+// with it), or, for the copies on x86-64, by moving the instruction pointer
+// of the copy routine to its fix-up label. Every other SIGBUS (sent by
+// kill/tgkill/sigqueue, asynchronous BUS_MCEERR_AO, or a fault outside any
 // guard) goes to the disposition that was installed before ours, exactly as
-// if we were not there. A handler installed after ours replaces it: install
-// yours first (or call install_sigbus_handler() again afterwards).
+// if we were not there: SIG_DFL kills with SIGBUS and SIG_IGN ignores (both
+// whatever sa_flags says), a handler is called with its sa_mask, SA_NODEFER
+// and SA_RESETHAND honoured (the reset is kept in our table, so the guards
+// stay). Foreign handlers:
+// - installed before ours: called for every SIGBUS no guard owns;
+// - installed after ours: it replaces ours; install yours first, or call
+//   install_sigbus_handler() again afterwards. If it chains to ours (calls
+//   the sa_sigaction it replaced with the same siginfo/ucontext), that call
+//   continues with the disposition from before it, never back into it.
+// Non-local exits: leaving a guarded region other than by returning (a
+// siglongjmp/longjmp from another signal's handler, an exception) is not
+// allowed; the thread's guard records then name dead frames. At the recovery
+// point call reset_thread_guards(). A fault taken in a foreign signal
+// handler that interrupted with_guard's body, at an address that guard
+// covers, returns to that guard with the guard's own signal mask.
+// fork(): the child inherits the handler and its state; guards and the
+// chaining work there as in the parent (the install lock is taken over).
 #ifndef MAPDIRECT_GUARD_HPP
 #define MAPDIRECT_GUARD_HPP
 
@@ -55,8 +71,10 @@ class access_error {
   /// First affected byte, relative to the guarded object: the mapping for
   /// direct_mapping::read/write/repair, the range for with_guard, the copy
   /// (same offset in source and destination) for guarded_copy. For
-  /// beyond_eof it is where the file now ends (clamped to the object), for
-  /// media_error the start of the poisoned range, for io_error the page.
+  /// beyond_eof it is where the file now ends (clamped to the object: 0 when
+  /// the file now ends before the object's start), for media_error the start
+  /// of the poisoned range (clamped), for io_error the faulting page. Not
+  /// clamped to the bytes the call touched.
   std::uint64_t offset() const noexcept { return offset_; }
   /// Number of affected bytes from offset(): to the end of the object
   /// (beyond_eof), the poisoned range (media_error), one page (io_error).
@@ -106,10 +124,18 @@ using access_result = outcome::std_result<T, access_error, outcome::policy::term
 /// Installs mapdirect's SIGBUS handler now instead of on the first guarded
 /// access; again after another handler replaced it (that one then receives
 /// every SIGBUS no guard owns). Errors: sigaction errno codes (EINVAL...).
+/// Safe to call from any thread, from a signal handler and after fork().
 inline result<void> install_sigbus_handler() noexcept {
   if (auto ec = detail::install_sigbus_handler()) return ec;
   return outcome::success();
 }
+
+/// Forgets every guard record of the calling thread. Call it at the point a
+/// non-local exit (siglongjmp out of a signal handler that interrupted a
+/// guarded region) lands, before any other guard: the records left behind
+/// name dead stack frames. Never call it inside a guarded region. No errors;
+/// async-signal-safe; affects the calling thread only.
+inline void reset_thread_guards() noexcept { detail::reset_thread_guards(); }
 
 /// A guarded address range, optionally naming the file mapped there (so a
 /// past-EOF fault is told from an I/O error by fstat instead of /proc).
@@ -148,8 +174,9 @@ inline bool file_facts(int fd, std::uint64_t& size, bool& fs_full) noexcept {
 }
 
 /// Turns the fault recorded in `f` into an access_error whose offsets are
-/// relative to `target` and clamped to the bytes accessed, [window,
-/// window+window_size) (and records the detail). Runs after the jump.
+/// relative to `target` and clamped to [window, window+window_size) (the
+/// whole guarded object: the contract of access_error::offset()) and records
+/// the detail. Runs after the jump.
 inline access_error fault_error(const guard_frame& f, const guard_range& target, const void* window,
                                 std::size_t window_size, const char* what) noexcept {
   const int code = f.fault_code;
@@ -236,9 +263,15 @@ __attribute__((noinline, cold)) inline access_error copy_fault(const guard_frame
                                                                const void* src, std::size_t n,
                                                                const guard_range* dst_obj,
                                                                const guard_range* src_obj, const char* what) noexcept {
+  // Offsets and lengths follow the object (the mapping for read/write), not
+  // the n bytes copied: "where the file now ends" and "to the object's end".
+  (void)dst;
+  (void)src;
+  (void)n;
   const std::uintptr_t a = frame.fault_addr;
-  if (src_obj && a >= frame.lo[0] && a < frame.hi[0]) return fault_error(frame, *src_obj, src, n, what);
-  return fault_error(frame, *dst_obj, dst, n, what);
+  if (src_obj && a >= frame.lo[0] && a < frame.hi[0])
+    return fault_error(frame, *src_obj, src_obj->data, src_obj->size, what);
+  return fault_error(frame, *dst_obj, dst_obj->data, dst_obj->size, what);
 }
 
 __attribute__((always_inline)) inline access_result<void> copy_guarded(void* dst, const void* src, std::size_t n,

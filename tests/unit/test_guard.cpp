@@ -231,21 +231,29 @@ TEST_CASE("another process truncates the file: beyond_eof with the offset where 
   CHECK(fault >= base + 6 * p);  // the first whole page past EOF or later
   CHECK(fault < base + 16 * p);
 
-  // A read starting past EOF reports its own start.
+  // A read starting past EOF reports where the file ends too, not its own
+  // start: "valid up to here" (the documented contract of offset()).
   auto late = m.read(10 * p + 5, buf.data(), 10);
   REQUIRE_FALSE(late);
   CHECK(late.error() == errc::beyond_eof);
-  CHECK(late.error().offset() == 10 * p + 5);
-  CHECK(late.error().length() == 10);
+  CHECK(late.error().offset() == eof);
+  CHECK(late.error().length() == 16 * p - eof);
 
-  // Every copy size class faults the same way (bytes, 16-byte moves, rep movsb on x86-64).
+  // Every copy size class faults the same way (bytes, 16-byte moves, rep
+  // movsb on x86-64), reads and writes alike.
   for (std::size_t n : {std::size_t{1}, std::size_t{15}, std::size_t{16}, std::size_t{100}, std::size_t{255},
                         std::size_t{256}, 3 * p}) {
+    INFO("n = " << n);
     auto e = m.read(7 * p + 3, buf.data(), n);
     REQUIRE_FALSE(e);
     CHECK(e.error() == errc::beyond_eof);
-    CHECK(e.error().offset() == 7 * p + 3);
-    CHECK(e.error().length() == n);
+    CHECK(e.error().offset() == eof);
+    CHECK(e.error().length() == 16 * p - eof);
+    auto w = m.write(7 * p + 3, buf.data(), n);
+    REQUIRE_FALSE(w);
+    CHECK(w.error() == errc::beyond_eof);
+    CHECK(w.error().offset() == eof);
+    CHECK(w.error().length() == 16 * p - eof);
   }
 
   // The process survived; what is still in the file reads back correctly.
@@ -260,6 +268,66 @@ TEST_CASE("another process truncates the file: beyond_eof with the offset where 
   truncate_from_child(f.path(), static_cast<off_t>(16 * p));
   REQUIRE(m.read(8 * p, buf.data(), p));
   CHECK(buf[0] == 0);
+}
+
+TEST_CASE("read/write report beyond_eof as documented: where the file now ends, to the end of the mapping",
+          "[guard]") {
+  const std::size_t p = page();
+  SECTION("the issue's example: 16 pages truncated to 20580 bytes, read(6 pages, 100)") {
+    temp_file f(mdtest::test_dir(), 16 * p);
+    auto m = map_file(f, 16 * p);
+    const std::size_t eof = 5 * p + 100;  // 20580 with 4 KiB pages
+    truncate_from_child(f.path(), static_cast<off_t>(eof));
+    char buf[100];
+    auto r = m.read(6 * p, buf, sizeof buf);
+    REQUIRE_FALSE(r);
+    INFO(last_error_detail());
+    CHECK(r.error() == errc::beyond_eof);
+    CHECK(r.error().offset() == eof);
+    CHECK(r.error().length() == 16 * p - eof);
+    auto w = m.write(15 * p + 1, buf, sizeof buf);
+    REQUIRE_FALSE(w);
+    CHECK(w.error() == errc::beyond_eof);
+    CHECK(w.error().offset() == eof);
+    CHECK(w.error().length() == 16 * p - eof);
+  }
+  SECTION("a mapping at a nonzero file offset: inside it, then below its start") {
+    temp_file f(mdtest::test_dir(), 16 * p);
+    auto mapped = direct_mapping::map(f.fd(), 4 * p, 8 * p);  // file bytes [4p, 12p)
+    REQUIRE(mapped);
+    auto& m = mapped.value();
+    truncate_from_child(f.path(), static_cast<off_t>(6 * p + 100));  // 2p + 100 into the mapping
+    char buf[64];
+    auto r = m.read(5 * p, buf, sizeof buf);
+    REQUIRE_FALSE(r);
+    INFO(last_error_detail());
+    CHECK(r.error() == errc::beyond_eof);
+    CHECK(r.error().offset() == 2 * p + 100);
+    CHECK(r.error().length() == 8 * p - (2 * p + 100));
+    REQUIRE(m.read(2 * p, buf, sizeof buf));  // still in the file
+    truncate_from_child(f.path(), static_cast<off_t>(2 * p + 5));  // below the mapping's start
+    auto below = m.read(3 * p, buf, 10);
+    REQUIRE_FALSE(below);
+    CHECK(below.error() == errc::beyond_eof);
+    CHECK(below.error().offset() == 0);
+    CHECK(below.error().length() == 8 * p);
+    auto wbelow = m.write(0, buf, 10);
+    REQUIRE_FALSE(wbelow);
+    CHECK(wbelow.error() == errc::beyond_eof);
+    CHECK(wbelow.error().offset() == 0);
+    CHECK(wbelow.error().length() == 8 * p);
+  }
+  SECTION("guarded_copy keeps reporting relative to the copy (its object)") {
+    temp_file f(mdtest::test_dir(), 8 * p);
+    auto m = map_file(f, 8 * p);
+    truncate_from_child(f.path(), static_cast<off_t>(3 * p));
+    std::vector<char> buf(2 * p);
+    auto c = guarded_copy(buf.data(), m.data() + 2 * p, buf.size());
+    REQUIRE_FALSE(c);
+    CHECK(c.error() == errc::beyond_eof);
+    CHECK(c.error().offset() == p);
+    CHECK(c.error().length() == p);
+  }
 }
 
 TEST_CASE("truncation racing with a loop of guarded copies is caught, never fatal", "[guard]") {
@@ -708,8 +776,10 @@ TEST_CASE("a store needing a block on a full file system is an error, not a cras
     INFO(last_error_detail());
     REQUIRE_FALSE(r);
     CHECK(r.error() == errc::io_error);
+    // The faulting page and one page, relative to the mapping.
     CHECK(r.error().offset() >= at);
     CHECK(r.error().offset() < at + chunk.size());
+    CHECK(r.error().offset() % page() == 0);
     CHECK(r.error().length() == page());
     // The process goes on: what was written is there.
     std::vector<char> back(4096);

@@ -3,7 +3,9 @@
 // instructions the SIGBUS handler recognises by address and resumes at a
 // fix-up label (as the kernel's exception tables do): entering the guard is
 // two stores, no sigsetjmp. Elsewhere, and under AddressSanitizer (which
-// must see the memcpy to check it), sigsetjmp + memcpy.
+// must see the memcpy to check it), sigsetjmp + memcpy. Define
+// MAPDIRECT_GUARD_COPY_ASM=0 to force the portable routine on x86-64 (the
+// tests build one binary that way so both routines run there).
 #ifndef MAPDIRECT_DETAIL_GUARD_COPY_HPP
 #define MAPDIRECT_DETAIL_GUARD_COPY_HPP
 
@@ -43,7 +45,7 @@ inline bool copy_in_frame(guard_frame& frame, void* dst, const void* src, std::s
   // The routine stores its own addresses into the frame and only then
   // publishes it (the store to *slot), so the handler never sees it half set.
   guard_frame** slot = &current_guard();
-  frame.outer = *slot;
+  frame.outer = *slot == &frame ? nullptr : *slot;  // a record at our own address is a dead one
   unsigned faulted;
   // rep movsb from 256 bytes (fast with ERMS/FSRM, and the instruction is
   // restartable, so a fault stops it precisely); 16-byte SSE2 moves with an

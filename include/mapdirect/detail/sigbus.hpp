@@ -14,9 +14,12 @@
 #include <csetjmp>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 
 #include <sched.h>
 #include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <ucontext.h>
 
 // Older libc headers lack the machine-check codes (values from the kernel ABI).
@@ -66,7 +69,7 @@ inline guard_frame*& current_guard() noexcept {
 /// the guarded accesses above the publishing store (signal fences are free).
 inline void push_guard(guard_frame& f) noexcept {
   guard_frame*& top = current_guard();
-  f.outer = top;
+  f.outer = top == &f ? nullptr : top;  // a record at our own address is a dead one (left by a jump)
   std::atomic_signal_fence(std::memory_order_seq_cst);
   top = &f;
   std::atomic_signal_fence(std::memory_order_seq_cst);
@@ -83,26 +86,66 @@ inline void pop_guard(guard_frame& f) noexcept {
 /// a fault jumped back (frame.fault_* tell where). Kept apart from the
 /// callers so that nothing of theirs is live across sigsetjmp: GCC will not
 /// inline it (it calls sigsetjmp), and after the jump only `false` is returned.
+/// The signal mask is saved (one rt_sigprocmask): a guarded fault taken in
+/// another signal's handler that interrupted fn must come back with the
+/// guard's mask, not with that handler's signals still blocked.
 template <class F>
 bool run_guarded(guard_frame& frame, F& fn) noexcept {
   frame.resume_ip = 0;
-  if (sigsetjmp(frame.env, 0) != 0) return false;
+  if (sigsetjmp(frame.env, 1) != 0) return false;
   push_guard(frame);
   fn();
   pop_guard(frame);
   return true;
 }
 
-/// Process-wide state of the handler. Constant-initialised (no guard variable).
+/// One disposition our handler passes unowned SIGBUS signals to. Written
+/// before it is published (sigbus_state::depth) and never changed after,
+/// except for the one-shot flag of SA_RESETHAND.
+struct saved_disposition {
+  struct sigaction act;
+  std::atomic<bool> reset_done;  // SA_RESETHAND: the one call happened, now SIG_DFL
+};
+
+/// How many times install_sigbus_handler() can take over from a foreign
+/// handler (each one it replaces is kept: a replaced handler that chains back
+/// to ours must reach the disposition that was there before it).
+constexpr int max_saved_dispositions = 16;
+
+/// Process-wide state of the handler. Zero-initialised (no guard variable).
 struct sigbus_state {
   std::atomic<bool> installed;
-  std::atomic_flag lock;
-  struct sigaction previous;  // what was installed before ours, called for faults we do not own
+  std::atomic<int> lock_owner;  // pid of the process whose thread holds the install lock, 0 if free
+  std::atomic<int> depth;       // published entries of chain[]
+  // chain[depth-1]: the disposition replaced by the latest install, which
+  // our handler calls first; chain[i-1]: where a handler of chain[i] that
+  // calls ours back (it saved ours as its "previous") is sent.
+  saved_disposition chain[max_saved_dispositions];
 };
 
 inline sigbus_state& sigbus_globals() noexcept {
-  static sigbus_state s{{false}, ATOMIC_FLAG_INIT, {}};
+  static sigbus_state s{};  // aggregate value-init: constant in C++17 and C++20
   return s;
+}
+
+/// This thread's call into a foreign handler (to recognise that handler
+/// calling ours back). Initial-exec TLS, read by the handler.
+struct chain_call {
+  const void* info;     // the siginfo passed on
+  const void* context;  // the ucontext passed on
+  const void* mark;     // a stack address in our handler's frame at the call
+  int index;            // chain[] entry called
+  // SIG_IGN with a synchronous code: the fault we let return once; its
+  // repetition proves a real fault, which the kernel would have forced.
+  std::uintptr_t ignored_addr;
+  std::uintptr_t ignored_pc;
+  int ignored_code;
+};
+
+inline chain_call& current_chain() noexcept {
+  static thread_local chain_call c __attribute__((tls_model("initial-exec"))) = {nullptr, nullptr, nullptr, -1,
+                                                                                0,       0,       0};
+  return c;
 }
 
 inline void sigbus_handler(int sig, siginfo_t* info, void* context) noexcept;
@@ -111,24 +154,81 @@ inline bool is_our_handler(const struct sigaction& a) noexcept {
   return (a.sa_flags & SA_SIGINFO) != 0 && a.sa_sigaction == &sigbus_handler;
 }
 
+// SIG_DFL and SIG_IGN are handler values whatever sa_flags says (a reused
+// struct sigaction with SA_SIGINFO set is common): sa_handler and
+// sa_sigaction share storage, so compare the stored value itself.
+inline bool is_default_action(const struct sigaction& a) noexcept { return a.sa_handler == SIG_DFL; }
+inline bool is_ignore_action(const struct sigaction& a) noexcept { return a.sa_handler == SIG_IGN; }
+
+inline bool same_disposition(const struct sigaction& a, const struct sigaction& b) noexcept {
+  // SA_RESTORER is libc's business and may differ between what was set and read back.
+  const auto flags = [](const struct sigaction& x) { return static_cast<unsigned>(x.sa_flags) & ~0x04000000u; };
+  return a.sa_handler == b.sa_handler && flags(a) == flags(b);
+}
+
 /// A fault the kernel raised for the instruction that is executing, which
 /// it will retry if the handler returns. SI_USER/SI_TKILL/SI_QUEUE... are
 /// <= 0, SI_KERNEL is 0x80 and BUS_MCEERR_AO is an asynchronous report.
 inline bool is_synchronous_fault(int code) noexcept { return code > 0 && code != SI_KERNEL && code != BUS_MCEERR_AO; }
 
-// Calls a previous handler as the kernel would have: its sa_mask (plus the
-// signal itself unless SA_NODEFER) blocked for the call, SA_RESETHAND
-// honoured. Raw libc calls only here: the syscall seam's interposers are not
-// async-signal-safe.
-inline void call_previous(const struct sigaction& prev, int sig, siginfo_t* info, void* context) noexcept {
+/// The interrupted program counter, or 0 where not known.
+inline std::uintptr_t interrupted_pc(void* context) noexcept {
+  if (!context) return 0;
+#if defined(MAPDIRECT_ARCH_X86_64)
+  return static_cast<std::uintptr_t>(static_cast<ucontext_t*>(context)->uc_mcontext.gregs[REG_RIP]);
+#elif defined(MAPDIRECT_ARCH_AARCH64)
+  return static_cast<std::uintptr_t>(static_cast<ucontext_t*>(context)->uc_mcontext.pc);
+#else
+  return 0;
+#endif
+}
+
+// The default action of SIGBUS (terminate with a core dump), taken for
+// exactly this signal: SIG_DFL back in place, the same siginfo queued to
+// this thread while SIGBUS is blocked, and return. The mask the kernel
+// restores on the way out unblocks it, so the process dies at the
+// interrupted instruction with the original si_code and si_addr, whether
+// or not the fault would have repeated (a self-queued signal, a page that
+// became valid again). Raw libc calls: async-signal-safe, no seam.
+inline void take_default_action(int sig, siginfo_t* info, int code) noexcept {
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  ::sigemptyset(&dfl.sa_mask);
+  ::sigaction(sig, &dfl, nullptr);
+  sigset_t block;
+  ::sigemptyset(&block);
+  ::sigaddset(&block, sig);
+  ::pthread_sigmask(SIG_BLOCK, &block, nullptr);
+  siginfo_t again{};
+  if (info) {
+    again = *info;
+  } else {
+    again.si_signo = sig;
+    again.si_code = SI_TKILL;
+  }
+  if (::syscall(SYS_rt_tgsigqueueinfo, ::getpid(), ::syscall(SYS_gettid), sig, &again) == 0) return;
+  // Could not queue: a real fault repeats on return; anything else is raised.
+  if (is_synchronous_fault(code)) return;
+  ::pthread_sigmask(SIG_UNBLOCK, &block, nullptr);
+  ::raise(sig);
+}
+
+// Calls a foreign handler as the kernel would have: its sa_mask (plus the
+// signal itself unless SA_NODEFER) blocked for the call. SA_RESETHAND is
+// emulated on its saved entry (one call, SIG_DFL after), never by
+// resetting SIGBUS: that would remove our handler and the guards with it.
+inline void call_foreign(saved_disposition& d, int index, int sig, siginfo_t* info, void* context,
+                         const void* mark) noexcept {
+  const struct sigaction& prev = d.act;
   sigset_t block = prev.sa_mask;
   if ((prev.sa_flags & SA_NODEFER) == 0) ::sigaddset(&block, sig);
-  if (static_cast<unsigned>(prev.sa_flags) & SA_RESETHAND) {
-    struct sigaction dfl {};
-    dfl.sa_handler = SIG_DFL;
-    ::sigemptyset(&dfl.sa_mask);
-    ::sigaction(sig, &dfl, nullptr);
-  }
+  chain_call& c = current_chain();
+  const chain_call outer = c;
+  c.info = info;
+  c.context = context;
+  c.mark = mark;
+  c.index = index;
+  std::atomic_signal_fence(std::memory_order_seq_cst);
   sigset_t saved;
   ::pthread_sigmask(SIG_BLOCK, &block, &saved);
   if (prev.sa_flags & SA_SIGINFO)
@@ -136,39 +236,56 @@ inline void call_previous(const struct sigaction& prev, int sig, siginfo_t* info
   else
     prev.sa_handler(sig);
   ::pthread_sigmask(SIG_SETMASK, &saved, nullptr);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  c.info = outer.info;
+  c.context = outer.context;
+  c.mark = outer.mark;
+  c.index = outer.index;
 }
 
-// A SIGBUS that is not ours: behave as if our handler had never been there.
-inline void chain_sigbus(int sig, siginfo_t* info, void* context, int code) noexcept {
-  const struct sigaction prev = sigbus_globals().previous;
-  const bool is_default = (prev.sa_flags & SA_SIGINFO) ? is_our_handler(prev) : prev.sa_handler == SIG_DFL;
-  const bool is_ignore = (prev.sa_flags & SA_SIGINFO) == 0 && prev.sa_handler == SIG_IGN;
-  if (!is_default && !is_ignore) {
-    call_previous(prev, sig, info, context);
+// A SIGBUS no guard owns: behave as if our handler had never been there.
+// `mark` is an address in the handler's frame (stack depth).
+inline void chain_sigbus(int sig, siginfo_t* info, void* context, int code, const void* mark) noexcept {
+  sigbus_state& g = sigbus_globals();
+  int index = g.depth.load(std::memory_order_acquire) - 1;
+  // Called back by the foreign handler we are calling on this thread (it
+  // saved ours as its previous): continue below it instead of calling it
+  // again, which would recurse until the stack overflows. A stale record
+  // (that handler left by a jump) is told by the stack depth.
+  const chain_call& c = current_chain();
+  if (c.mark && std::less<const void*>()(mark, c.mark) && (c.info == info || c.context == context))
+    index = c.index - 1;
+  saved_disposition* d = index >= 0 ? &g.chain[index] : nullptr;
+  if (d && (static_cast<unsigned>(d->act.sa_flags) & SA_RESETHAND) &&
+      d->reset_done.load(std::memory_order_acquire))
+    d = nullptr;  // its one call happened: SIG_DFL now
+  if (!d || is_default_action(d->act)) {
+    take_default_action(sig, info, code);
     return;
   }
-  if (is_synchronous_fault(code)) {
-    // Put the old disposition back and return: the faulting access repeats
-    // and the kernel delivers SIGBUS to it (forcibly if it was ignored), so
-    // the process dies exactly as it would have without us.
-    struct sigaction restore = prev;
-    if (is_default) {
-      restore = {};
-      restore.sa_handler = SIG_DFL;
-      ::sigemptyset(&restore.sa_mask);
+  if (is_ignore_action(d->act)) {
+    if (!is_synchronous_fault(code)) return;  // sent or asynchronous: ignored
+    // The kernel forces a real fault through SIG_IGN; a queued one with the
+    // same code stays ignored. A real fault repeats at once at the same
+    // instruction and address: return once, take the default on the repeat.
+    chain_call& mine = current_chain();
+    const std::uintptr_t addr = info ? reinterpret_cast<std::uintptr_t>(info->si_addr) : 0;
+    const std::uintptr_t pc = interrupted_pc(context);
+    if (mine.ignored_code == code && mine.ignored_addr == addr && mine.ignored_pc == pc) {
+      mine.ignored_code = 0;
+      take_default_action(sig, info, code);
+      return;
     }
-    ::sigaction(sig, &restore, nullptr);
+    mine.ignored_code = code;
+    mine.ignored_addr = addr;
+    mine.ignored_pc = pc;
     return;
   }
-  if (is_ignore) return;  // a sent or asynchronous SIGBUS that was being ignored
-  // Sent (kill, tgkill, sigqueue) or asynchronous (BUS_MCEERR_AO) with the
-  // default action: terminate the way the default action does. SIGBUS is not
-  // blocked here (SA_NODEFER), so it is delivered as raise() returns.
-  struct sigaction dfl {};
-  dfl.sa_handler = SIG_DFL;
-  ::sigemptyset(&dfl.sa_mask);
-  ::sigaction(sig, &dfl, nullptr);
-  ::raise(sig);
+  if ((static_cast<unsigned>(d->act.sa_flags) & SA_RESETHAND) && d->reset_done.exchange(true)) {
+    take_default_action(sig, info, code);  // another thread made the one call first
+    return;
+  }
+  call_foreign(*d, index, sig, info, context, mark);
 }
 
 /// The handler: jumps back into the innermost guard covering the fault
@@ -198,49 +315,99 @@ inline void sigbus_handler(int sig, siginfo_t* info, void* context) noexcept {
       errno = saved_errno;
 #if defined(MAPDIRECT_ARCH_X86_64)
       if (ip) {
-        *ip = static_cast<greg_t>(f->resume_ip);  // rt_sigreturn resumes at the fix-up label
+        // rt_sigreturn resumes at the fix-up label with the interrupted
+        // code's mask (the copy routine itself, never a nested handler).
+        *ip = static_cast<greg_t>(f->resume_ip);
         return;
       }
 #endif
-      // savemask 0 on both sides: SA_NODEFER left SIGBUS unblocked and our
-      // sa_mask is empty, so there is no mask to restore (and no syscall).
+      // Restores the mask saved at the guard's entry (run_guarded), also
+      // when the fault was taken in another signal's handler.
       siglongjmp(f->env, 1);
     }
   }
-  chain_sigbus(sig, info, context, code);
+  volatile char mark = 0;
+  chain_sigbus(sig, info, context, code, const_cast<const char*>(&mark));
   errno = saved_errno;
+}
+
+// The install lock: a pid-owned spin lock taken with every signal blocked,
+// so a handler on the same thread can never wait for it (no self-deadlock),
+// and a child of fork() takes over a lock a parent's thread held at fork.
+inline void lock_install(sigbus_state& g, sigset_t& saved_mask) noexcept {
+  sigset_t all;
+  ::sigfillset(&all);
+  ::pthread_sigmask(SIG_BLOCK, &all, &saved_mask);  // raw: may run in a signal handler
+  const int me = static_cast<int>(::getpid());
+  for (;;) {
+    int owner = 0;
+    if (g.lock_owner.compare_exchange_weak(owner, me, std::memory_order_acquire)) return;
+    if (owner != 0 && owner != me) {
+      // Held by a thread of the process we were forked from: it does not exist here.
+      if (g.lock_owner.compare_exchange_strong(owner, me, std::memory_order_acquire)) return;
+      continue;
+    }
+    ::sched_yield();  // another thread of ours, running with all signals blocked
+  }
+}
+
+inline void unlock_install(sigbus_state& g, const sigset_t& saved_mask) noexcept {
+  g.lock_owner.store(0, std::memory_order_release);
+  ::pthread_sigmask(SIG_SETMASK, &saved_mask, nullptr);
+}
+
+// Publishes `a` as the disposition our handler calls first (before our
+// handler can run with it). False when the table is full.
+inline bool push_disposition(sigbus_state& g, const struct sigaction& a) noexcept {
+  const int n = g.depth.load(std::memory_order_relaxed);
+  if (n > 0 && !g.chain[n - 1].reset_done.load(std::memory_order_relaxed) && same_disposition(g.chain[n - 1].act, a))
+    return true;  // ours was removed and what it chains to put back: nothing new
+  if (n >= max_saved_dispositions) return false;
+  g.chain[n].act = a;
+  g.chain[n].reset_done.store(false, std::memory_order_relaxed);
+  g.depth.store(n + 1, std::memory_order_release);
+  return true;
 }
 
 /// Installs the handler (once; again if someone replaced it since). The
 /// replaced disposition becomes the one unowned SIGBUS signals chain to.
-/// Errors: sigaction errno codes.
+/// Safe from a signal handler and in a child of fork(). Errors: sigaction
+/// errno codes; EAGAIN after more than
+/// max_saved_dispositions take-overs from foreign handlers.
 __attribute__((noinline)) inline std::error_code install_sigbus_handler() noexcept {
   sigbus_state& g = sigbus_globals();
-  while (g.lock.test_and_set(std::memory_order_acquire)) ::sched_yield();
+  sigset_t saved_mask;
+  lock_install(g, saved_mask);
   std::error_code ec;
   struct sigaction current {};
   if (sys::sigaction(SIGBUS, nullptr, &current) != 0) {
     ec = fail_errno(errno, "sigaction(SIGBUS) (reading the current disposition)");
   } else if (!is_our_handler(current)) {
-    // Store the old disposition before ours can run, so the handler never
-    // reads a half-written one.
-    g.previous = current;
-    std::atomic_signal_fence(std::memory_order_seq_cst);
-    struct sigaction ours {};
-    ours.sa_sigaction = &sigbus_handler;
-    // SA_NODEFER: SIGBUS must not stay blocked after the jump (sigsetjmp(env, 0)
-    // restores no mask); SA_ONSTACK: use the thread's alternate stack if any.
-    ours.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
-    ::sigemptyset(&ours.sa_mask);
-    struct sigaction replaced {};
-    if (sys::sigaction(SIGBUS, &ours, &replaced) != 0) {
-      ec = fail_errno(errno, "sigaction(SIGBUS) (installing mapdirect's handler)");
-    } else if (!is_our_handler(replaced)) {
-      g.previous = replaced;  // changed by someone else between the two calls
+    // Saved and published before ours can run, so the handler never reads a
+    // half-written disposition.
+    if (!push_disposition(g, current)) {
+      set_detail("install_sigbus_handler: SIGBUS was taken over from %d foreign handlers already; "
+                 "install yours before mapdirect's instead of replacing it again and again",
+                 max_saved_dispositions);
+      ec = errno_code(EAGAIN);
+    } else {
+      struct sigaction ours {};
+      ours.sa_sigaction = &sigbus_handler;
+      // SA_NODEFER: SIGBUS must not stay blocked after a fix-up return or
+      // in a foreign handler we call; SA_ONSTACK: use the thread's
+      // alternate stack if any.
+      ours.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
+      ::sigemptyset(&ours.sa_mask);
+      struct sigaction replaced {};
+      if (sys::sigaction(SIGBUS, &ours, &replaced) != 0) {
+        ec = fail_errno(errno, "sigaction(SIGBUS) (installing mapdirect's handler)");
+      } else if (!is_our_handler(replaced) && !same_disposition(replaced, current)) {
+        (void)push_disposition(g, replaced);  // changed by someone else between the two calls
+      }
     }
   }
   if (!ec) g.installed.store(true, std::memory_order_release);
-  g.lock.clear(std::memory_order_release);
+  unlock_install(g, saved_mask);
   return ec;
 }
 
@@ -248,6 +415,18 @@ __attribute__((noinline)) inline std::error_code install_sigbus_handler() noexce
 inline std::error_code ensure_sigbus_handler() noexcept {
   if (sigbus_globals().installed.load(std::memory_order_acquire)) return {};
   return install_sigbus_handler();
+}
+
+/// Forgets every guard of this thread (after a non-local exit out of one).
+inline void reset_thread_guards() noexcept {
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  current_guard() = nullptr;
+  chain_call& c = current_chain();
+  c.info = nullptr;
+  c.context = nullptr;
+  c.mark = nullptr;
+  c.index = -1;
+  std::atomic_signal_fence(std::memory_order_seq_cst);
 }
 
 }  // namespace detail
