@@ -319,12 +319,16 @@ TEST_CASE("seal: ENOSPC midway (after some holes were filled) keeps size and dat
   CHECK(f.size() == 4 * MiB);
   CHECK((f.read_all() == before));  // as bool: printing megabytes would drown the report
 
-  // Extending: ENOSPC while writing after the file grew rolls the size back.
+  // Extending: ENOSPC while writing back the converted pages after the file
+  // grew rolls the size back (the first fdatasync is the one before scanning).
   struct enospc_on_write : syscall_interposer {
-    ssize_t pwrite(int fd, const void* buf, std::size_t n, off_t off) noexcept override {
-      (void)fd, (void)buf, (void)n, (void)off;
-      errno = ENOSPC;
-      return -1;
+    int calls = 0;
+    int fdatasync(int fd) noexcept override {
+      if (++calls >= 2) {
+        errno = ENOSPC;
+        return -1;
+      }
+      return syscall_interposer::fdatasync(fd);
     }
   } wp;
   REQUIRE(::fallocate(f.fd(), FALLOC_FL_KEEP_SIZE, static_cast<off_t>(4 * MiB), static_cast<off_t>(MiB)) == 0);
