@@ -17,6 +17,7 @@
 
 #include "config.hpp"
 #include "detail/descriptor.hpp"
+#include "detail/durability.hpp"
 #include "detail/guard_copy.hpp"
 #include "detail/guard_maps.hpp"
 #include "detail/seal_registry.hpp"
@@ -416,7 +417,13 @@ inline access_result<void> repair_range(const guard_range& map, std::size_t offs
                                static_cast<unsigned long long>(at + done)));
     done += static_cast<std::size_t>(w);
   }
-  if (sys::fdatasync(out.fd) != 0) return access_error(fail_errno(errno, "repair: fdatasync after the rewrite"));
+  if (sys::fdatasync(out.fd) != 0) {
+    const int e = errno;
+    struct stat st {};
+    // The write-back error may be this file's only report of lost data.
+    if (is_writeback_error(e) && sys::fstat(map.fd, &st) == 0) durability_registry::mark_lost(st.st_dev, st.st_ino);
+    return access_error(fail_errno(e, "repair: fdatasync after the rewrite"));
+  }
   // Drop this mapping's translations of the range: a page-cache page that was
   // poisoned leaves a hwpoison entry in the page table that would keep
   // faulting although the file now holds good data. Harmless for a shared

@@ -18,6 +18,7 @@
 
 #include "config.hpp"
 #include "detail/descriptor.hpp"
+#include "detail/durability.hpp"
 #include "detail/fiemap.hpp"
 #include "detail/seal_lease.hpp"
 #include "detail/seal_registry.hpp"
@@ -242,11 +243,20 @@ inline std::error_code seal_errno(int e, const char* what) noexcept {
   return fail_errno(e, what);
 }
 
+// fdatasync, retried on EINTR. A write-back error it reports may be the only
+// report of lost data (consumed for a description shared with the caller),
+// so it marks the file durability-lost process-wide (durability.hpp).
 inline int fdatasync_retry(int fd) noexcept {
   int rc;
   do {
     rc = sys::fdatasync(fd);
   } while (rc != 0 && errno == EINTR);
+  if (rc != 0 && is_writeback_error(errno)) {
+    const int saved = errno;
+    struct stat st {};
+    if (sys::fstat(fd, &st) == 0) durability_registry::mark_lost(st.st_dev, st.st_ino);
+    errno = saved;
+  }
   return rc;
 }
 

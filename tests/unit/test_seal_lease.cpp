@@ -213,3 +213,25 @@ TEST_CASE("lease: a changed lease signal or owner on the shared description is r
     REQUIRE(s.value().release());
   }
 }
+
+TEST_CASE("lease: a second seal on a leased file neither reopens it nor breaks the lease", "[seal][lease]") {
+  temp_file f(mdtest::test_dir(), 64 * 1024);
+  auto s = iomap_seal::acquire(f.fd(), 0, 0, leased());
+  if (!s && s.error().category() == std::system_category() &&
+      (s.error().value() == EACCES || s.error().value() == EINVAL)) {
+    WARN("skipped: leases unavailable here: " << last_error_detail());
+    return;
+  }
+  INFO(last_error_detail());
+  REQUIRE(s);
+  seal_options plain;
+  plain.allow_unverifiable = true;
+  auto t = iomap_seal::acquire(f.fd(), 0, 0, plain);
+  INFO(last_error_detail());
+  REQUIRE(t);
+  CHECK_FALSE(s.value().lease_broken());
+  CHECK_FALSE(wait_readable(s.value().lease_event_fd(), 0));
+  REQUIRE(t.value().release());
+  CHECK_FALSE(s.value().lease_broken());
+  REQUIRE(s.value().release());
+}
