@@ -296,9 +296,11 @@ inline int dirty_range(int fd, std::uint64_t start, std::uint64_t n, std::uint64
     });
     (void)sys::munmap(p, len);
     if (!touched) {
-      const errc e = static_cast<errc>(touched.error().value());
-      if (touched.error().category() == error_category() && e == errc::beyond_eof) return 0;  // shrank: verify tells
-      return touched.error().is_fault() ? EIO : (touched.error().value() ? touched.error().value() : EIO);
+      const access_error& e = touched.error();
+      if (e.category() == error_category() && e.value() == static_cast<int>(errc::beyond_eof))
+        return 0;  // the file shrank under us: verify tells
+      if (!e.is_fault() && e.category() == std::system_category() && e.value() != 0) return e.value();
+      return EIO;  // a page faulted (I/O error, poison) or the guard was unavailable
     }
     pos += len;
   }
