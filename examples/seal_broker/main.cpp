@@ -42,6 +42,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <poll.h>
 #include <pwd.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -418,10 +419,35 @@ int run_broker(const char* dir, bool self_check) {
       if (thread.joinable()) thread.join();
     }
   } join_relay{relay, sv[0]};
+  // The worker gets the leased open file description itself: a write lease
+  // is granted only to a file's sole description, so a separately opened one
+  // for the worker would make the lease impossible. Through it the worker
+  // could release the lease or change its signal/owner (even to a deadly
+  // signal): the lease is advisory against the worker, and the broker checks
+  // for such changes on every notice and periodically (lease_compromised()).
   if (!send_fd(sv[0], fd, path)) return die("broker: sendmsg(SCM_RIGHTS)");
   ::close(fd);  // from here on only the seal's and the worker's descriptors remain
   char done = 0;
-  const ssize_t got = ::recv(sv[0], &done, 1, 0);
+  ssize_t got = -1;
+  bool compromised = false;
+  for (;;) {
+    pollfd p[2] = {{sv[0], POLLIN, 0}, {seal.lease_event_fd(), POLLIN, 0}};
+    const int n = ::poll(p, seal.has_lease() ? 2 : 1, 200);
+    if (n < 0 && errno != EINTR) return die("broker: poll");
+    if (!compromised && seal.has_lease() && seal.lease_compromised()) {
+      compromised = true;
+      std::fprintf(stderr, "seal_broker: lease COMPROMISED: its signal or owner was changed through the worker's "
+                           "descriptor; conflicting opens may go unnoticed\n");
+    }
+    if (seal.has_lease() && (p[1].revents & POLLIN)) {
+      std::uint64_t count = 0;  // drain: the break is remembered by lease_broken()
+      (void)!::read(p[1].fd, &count, sizeof count);
+    }
+    if (n > 0 && (p[0].revents & (POLLIN | POLLHUP | POLLERR))) {
+      got = ::recv(sv[0], &done, 1, 0);
+      break;
+    }
+  }
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
@@ -441,7 +467,11 @@ int run_broker(const char* dir, bool self_check) {
     if (r.seq == i + 1 && r.checksum == fnv1a(&r, offsetof(record, checksum))) ++good;
   }
   std::printf("broker: %zu/%zu records intact\n", good, record_count);
-  if (seal.has_lease()) std::printf("broker: lease %s\n", seal.lease_broken() ? "BROKEN" : "intact (no conflicting open)");
+  if (seal.has_lease())
+    std::printf("broker: lease %s\n", seal.lease_compromised() ? "COMPROMISED"
+                                       : seal.lease_broken()    ? "BROKEN"
+                                                                : "intact (no conflicting open, signal and owner unchanged)");
+  if (compromised) return 1;
   if (seal.verified()) {
     auto v = seal.verify();
     if (!v) return die_md("broker: verify", v.error());

@@ -44,6 +44,7 @@ enum class errc {
   block_map_unstable,       ///< the block map still has holes, unwritten or shared extents
   lease_broken,             ///< another process opened the file for writing or truncated it
   durability_lost,          ///< an earlier flush failed: dirty data may have been dropped
+  lease_compromised,        ///< the lease's signal or owner was changed through a shared description
 };
 
 namespace detail {
@@ -66,6 +67,7 @@ class errc_category_impl final : public std::error_category {
       case errc::block_map_unstable: return "block map has holes, unwritten or shared extents";
       case errc::lease_broken: return "file lease broken by a conflicting open or truncate";
       case errc::durability_lost: return "an earlier flush failed; dirty data may have been lost";
+      case errc::lease_compromised: return "file lease compromised: its signal or owner was changed by another holder of the description";
     }
     return "unknown mapdirect error";
   }
@@ -84,7 +86,8 @@ class errc_category_impl final : public std::error_category {
       case errc::invalid_argument: return std::errc::invalid_argument;
       case errc::not_mapped: return std::errc::bad_file_descriptor;
       case errc::block_map_unstable: return std::errc::no_space_on_device;
-      case errc::lease_broken: return std::errc::resource_unavailable_try_again;
+      case errc::lease_broken:
+      case errc::lease_compromised: return std::errc::resource_unavailable_try_again;
     }
     return std::error_condition(value, *this);
   }

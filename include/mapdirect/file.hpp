@@ -3,6 +3,9 @@
 // refuses with errc::sealed while this process holds an iomap_seal on the
 // file (identified by st_dev and st_ino, so any descriptor of the file is
 // covered), and maps the kernel's ETXTBSY (a native seal) to errc::sealed.
+// The check and the change are atomic against an iomap_seal acquired
+// concurrently by another thread (see blockmap_changes). Thread-safe; they
+// open and close no descriptor, so the process's POSIX record locks stay.
 #ifndef MAPDIRECT_FILE_HPP
 #define MAPDIRECT_FILE_HPP
 
@@ -11,9 +14,12 @@
 #include "detail/syscall.hpp"
 #include "error.hpp"
 
+#include <atomic>
 #include <cerrno>
 #include <cstdint>
 #include <limits>
+
+#include <sched.h>
 
 #include <fcntl.h>
 #include <linux/falloc.h>
@@ -22,17 +28,54 @@
 MAPDIRECT_BEGIN_NAMESPACE
 
 namespace detail {
-// fstat + the seal check shared by every helper. Sets `st` on success.
-inline std::error_code check_unsealed(int fd, const char* what, struct stat& st) noexcept {
-  if (fd < 0) return fail(errc::invalid_argument, "%s: negative file descriptor %d", what, fd);
-  if (sys::fstat(fd, &st) != 0) return fail_errno(errno, what);
-  if (!S_ISREG(st.st_mode)) return fail(errc::invalid_argument, "%s: not a regular file", what);
-  if (const std::size_t n = seal_registry::count(st.st_dev, st.st_ino))
-    return fail(errc::sealed, "%s: refused: %zu iomap_seal(s) held on this file (device %llu, inode %llu); release "
-                "them first", what, n, static_cast<unsigned long long>(st.st_dev),
-                static_cast<unsigned long long>(st.st_ino));
-  return {};
-}
+/// Block-map changes by these helpers in flight, counted per inode bucket.
+/// Why: the seal check and the ftruncate/fallocate are two steps. A helper
+/// counts itself in before it checks, and iomap_seal::acquire registers its
+/// seal before it waits here for the bucket to drain: so either the helper
+/// sees the seal and refuses, or the seal waits until the helper's change is
+/// done and then stabilises (and verifies) the result.
+struct blockmap_changes {
+  static constexpr std::size_t buckets = 64;
+  static std::atomic<unsigned>& bucket(ino_t ino) noexcept {
+    static std::atomic<unsigned> in_flight[buckets];  // static storage: zero-initialised
+    return in_flight[static_cast<std::size_t>(ino) % buckets];
+  }
+  /// Waits until no helper change on a file of this bucket is in flight.
+  static void wait_idle(ino_t ino) noexcept {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    while (bucket(ino).load(std::memory_order_seq_cst) != 0) ::sched_yield();
+  }
+};
+
+/// One helper's change: fstat + the seal check, counted in blockmap_changes
+/// until destroyed. Sets `st` on success.
+class unsealed_change {
+ public:
+  unsealed_change() noexcept = default;
+  ~unsealed_change() {
+    if (counted_) blockmap_changes::bucket(ino_).fetch_sub(1, std::memory_order_seq_cst);
+  }
+  unsealed_change(const unsealed_change&) = delete;
+  unsealed_change& operator=(const unsealed_change&) = delete;
+
+  std::error_code begin(int fd, const char* what, struct stat& st) noexcept {
+    if (fd < 0) return fail(errc::invalid_argument, "%s: negative file descriptor %d", what, fd);
+    if (sys::fstat(fd, &st) != 0) return fail_errno(errno, what);
+    if (!S_ISREG(st.st_mode)) return fail(errc::invalid_argument, "%s: not a regular file", what);
+    ino_ = st.st_ino;
+    blockmap_changes::bucket(ino_).fetch_add(1, std::memory_order_seq_cst);
+    counted_ = true;
+    if (const std::size_t n = seal_registry::count(st.st_dev, st.st_ino))
+      return fail(errc::sealed, "%s: refused: %zu iomap_seal(s) held on this file (device %llu, inode %llu); release "
+                  "them first", what, n, static_cast<unsigned long long>(st.st_dev),
+                  static_cast<unsigned long long>(st.st_ino));
+    return {};
+  }
+
+ private:
+  ino_t ino_ = 0;
+  bool counted_ = false;
+};
 
 inline std::error_code file_errno(int e, const char* what) noexcept {
   if (e == ETXTBSY) return fail(errc::sealed, "%s: ETXTBSY (the block map is sealed by the kernel)", what);
@@ -50,7 +93,8 @@ inline bool fits_off_t(std::uint64_t v) noexcept {
 inline result<void> resize_file(int fd, std::uint64_t size) noexcept {
   detail::clear_detail();
   struct stat st {};
-  if (auto ec = detail::check_unsealed(fd, "resize_file", st)) return ec;
+  detail::unsealed_change change;
+  if (auto ec = change.begin(fd, "resize_file", st)) return ec;
   if (!detail::fits_off_t(size)) return detail::fail(errc::invalid_argument, "resize_file: size beyond off_t");
   if (detail::sys::ftruncate(fd, static_cast<off_t>(size)) != 0) return detail::file_errno(errno, "resize_file: ftruncate");
   return outcome::success();
@@ -62,7 +106,8 @@ inline result<void> resize_file(int fd, std::uint64_t size) noexcept {
 inline result<void> truncate_file(int fd, std::uint64_t size) noexcept {
   detail::clear_detail();
   struct stat st {};
-  if (auto ec = detail::check_unsealed(fd, "truncate_file", st)) return ec;
+  detail::unsealed_change change;
+  if (auto ec = change.begin(fd, "truncate_file", st)) return ec;
   if (size > static_cast<std::uint64_t>(st.st_size))
     return detail::fail(errc::invalid_argument, "truncate_file: %llu is larger than the file (%lld bytes); use extend_file",
                         static_cast<unsigned long long>(size), static_cast<long long>(st.st_size));
@@ -79,7 +124,8 @@ inline result<void> truncate_file(int fd, std::uint64_t size) noexcept {
 inline result<void> extend_file(int fd, std::uint64_t size, bool preallocate = true) noexcept {
   detail::clear_detail();
   struct stat st {};
-  if (auto ec = detail::check_unsealed(fd, "extend_file", st)) return ec;
+  detail::unsealed_change change;
+  if (auto ec = change.begin(fd, "extend_file", st)) return ec;
   const auto old_size = static_cast<std::uint64_t>(st.st_size);
   if (size < old_size)
     return detail::fail(errc::invalid_argument, "extend_file: %llu is below the file's size (%llu); use truncate_file",
@@ -106,7 +152,8 @@ inline result<void> extend_file(int fd, std::uint64_t size, bool preallocate = t
 inline result<void> punch_hole(int fd, std::uint64_t offset, std::uint64_t length) noexcept {
   detail::clear_detail();
   struct stat st {};
-  if (auto ec = detail::check_unsealed(fd, "punch_hole", st)) return ec;
+  detail::unsealed_change change;
+  if (auto ec = change.begin(fd, "punch_hole", st)) return ec;
   if (length == 0) return detail::fail(errc::invalid_argument, "punch_hole: length 0");
   if (!detail::fits_off_t(offset) || length > static_cast<std::uint64_t>(std::numeric_limits<off_t>::max()) - offset)
     return detail::fail(errc::invalid_argument, "punch_hole: range overflows off_t");

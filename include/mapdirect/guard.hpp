@@ -32,14 +32,18 @@
 #define MAPDIRECT_GUARD_HPP
 
 #include "config.hpp"
+#include "detail/descriptor.hpp"
+#include "detail/durability.hpp"
 #include "detail/guard_copy.hpp"
 #include "detail/guard_maps.hpp"
+#include "detail/seal_registry.hpp"
 #include "detail/sigbus.hpp"
 #include "detail/syscall.hpp"
 #include "error.hpp"
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <new>
@@ -375,7 +379,11 @@ namespace detail {
 
 /// direct_mapping::repair: pwrite [offset, offset+n) of `map` (a mapping of
 /// map.fd at map.file_offset), fdatasync, then read it back through the
-/// mapping under a guard. The caller checked the range.
+/// mapping under a guard. The caller checked the range. A descriptor open
+/// with O_APPEND (pwrite would append) or O_DIRECT (unaligned buffers
+/// refused) is not written through: a description of mapdirect's own is
+/// (closed keeping the process's record locks); failing that, O_DIRECT goes
+/// through a page-aligned copy and O_APPEND is refused before any write.
 inline access_result<void> repair_range(const guard_range& map, std::size_t offset, const void* src, std::size_t n,
                                         std::size_t page) noexcept {
   if (offset % page != 0 || n % page != 0)
@@ -387,8 +395,44 @@ inline access_result<void> repair_range(const guard_range& map, std::size_t offs
   if (!src) return access_error(fail(errc::invalid_argument, "repair: null source with %zu bytes", n));
   const auto* from = static_cast<const unsigned char*>(src);
   const std::uint64_t at = map.file_offset + offset;
+  struct writer {
+    int fd = -1;
+    int own = -1;                 // our own description, closed keeping record locks
+    unsigned char* bounce = nullptr;  // page-aligned copy for an O_DIRECT dup
+    ~writer() {
+      if (own >= 0) close_keeping_locks_quietly(own);
+      std::free(bounce);
+    }
+  } out;
+  out.fd = map.fd;
+  const int fl = sys::fcntl(map.fd, F_GETFL);
+  if (fl < 0) return access_error(fail_errno(errno, "repair: fcntl(F_GETFL)"));
+  if (fl & (O_APPEND | O_DIRECT)) {
+    struct stat st {};
+    // Never reopen a file a seal of this process leases: the open would break the lease.
+    const bool leased = sys::fstat(map.fd, &st) == 0 && seal_registry::leased(st.st_dev, st.st_ino);
+    const own_descriptor d = reopen_description(map.fd, O_RDWR, leased);
+    if (d.fd < 0) return access_error(fail_errno(errno, "repair: reopening the file"));
+    if (d.own_description) {
+      out.fd = out.own = d.fd;
+    } else {
+      close_keeping_locks_quietly(d.fd);
+      if (fl & O_APPEND)
+        return access_error(fail(errc::invalid_argument,
+                                 "repair: the mapping's descriptor is open with O_APPEND (pwrite would append instead "
+                                 "of rewriting offset %llu) and a description of its own could not be opened (%s); "
+                                 "nothing was written",
+                                 static_cast<unsigned long long>(at), errno_name(d.reopen_error)));
+      void* aligned = nullptr;
+      if (::posix_memalign(&aligned, page, n) != 0)
+        return access_error(fail_errno(ENOMEM, "repair: aligned buffer for the O_DIRECT descriptor"));
+      out.bounce = static_cast<unsigned char*>(aligned);
+      std::memcpy(out.bounce, from, n);
+      from = out.bounce;
+    }
+  }
   for (std::size_t done = 0; done < n;) {
-    const ssize_t w = sys::pwrite(map.fd, from + done, n - done, static_cast<off_t>(at + done));
+    const ssize_t w = sys::pwrite(out.fd, from + done, n - done, static_cast<off_t>(at + done));
     if (w < 0 && errno == EINTR) continue;
     if (w < 0 && errno == EIO) {
       struct utsname u {};
@@ -406,7 +450,13 @@ inline access_result<void> repair_range(const guard_range& map, std::size_t offs
                                static_cast<unsigned long long>(at + done)));
     done += static_cast<std::size_t>(w);
   }
-  if (sys::fdatasync(map.fd) != 0) return access_error(fail_errno(errno, "repair: fdatasync after the rewrite"));
+  if (sys::fdatasync(out.fd) != 0) {
+    const int e = errno;
+    struct stat st {};
+    // The write-back error may be this file's only report of lost data.
+    if (is_writeback_error(e) && sys::fstat(map.fd, &st) == 0) durability_registry::mark_lost(st.st_dev, st.st_ino);
+    return access_error(fail_errno(e, "repair: fdatasync after the rewrite"));
+  }
   // Drop this mapping's translations of the range: a page-cache page that was
   // poisoned leaves a hwpoison entry in the page table that would keep
   // faulting although the file now holds good data. Harmless for a shared

@@ -9,20 +9,25 @@
 // and MAPDIRECT_MAP_DIRECT_FLAG are defined.
 //
 // Stabilised (mainline kernels): every block of the range is made allocated,
-// written and unshared (fallocate, FIEMAP, zero/rewrite, unshare, fdatasync)
-// and verified with FIEMAP. Nothing stops another process from changing the
+// written and unshared (fallocate, FIEMAP, unshare, dirtying pages in place,
+// fdatasync) and verified with FIEMAP. Nothing stops another process from changing the
 // block map afterwards; mapdirect's own helpers (file.hpp) refuse while the
 // seal is held, and an optional write lease reports conflicting opens.
 #ifndef MAPDIRECT_SEAL_HPP
 #define MAPDIRECT_SEAL_HPP
 
 #include "config.hpp"
+#include "detail/descriptor.hpp"
+#include "detail/durability.hpp"
 #include "detail/fiemap.hpp"
 #include "detail/seal_lease.hpp"
 #include "detail/seal_registry.hpp"
 #include "detail/syscall.hpp"
 #include "error.hpp"
+#include "file.hpp"
+#include "guard.hpp"
 
+#include <atomic>
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
@@ -32,6 +37,7 @@
 
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 
@@ -88,7 +94,7 @@ struct seal_options {
 struct seal_report {
   std::uint64_t extents = 0;          ///< extents covering the range afterwards (0 when unverified)
   std::uint64_t allocated_bytes = 0;  ///< bytes of holes (and delayed allocation) found before
-  std::uint64_t zeroed_bytes = 0;     ///< bytes of unwritten extents converted by rewriting them
+  std::uint64_t zeroed_bytes = 0;     ///< bytes of unwritten extents converted (pages dirtied in place, written back)
   std::uint64_t unshared_bytes = 0;   ///< bytes of shared extents unshared (FALLOC_FL_UNSHARE_RANGE or rewrite)
   bool rewrote_shared = false;        ///< unsharing used a copy-on-write rewrite (no FALLOC_FL_UNSHARE_RANGE)
   bool verified = false;              ///< FIEMAP confirmed the range stable (false only with allow_unverifiable)
@@ -96,8 +102,20 @@ struct seal_report {
 };
 
 /// A move-only RAII seal on the block map of (fd, offset, length). The seal
-/// keeps its own duplicate of fd. The destructor releases and never throws;
-/// release() reports errors.
+/// keeps a descriptor of its own: a new open file description of the file
+/// (so the caller's O_APPEND, O_DIRECT or O_NONBLOCK never apply to it), or,
+/// with seal_options::lease (a write lease needs the file's only
+/// description) or when the reopen is refused, a duplicate of fd. It never
+/// releases the process's POSIX record locks: its descriptor's close is
+/// deferred while the process holds any on the file. The destructor releases
+/// and never throws; release() reports errors.
+///
+/// Thread-safety: distinct seals may be used from any threads; one seal's
+/// const members (verify, lease_broken, lease_compromised) may run
+/// concurrently, release/move need exclusive access. acquire is atomic
+/// against file.hpp's helpers running in other threads. Fork: the child
+/// inherits the descriptor but not the lease's notices (signals go to the
+/// parent); release the seal in the child only if the child owns it.
 ///
 /// What a stabilised seal cannot see: block-map changes by other processes
 /// (or by this one bypassing file.hpp) are not prevented; verify() detects
@@ -121,8 +139,14 @@ class iomap_seal {
   iomap_seal& operator=(const iomap_seal&) = delete;
   ~iomap_seal() { (void)release(); }
 
-  /// Seals [offset, offset+length) of fd (opened O_RDWR); length 0 means to
-  /// the end of the file. Do not write the range concurrently while acquiring.
+  /// Seals [offset, offset+length) of fd (any O_RDWR descriptor, O_APPEND
+  /// and O_DIRECT ones included); length 0 means to the end of the file.
+  /// Unwritten, shared and hole blocks are made written by dirtying each
+  /// page through a shared mapping with an atomic compare-and-swap of a byte
+  /// with its own value, never by reading and writing data back: a store by
+  /// another thread or process into the range while acquiring is never
+  /// overwritten (only where the file system cannot be mapped does a
+  /// read-and-write-back remain, whose window is one chunk).
   /// On failure the file's size and every existing byte are unchanged; blocks
   /// allocated before the failure stay allocated (and read as zeros).
   /// Errors: errc::invalid_argument, errc::beyond_eof (range past EOF without
@@ -147,19 +171,28 @@ class iomap_seal {
   /// The sealed range.
   std::uint64_t offset() const noexcept { return offset_; }
   std::uint64_t length() const noexcept { return length_; }
-  /// The seal's own descriptor (a duplicate of acquire's fd), or -1.
+  /// The seal's own descriptor (its own description, or with a lease a duplicate of acquire's fd), or -1.
   int native_handle() const noexcept { return fd_; }
 
   /// Re-checks the range now; returns the number of extents covering it.
-  /// Errors: errc::not_mapped (empty seal), errc::lease_broken,
+  /// Errors: errc::not_mapped (empty seal), errc::lease_compromised (the
+  /// lease's signal or owner was changed), errc::lease_broken,
   /// errc::block_map_unstable (detail names the first offending byte),
   /// errc::block_map_unverifiable (no FIEMAP), fstat/FIEMAP errno codes.
   result<std::uint64_t> verify() const noexcept;
 
   /// True when a lease was taken and has since been broken by another open
-  /// or a truncate. The lease break time (/proc/sys/fs/lease-break-time)
-  /// then runs: release() promptly to let the opener proceed.
+  /// or a truncate, is no longer held, or is compromised (it can no longer be
+  /// trusted to notice). The lease break time (/proc/sys/fs/lease-break-time)
+  /// then runs: release() promptly to let the opener proceed. Signals sent by
+  /// processes (kill, sigqueue) never count as a break.
   bool lease_broken() const noexcept { return lease_.broken(); }
+  /// True when the lease's signal (F_SETSIG) or owner (F_SETOWN_EX) on its
+  /// open file description was changed after acquire: a process sharing the
+  /// description (one it was passed to) can silence, redirect or weaponise
+  /// the notice. A lease on a description shared with a less-trusted process
+  /// is only advisory; poll this (and lease_broken()) periodically.
+  bool lease_compromised() const noexcept { return lease_.compromised(); }
   /// An eventfd that becomes readable when the lease breaks (for poll/epoll),
   /// or -1 without a lease. Owned by the seal.
   int lease_event_fd() const noexcept { return lease_.event_fd(); }
@@ -210,17 +243,75 @@ inline std::error_code seal_errno(int e, const char* what) noexcept {
   return fail_errno(e, what);
 }
 
+// fdatasync, retried on EINTR. A write-back error it reports may be the only
+// report of lost data (consumed for a description shared with the caller),
+// so it marks the file durability-lost process-wide (durability.hpp).
 inline int fdatasync_retry(int fd) noexcept {
   int rc;
   do {
     rc = sys::fdatasync(fd);
   } while (rc != 0 && errno == EINTR);
+  if (rc != 0 && is_writeback_error(errno)) {
+    const int saved = errno;
+    struct stat st {};
+    if (sys::fstat(fd, &st) == 0) durability_registry::mark_lost(st.st_dev, st.st_ino);
+    errno = saved;
+  }
   return rc;
 }
 
-// Reads [start, start+n) and writes the same bytes back (clipped to
-// `file_size`), so every block becomes written (and, on a reflinked
-// extent, privately copied) without changing any byte. Returns 0 or errno.
+// Dirties every page of [start, start+n) (clipped to `file_size`) without
+// changing a byte: through a shared mapping of fd, one compare-and-swap per
+// page of a byte with its own value. The CAS is atomic against every other
+// store to that byte (another process's write(2), a store through any
+// mapping), so unlike reading and writing data back it can never put stale
+// bytes over a concurrent store; and the description's O_APPEND/O_DIRECT do
+// not apply to mappings. The write fault and the caller's fdatasync then
+// convert unwritten extents, allocate holes and copy shared extents (on
+// ext4 and XFS, written-back dirty pages are what turns an unwritten extent
+// into a written one; FALLOC_FL_ZERO_RANGE would leave ext4 extents
+// unwritten and would zero a concurrent store). Returns 0, ENODEV when the
+// file cannot be mapped (caller falls back), EIO when a page faulted, or
+// the mmap errno.
+inline int dirty_range(int fd, std::uint64_t start, std::uint64_t n, std::uint64_t file_size) noexcept {
+  if (start >= file_size) return 0;
+  if (n > file_size - start) n = file_size - start;
+  const std::uint64_t page = sys::page_size();
+  const std::uint64_t end = start + n;
+  std::uint64_t pos = start - start % page;
+  constexpr std::uint64_t window = std::uint64_t{64} << 20;  // bounds address space, not I/O
+  while (pos < end) {
+    const std::size_t len = static_cast<std::size_t>(end - pos < window ? end - pos : window);
+    void* p = sys::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, static_cast<off_t>(pos));
+    if (p == MAP_FAILED) return errno == EINVAL || errno == EACCES ? ENODEV : errno;
+    unsigned char* base = static_cast<unsigned char*>(p);
+    auto touched = with_guard(guard_range{base, len, fd, pos}, [base, len, page]() noexcept {
+      for (std::size_t off = 0; off < len; off += static_cast<std::size_t>(page)) {
+        // volatile: an idempotent atomic must not be turned into a plain load.
+        volatile unsigned char* b = base + off;
+        unsigned char v = __atomic_load_n(b, __ATOMIC_RELAXED);
+        while (!__atomic_compare_exchange_n(b, &v, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+        }
+      }
+    });
+    (void)sys::munmap(p, len);
+    if (!touched) {
+      const access_error& e = touched.error();
+      if (e.category() == error_category() && e.value() == static_cast<int>(errc::beyond_eof))
+        return 0;  // the file shrank under us: verify tells
+      if (!e.is_fault() && e.category() == std::system_category() && e.value() != 0) return e.value();
+      return EIO;  // a page faulted (I/O error, poison) or the guard was unavailable
+    }
+    pos += len;
+  }
+  return 0;
+}
+
+// Fallback where the file cannot be mapped: reads [start, start+n) and
+// writes the same bytes back (clipped to `file_size`). A store by another
+// process between a chunk's read and its write is overwritten with the old
+// bytes (window: one chunk of up to 1 MiB); so it runs only where
+// dirty_range cannot. Returns 0 or errno.
 inline int rewrite_range(int fd, std::uint64_t start, std::uint64_t n, std::uint64_t file_size) noexcept {
   if (start >= file_size) return 0;
   if (n > file_size - start) n = file_size - start;
@@ -315,6 +406,27 @@ inline std::error_code stabilise(int fd, std::uint64_t offset, std::uint64_t end
     }
   }
 
+  // Where mapping is impossible, pages are written back with pwrite, which
+  // O_APPEND would turn into appends and O_DIRECT refuse unaligned.
+  const int fl = sys::fcntl(fd, F_GETFL);
+  const bool pwrite_unsafe = fl < 0 || (fl & (O_APPEND | O_DIRECT)) != 0;
+  bool refused = false;
+  auto make_written = [&](std::uint64_t start, std::uint64_t n, std::uint64_t file_size) noexcept {
+    const int r = dirty_range(fd, start, n, file_size);
+    if (r != ENODEV) return r;
+    if (pwrite_unsafe) {
+      refused = true;
+      return EINVAL;
+    }
+    return rewrite_range(fd, start, n, file_size);
+  };
+  auto refusal = [&]() noexcept {
+    return fail(errc::invalid_argument,
+                "seal: the file cannot be mapped here and its descriptor is open with O_APPEND or O_DIRECT, so its "
+                "blocks cannot be written in place; size and data are unchanged (pass a descriptor without "
+                "O_APPEND/O_DIRECT)");
+  };
+
   // 1. Allocate holes (only holes), without changing the size.
   int err = walk_block_map(fd, offset, length, 0, [&](std::uint64_t start, std::uint64_t n, unsigned p) {
     if (!(p & extent_hole)) return 0;
@@ -322,14 +434,15 @@ inline std::error_code stabilise(int fd, std::uint64_t offset, std::uint64_t end
       report.allocated_bytes += n;
       return 0;
     }
-    // No fallocate here: a rewrite of the hole allocates it (within EOF).
+    // No fallocate here: dirtying the hole's pages allocates it (within EOF).
     if (errno == EOPNOTSUPP) {
       report.allocated_bytes += n;
-      return rewrite_range(fd, start, n, old_size);
+      return make_written(start, n, old_size);
     }
     return errno;
   });
   report.allocated_bytes += before.delalloc_bytes;
+  if (refused) return refusal();
   if (err != 0) return seal_errno(err, "seal: allocating holes (fallocate)");
 
   // 2. Grow the file now that every block it gains is reserved.
@@ -340,8 +453,9 @@ inline std::error_code stabilise(int fd, std::uint64_t offset, std::uint64_t end
   }
   const std::uint64_t size = end > old_size ? end : old_size;
 
-  // 3. Unshare reflinked extents; 4. write unwritten ones (by rewriting what
-  // they read, so no byte changes even if the scan raced a writer).
+  // 3. Unshare reflinked extents; 4. make unwritten ones written by dirtying
+  // their pages in place (dirty_range: no byte is ever written back, so a
+  // concurrent store is never lost).
   bool unshare_supported = true;
   err = walk_block_map(fd, offset, length, 0, [&](std::uint64_t start, std::uint64_t n, unsigned p) {
     if (p & extent_shared) {
@@ -351,18 +465,19 @@ inline std::error_code stabilise(int fd, std::uint64_t offset, std::uint64_t end
       } else if (!unshare_supported || errno == EOPNOTSUPP || errno == EINVAL) {
         unshare_supported = false;
         report.rewrote_shared = true;
-        if (const int r = rewrite_range(fd, start, n, size)) return r;
+        if (const int r = make_written(start, n, size)) return r;
         report.unshared_bytes += n;
       } else {
         return errno;
       }
     }
     if (p & (extent_unwritten | extent_not_plain)) {
-      if (const int r = rewrite_range(fd, start, n, size)) return r;
+      if (const int r = make_written(start, n, size)) return r;
       if (p & extent_unwritten) report.zeroed_bytes += n;
     }
     return 0;
   });
+  if (refused) return fail_with(refusal());
   if (err != 0) return fail_with(seal_errno(err, "seal: unsharing or writing extents"));
 
   // 5. Make it durable, then 6. verify.
@@ -432,11 +547,31 @@ inline result<iomap_seal> iomap_seal::acquire(int fd, std::uint64_t offset, std:
   iomap_seal s;
   s.node_ = new (std::nothrow) detail::seal_node;
   if (!s.node_) return detail::fail_errno(ENOMEM, "seal: allocating the registry entry");
-  s.fd_ = detail::sys::fcntl(fd, F_DUPFD_CLOEXEC, 3);
-  if (s.fd_ < 0) return detail::fail_errno(errno, "seal: fcntl(F_DUPFD_CLOEXEC)");
+  if (options.lease) {
+    // A write lease is granted only to the file's sole open file description:
+    // a description of our own would leave the caller's open (EAGAIN). So the
+    // lease goes on the caller's description, which the seal keeps a dup of.
+    s.fd_ = detail::sys::fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (s.fd_ < 0) return detail::fail_errno(errno, "seal: fcntl(F_DUPFD_CLOEXEC)");
+  } else {
+    // A description of our own: none of the caller's O_APPEND/O_DIRECT, and
+    // write-back errors of its own. Never reopened while a seal of this
+    // process leases the file (the open would break that lease): then a dup.
+    const detail::own_descriptor own =
+        detail::reopen_description(fd, O_RDWR, detail::seal_registry::leased(st.st_dev, st.st_ino));
+    if (own.fd < 0) return detail::fail_errno(errno, "seal: reopening or duplicating the descriptor");
+    s.fd_ = own.fd;
+  }
   s.offset_ = offset;
   s.length_ = length;
   s.kind_ = seal_kind::stabilised;
+  // Registered before stabilising, then wait for file.hpp helpers already
+  // past their seal check on this file: no helper change can interleave with
+  // (or follow) the stabilisation unseen. Removed again if acquire fails.
+  s.node_->dev = st.st_dev;
+  s.node_->ino = st.st_ino;
+  detail::seal_registry::add(s.node_);
+  detail::blockmap_changes::wait_idle(st.st_ino);
 
   // Both kinds first make the range stable: a natively sealed file can no
   // longer allocate, so a later fault on a hole could only fail.
@@ -479,7 +614,11 @@ inline result<iomap_seal> iomap_seal::acquire(int fd, std::uint64_t offset, std:
 #endif
 
   if (options.lease) {
+    // Flag first: from the moment the lease exists, no part of mapdirect in
+    // this process may open the file again (that open would break it).
+    s.node_->leased.store(true, std::memory_order_release);
     if (auto ec = detail::file_lease::take(s.fd_, options.lease_signal, s.lease_)) {
+      s.node_->leased.store(false, std::memory_order_release);
 #if defined(MAPDIRECT_F_MAY_SEAL_IOMAP) && defined(MAPDIRECT_MAP_DIRECT_FLAG)
       // Unpin first: a natively sealed file refuses the ftruncate of undo_growth.
       if (s.kind_ == seal_kind::native) {
@@ -493,15 +632,16 @@ inline result<iomap_seal> iomap_seal::acquire(int fd, std::uint64_t offset, std:
       return ec;
     }
   }
-  s.node_->dev = st.st_dev;
-  s.node_->ino = st.st_ino;
-  detail::seal_registry::add(s.node_);
   return s;
 }
 
 inline result<std::uint64_t> iomap_seal::verify() const noexcept {
   detail::clear_detail();
   if (fd_ < 0) return detail::fail(errc::not_mapped, "verify: empty iomap_seal");
+  if (lease_.compromised())
+    return detail::fail(errc::lease_compromised,
+                        "verify: the lease's signal or owner was changed on its open file description (by a process "
+                        "sharing it): its notices can no longer be trusted");
   if (lease_.broken())
     return detail::fail(errc::lease_broken,
                         "verify: the lease was broken: another process opened or truncated the file");
@@ -528,6 +668,7 @@ inline result<std::uint64_t> iomap_seal::verify() const noexcept {
 inline result<void> iomap_seal::release() noexcept {
   if (fd_ < 0 && !node_) return outcome::success();
   std::error_code ec = lease_.release();
+  if (node_) node_->leased.store(false, std::memory_order_release);
 #if defined(MAPDIRECT_F_MAY_SEAL_IOMAP) && defined(MAPDIRECT_MAP_DIRECT_FLAG)
   if (fd_ >= 0 && kind_ == seal_kind::native && detail::sys::fcntl(fd_, MAPDIRECT_F_MAY_SEAL_IOMAP, 0) != 0 && !ec)
     ec = detail::fail_errno(errno, "release: fcntl(F_MAY_SEAL_IOMAP, 0)");
@@ -537,7 +678,8 @@ inline result<void> iomap_seal::release() noexcept {
     delete node_;
     node_ = nullptr;
   }
-  if (fd_ >= 0 && detail::sys::close(fd_) != 0 && !ec) ec = detail::fail_errno(errno, "release: close");
+  // Never drops the process's POSIX record locks on the file (deferred close).
+  if (fd_ >= 0 && detail::close_keeping_locks(fd_) != 0 && !ec) ec = detail::fail_errno(errno, "release: close");
   fd_ = -1;
   offset_ = length_ = 0;
   report_ = seal_report{};

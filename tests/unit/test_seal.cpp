@@ -319,12 +319,16 @@ TEST_CASE("seal: ENOSPC midway (after some holes were filled) keeps size and dat
   CHECK(f.size() == 4 * MiB);
   CHECK((f.read_all() == before));  // as bool: printing megabytes would drown the report
 
-  // Extending: ENOSPC while writing after the file grew rolls the size back.
+  // Extending: ENOSPC while writing back the converted pages after the file
+  // grew rolls the size back (the first fdatasync is the one before scanning).
   struct enospc_on_write : syscall_interposer {
-    ssize_t pwrite(int fd, const void* buf, std::size_t n, off_t off) noexcept override {
-      (void)fd, (void)buf, (void)n, (void)off;
-      errno = ENOSPC;
-      return -1;
+    int calls = 0;
+    int fdatasync(int fd) noexcept override {
+      if (++calls >= 2) {
+        errno = ENOSPC;
+        return -1;
+      }
+      return syscall_interposer::fdatasync(fd);
     }
   } wp;
   REQUIRE(::fallocate(f.fd(), FALLOC_FL_KEEP_SIZE, static_cast<off_t>(4 * MiB), static_cast<off_t>(MiB)) == 0);
@@ -339,6 +343,9 @@ TEST_CASE("seal: ENOSPC midway (after some holes were filled) keeps size and dat
     }
     CHECK(s.error() == std::errc::no_space_on_device);
   }
+  struct stat st {};
+  REQUIRE(::fstat(f.fd(), &st) == 0);
+  detail::durability_registry::clear(st.st_dev, st.st_ino);  // marked by the injected ENOSPC; inode numbers get reused
   CHECK(f.size() == 4 * MiB);
   CHECK((f.read_all() == before));  // as bool: printing megabytes would drown the report
 }
@@ -511,6 +518,13 @@ TEST_CASE("seal: kernel errors through the seam", "[seal]") {
   REQUIRE_FALSE(c);
   CHECK(c.error() == std::errc::io_error);
   CHECK(std::string(last_error_detail()).find("fdatasync") != std::string::npos);
+  {
+    // A write-back error may be the only report of lost data: it is sticky for the file.
+    struct stat st {};
+    REQUIRE(::fstat(f.fd(), &st) == 0);
+    CHECK(detail::durability_registry::is_lost(st.st_dev, st.st_ino));
+    detail::durability_registry::clear(st.st_dev, st.st_ino);  // inode numbers get reused by later tests
+  }
 
   ip.fdatasync_errno = 0;
   ip.fallocate_errno = ETXTBSY;  // natively sealed by another holder

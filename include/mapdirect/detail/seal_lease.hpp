@@ -9,6 +9,15 @@
 // write lease is granted when the lease's open file description is the only
 // one of the file, and is broken by any other open (read or write, from any
 // process including this one) and by truncate(2).
+//
+// Trust: the lease, its signal (F_SETSIG) and owner (F_SETOWN) belong to the
+// open file description. Any process holding that description (passed over
+// SCM_RIGHTS, inherited) can release the lease, silence or redirect its
+// notice, or turn it into a deadly signal. A lease on a description shared
+// with a less-trusted process is therefore only advisory: mapdirect detects
+// such changes (compromised()) when a notice arrives and whenever the holder
+// asks, but cannot prevent them. Signals sent by processes (kill, sigqueue)
+// are ignored; only the kernel's notices count.
 #ifndef MAPDIRECT_DETAIL_SEAL_LEASE_HPP
 #define MAPDIRECT_DETAIL_SEAL_LEASE_HPP
 
@@ -41,6 +50,10 @@ struct lease_slot {
   std::atomic<int> fd{-1};        ///< the descriptor the lease was taken on (si_fd)
   std::atomic<int> event_fd{-1};  ///< written (counter += 1) on a break
   std::atomic<bool> broken{false};
+  /// Set (sticky) once the description's lease signal or owner was found
+  /// changed: someone sharing the description can redirect or silence notices.
+  std::atomic<bool> compromised{false};
+  std::atomic<int> sig{0};        ///< the signal mapdirect set with F_SETSIG
 };
 
 inline lease_slot* lease_table() noexcept {
@@ -51,13 +64,21 @@ inline lease_slot* lease_table() noexcept {
 static_assert(std::atomic<int>::is_always_lock_free && std::atomic<bool>::is_always_lock_free,
               "the lease signal handler needs lock-free atomics");
 
-// Async-signal-safe: atomics and write(2) only; errno preserved.
+// Async-signal-safe: atomics, fcntl(2) and write(2) only; errno preserved.
+// Only kernel-sent notices count: a lease break arrives with a positive
+// si_code (POLL_MSG), while kill/sigqueue/tgkill from any process carry
+// si_code <= 0 (SI_USER, SI_QUEUE, SI_TKILL) and would otherwise forge a break.
 inline void lease_break_handler(int, siginfo_t* info, void*) noexcept {
+  if (!info || info->si_code <= 0) return;
   const int saved = errno;
   lease_slot* table = lease_table();
   for (std::size_t i = 0; i < MAPDIRECT_MAX_LEASES; ++i) {
-    if (table[i].fd.load(std::memory_order_acquire) != info->si_fd) continue;
+    const int fd = table[i].fd.load(std::memory_order_acquire);
+    if (fd < 0 || fd != info->si_fd) continue;
     table[i].broken.store(true, std::memory_order_release);
+    // On every notice: is the description still signalling us with our signal?
+    if (sys::fcntl(fd, F_GETSIG) != table[i].sig.load(std::memory_order_acquire))
+      table[i].compromised.store(true, std::memory_order_release);
     const int efd = table[i].event_fd.load(std::memory_order_acquire);
     if (efd >= 0) {
       const std::uint64_t one = 1;
@@ -112,6 +133,8 @@ class file_lease {
     std::swap(restore_fd_, o.restore_fd_);
     std::swap(old_sig_, o.old_sig_);
     std::swap(old_owner_, o.old_owner_);
+    std::swap(sig_, o.sig_);
+    std::swap(owner_pid_, o.owner_pid_);
   }
   file_lease(const file_lease&) = delete;
   file_lease& operator=(const file_lease&) = delete;
@@ -139,6 +162,8 @@ class file_lease {
     l.event_fd_ = sys::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (l.event_fd_ < 0) return fail_errno(errno, "lease: eventfd");
     slot->broken.store(false, std::memory_order_release);
+    slot->compromised.store(false, std::memory_order_release);
+    slot->sig.store(sig, std::memory_order_release);
     slot->event_fd.store(l.event_fd_, std::memory_order_release);
     slot->fd.store(fd, std::memory_order_release);
     // Owner and signal are properties of the open file description, shared
@@ -167,12 +192,37 @@ class file_lease {
     l.fd_ = fd;
     if (sys::fcntl(fd, F_GETSIG) != sig && sys::fcntl(fd, F_SETSIG, sig) != 0)
       return fail_errno(errno, "lease: fcntl(F_SETSIG) after F_SETLEASE");
+    l.sig_ = sig;
+    l.owner_pid_ = ::getpid();
     out = std::move(l);
     return {};
   }
 
-  /// True once another open or a truncate broke the lease.
-  bool broken() const noexcept { return slot_ && slot_->broken.load(std::memory_order_acquire); }
+  /// True once another open or a truncate broke the lease, or the lease is
+  /// no longer held on the description, or it is compromised (below): a
+  /// lease that can no longer deliver its notice must be treated as broken.
+  bool broken() const noexcept {
+    if (!slot_) return false;
+    if (slot_->broken.load(std::memory_order_acquire) || compromised()) return true;
+    const int now = sys::fcntl(fd_, F_GETLEASE);
+    return now >= 0 && now != F_WRLCK;
+  }
+
+  /// True when the description's lease signal (F_GETSIG) or owner
+  /// (F_GETOWN_EX) is no longer what take() set: another holder of the same
+  /// open file description (a process it was passed to) changed them, so
+  /// notices may go elsewhere, be silenced, or arrive as a deadly signal.
+  /// Sticky. Checked now, and on every notice by the signal handler.
+  bool compromised() const noexcept {
+    if (!slot_) return false;
+    if (slot_->compromised.load(std::memory_order_acquire)) return true;
+    bool changed = sys::fcntl(fd_, F_GETSIG) != sig_;
+    struct f_owner_ex owner {};
+    if (!changed && sys::fcntl(fd_, F_GETOWN_EX, reinterpret_cast<long>(&owner)) == 0)
+      changed = owner.type != F_OWNER_PID || owner.pid != owner_pid_;
+    if (changed) slot_->compromised.store(true, std::memory_order_release);
+    return changed;
+  }
   /// Readable (counter > 0) once broken; for poll/epoll.
   int event_fd() const noexcept { return event_fd_; }
   bool held() const noexcept { return slot_ != nullptr; }
@@ -191,6 +241,7 @@ class file_lease {
     slot_->fd.store(-1, std::memory_order_release);
     slot_->event_fd.store(-1, std::memory_order_release);
     slot_->broken.store(false, std::memory_order_release);
+    slot_->compromised.store(false, std::memory_order_release);
     slot_->claimed.store(false, std::memory_order_release);
     if (event_fd_ >= 0) close_quietly_fd(event_fd_);
     slot_ = nullptr;
@@ -207,6 +258,8 @@ class file_lease {
   int restore_fd_ = -1;  // where old_sig_/old_owner_ must be put back
   int old_sig_ = 0;
   int old_owner_ = 0;
+  int sig_ = 0;           // the signal take() set
+  pid_t owner_pid_ = 0;   // the owner take() set (F_OWNER_PID)
 };
 
 }  // namespace detail
