@@ -367,14 +367,11 @@ class direct_mapping {
   /// Call this once the data written since the last successful persist has
   /// been rewritten: it clears the state for the whole file (every mapping).
   void clear_durability_error() noexcept {
-    durability_failed_ = false;
     if (is_mapped()) detail::durability_registry::clear(dev_, ino_);
   }
   /// True after a failed msync/persister flush of this file (through any
   /// mapping, committer or seal), until clear_durability_error().
-  bool durability_failed() const noexcept {
-    return durability_failed_ || (is_mapped() && detail::durability_registry::is_lost(dev_, ino_));
-  }
+  bool durability_failed() const noexcept { return is_mapped() && file_lost(); }
 
   // --- guarded access (see guard.hpp)
   /// Copies n bytes at offset into dst; a SIGBUS becomes an error whose
@@ -458,7 +455,6 @@ class direct_mapping {
     swap(ladder_, o.ladder_);
     swap(sync_, o.sync_);
     swap(persister_, o.persister_);
-    durability_failed_ = o.durability_failed_.exchange(durability_failed_);
     swap(seal_, o.seal_);
   }
   friend void swap(direct_mapping& a, direct_mapping& b) noexcept { a.swap(b); }
@@ -524,9 +520,9 @@ class direct_mapping {
   static result<void> durability_lost(const char* what = "persist") noexcept {
     return detail::fail_durability_lost(what);
   }
-  bool file_lost() const noexcept {
-    return durability_failed_.load(std::memory_order_acquire) || detail::durability_registry::is_lost(dev_, ino_);
-  }
+  // The per-file state is the only one: a mapping's own flag could disagree
+  // with a clear_durability_error() made through another mapping of the file.
+  bool file_lost() const noexcept { return detail::durability_registry::is_lost(dev_, ino_); }
 
   void note_pending(std::size_t lo, std::size_t hi) noexcept {
     pthread_mutex_lock(&pin_.lock);
@@ -622,9 +618,7 @@ class direct_mapping {
   void note_flush_failure(std::error_code ec) noexcept {
     const bool lost = ec == errc::durability_lost ||
                       (ec.category() == std::system_category() && detail::is_writeback_error(ec.value()));
-    if (!lost) return;
-    durability_failed_.store(true, std::memory_order_release);
-    detail::durability_registry::mark_lost(dev_, ino_);
+    if (lost) detail::durability_registry::mark_lost(dev_, ino_);
   }
 
   void reset_fields() noexcept {
@@ -640,7 +634,6 @@ class direct_mapping {
     ino_ = 0;
     sync_ = page_sync{};
     persister_ = nullptr;
-    durability_failed_ = false;
   }
 
   // Validates map()'s arguments against the file; returns the length to map.
@@ -800,8 +793,6 @@ class direct_mapping {
   page_sync sync_{};
   pinned_sync pin_{};
   page_persister* persister_ = nullptr;
-  // Atomic: threads persisting concurrently (group commit) may all see a failure.
-  std::atomic<bool> durability_failed_{false};
   iomap_seal seal_{};
 };
 
