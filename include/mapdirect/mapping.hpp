@@ -468,9 +468,7 @@ class direct_mapping {
     void* mapped = nullptr;
     map_mode mode = map_mode::shared;
     const std::size_t page = detail::sys::page_size();
-    map_options probe = options;
-    probe.populate = false;
-    if (auto ec = climb(fd, 0, page, probe, ladder, mapped, mode)) return ec;
+    if (auto ec = climb(fd, 0, page, options, ladder, mapped, mode)) return ec;
     detail::sys::munmap(mapped, page);
     return mode;
   }
