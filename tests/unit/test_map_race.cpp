@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstring>
 #include <thread>
+#include <vector>
 
 #include <sys/mman.h>
 #include <sys/uio.h>
@@ -69,25 +70,47 @@ race_counts run_race(int fd) {
     stop.store(true);
   });
   std::thread other([&] {
-    constexpr std::size_t len = 64 * 1024;
+    // Regions stay mapped (as malloc arenas and thread stacks do): they fill
+    // the gaps above the mapper's address range, so that later ones land
+    // where map() works, in its hole if one is open. A failed check counts
+    // once per region.
+    constexpr std::size_t len = std::size_t{1} << 20;
+    constexpr std::size_t max_regions = 4096;  // 4 GiB of address space, 8 KiB touched each
+    struct region {
+      char* p;
+      std::uint64_t value;
+      bool bad;
+    };
+    std::vector<region> held;
+    held.reserve(max_regions);
     std::uint64_t value = 0xA11CE00000000000ULL;
-    while (!stop.load()) {
-      void* p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-      if (p == MAP_FAILED) continue;
-      ++c.anon_rounds;
-      ++value;
-      bool ok = true;
-      for (std::size_t off = 0; off < len; off += 4096) ok = poke(static_cast<char*>(p) + off, &value, sizeof value) && ok;
-      for (int round = 0; round < 20 && ok; ++round) {
-        for (std::size_t off = 0; off < len && ok; off += 4096) {
-          std::uint64_t got = 0;
-          ok = peek(static_cast<char*>(p) + off, &got, sizeof got) && got == value &&
-               poke(static_cast<char*>(p) + off, &value, sizeof value);
-        }
-        std::this_thread::yield();
+    auto check = [&](region& r) {
+      std::uint64_t a = 0, b = 0, v = r.value;
+      const bool ok = peek(r.p, &a, sizeof a) && peek(r.p + len - sizeof b, &b, sizeof b) && a == v && b == v &&
+                      poke(r.p, &v, sizeof v);  // and still writable
+      if (!ok && !r.bad) {
+        r.bad = true;
+        ++c.foreign_touched;
       }
-      if (!ok) ++c.foreign_touched;
-      ::munmap(p, len);
+    };
+    while (!stop.load() && held.size() < max_regions) {
+      void* p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+      if (p == MAP_FAILED) break;
+      ++c.anon_rounds;
+      held.push_back(region{static_cast<char*>(p), ++value, false});
+      region& r = held.back();
+      if (!poke(r.p, &r.value, sizeof r.value) || !poke(r.p + len - sizeof r.value, &r.value, sizeof r.value)) {
+        r.bad = true;
+        ++c.foreign_touched;
+      }
+      std::this_thread::yield();
+      // The newest few: a replaced region is replaced right after it was made.
+      for (std::size_t i = held.size() > 8 ? held.size() - 8 : 0; i < held.size(); ++i) check(held[i]);
+    }
+    while (!stop.load()) std::this_thread::yield();
+    for (region& r : held) {
+      check(r);
+      ::munmap(r.p, len);
     }
   });
   mapper.join();
@@ -132,4 +155,67 @@ TEST_CASE("map() never maps over another thread's memory (sync rung refused, lar
   CHECK(c.stores_lost == 0);
   CHECK(c.foreign_touched == 0);
   CHECK(c.file_mismatch == 0);
+}
+
+namespace {
+// The kernel hands out an unaligned address for the file (as it may), and
+// the first aligned slot map() carves out is taken by "another thread"
+// before map() can place the file there.
+struct unaligned_and_contended : syscall_interposer {
+  static constexpr std::size_t huge = std::size_t{2} << 20;
+  int steal = 1;              // NOREPLACE placements to pre-empt
+  int noreplace_calls = 0;
+  int fixed_calls = 0;        // MAP_FIXED by the library: must stay 0
+  std::vector<char*> foreign;
+  void* mmap(void* addr, std::size_t len, int prot, int flags, int fd, off_t off) noexcept override {
+    if (flags & MAP_FIXED) ++fixed_calls;
+    if (fd >= 0 && !addr) {
+      // An unaligned placement, made inside this interposer's own reservation.
+      char* r = static_cast<char*>(::mmap(nullptr, len + 2 * huge, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
+      if (r == MAP_FAILED) return MAP_FAILED;
+      char* at = reinterpret_cast<char*>((reinterpret_cast<std::uintptr_t>(r) + huge - 1) & ~(huge - 1)) + 4096;
+      void* p = ::mmap(at, len, prot, flags | MAP_FIXED, fd, off);
+      const int e = errno;
+      ::munmap(r, static_cast<std::size_t>(at - r));
+      ::munmap(at + len, static_cast<std::size_t>(r + len + 2 * huge - (at + len)));
+      if (p == MAP_FAILED) ::munmap(at, len);
+      errno = e;
+      return p;
+    }
+    if (fd >= 0 && (flags & MAP_FIXED_NOREPLACE)) {
+      ++noreplace_calls;
+      if (steal > 0) {
+        --steal;
+        void* f = ::mmap(addr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+        if (f != MAP_FAILED) {
+          std::memcpy(f, "foreign", 8);
+          foreign.push_back(static_cast<char*>(f));
+        }
+      }
+    }
+    return ::mmap(addr, len, prot, flags, fd, off);
+  }
+};
+}  // namespace
+
+TEST_CASE("seam: an unaligned large mapping is moved to a 2 MiB boundary with MAP_FIXED_NOREPLACE, retrying when "
+          "the slot is taken",
+          "[mapping][race]") {
+  temp_file f(mdtest::test_dir(), file_size);
+  unaligned_and_contended rec;
+  {
+    scoped_syscall_interposer seam(rec);
+    auto m = direct_mapping::map(f.fd(), 0, file_size, mdtest::shared_only());
+    REQUIRE(m);
+    CHECK(reinterpret_cast<std::uintptr_t>(m.value().data()) % (std::size_t{2} << 20) == 0);
+    std::memcpy(m.value().data(), "mine", 4);
+    REQUIRE(m.value().persist(0, 4));
+  }
+  CHECK(rec.fixed_calls == 0);
+  CHECK(rec.noreplace_calls == 2);
+  REQUIRE(rec.foreign.size() == 1);
+  CHECK(std::memcmp(rec.foreign[0], "foreign", 8) == 0);  // untouched, still mapped and ours
+  ::munmap(rec.foreign[0], 4096);
+  CHECK(f.read_all().substr(0, 4) == "mine");
+  CHECK_FALSE(mdtest::path_is_mapped(f.path()));
 }
