@@ -170,9 +170,10 @@ struct open_options {
 /// Thread safety: persist(), flush(), drain(), copy_persist(), fill_persist(),
 /// read(), write(), repair() and the const accessors may run concurrently on
 /// one object from any number of threads (stores to overlapping bytes are the
-/// caller's to order). A drain() returns success only once every range
-/// flushed (by any thread) before it was called is durable: it waits for an
-/// msync already covering those ranges, or issues one. Move, swap, close(),
+/// caller's to order). A drain() returns success only once every range the
+/// calling thread flushed before it is durable; on a page-granular mapping
+/// also every range other threads flushed before it (it waits for an msync
+/// already covering them, or issues one). Move, swap, close(),
 /// attach_persister() and clear_durability_error() must not run concurrently
 /// with any other call on the same object.
 ///
@@ -298,10 +299,10 @@ class direct_mapping {
     }
   }
 
-  /// Makes every flush() that happened before this call durable (on this
-  /// mapping, from any thread). Thread-safe: a concurrent drain either waits
-  /// for the msync in flight, when it covers this caller's flushes, or
-  /// issues the next one after it.
+  /// Makes every flush() this thread made before this call durable (page
+  /// granularity: every flush() made before it by any thread). Thread-safe:
+  /// a concurrent drain waits for the msync in flight when that covers the
+  /// caller's flushes, and otherwise issues the next one after it.
   /// Errors: errc::not_mapped, errc::durability_lost, msync errno codes (also
   /// when another thread's msync that covered this caller's flushes failed).
   result<void> drain() noexcept {
