@@ -645,6 +645,7 @@ class direct_mapping {
 
   // The mmap flags of a rung, or 0 with `cause` set when the build lacks it.
   static int rung_flags(map_mode mode, const char*& cause) noexcept {
+    (void)cause;  // every rung may be configured in
     switch (mode) {
       case map_mode::direct:
 #ifdef MAPDIRECT_MAP_DIRECT_FLAG
