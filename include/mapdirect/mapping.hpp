@@ -6,8 +6,12 @@
 #define MAPDIRECT_MAPPING_HPP
 
 #include "config.hpp"
+#include "detail/address_reservation.hpp"
+#include "detail/descriptor.hpp"
+#include "detail/durability.hpp"
 #include "detail/nd.hpp"
 #include "detail/open_file.hpp"
+#include "detail/seal_registry.hpp"
 #include "detail/syscall.hpp"
 #include "error.hpp"
 #include "guard.hpp"
@@ -23,7 +27,9 @@
 #include <string>
 #include <utility>
 
+#include <fcntl.h>
 #include <linux/stat.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -197,6 +203,24 @@ struct open_options {
 
 /// A move-only RAII shared mapping of a file range with a known durability
 /// guarantee. The destructor unmaps and never throws; close() reports errors.
+///
+/// Thread safety: persist(), flush(), drain(), copy_persist(), fill_persist(),
+/// read(), write(), repair() and the const accessors may run concurrently on
+/// one object from any number of threads (stores to overlapping bytes are the
+/// caller's to order). A drain() returns success only once every range the
+/// calling thread flushed before it is durable; on a page-granular mapping
+/// also every range other threads flushed before it (it waits for an msync
+/// already covering them, or issues one). Move, swap, close(),
+/// attach_persister() and clear_durability_error() must not run concurrently
+/// with any other call on the same object.
+///
+/// Durability state is per file: a write-back error seen through any mapping,
+/// committer or seal of a file makes every later persist of that file, through
+/// any of them, fail with errc::durability_lost until clear_durability_error().
+///
+/// Fork: the child inherits the mapping (MAP_SHARED, same file pages) and the
+/// descriptor; persist in the child works, but a drain() must not be running
+/// in another parent thread at the time of fork().
 class direct_mapping {
  public:
   /// An empty object (no mapping).
@@ -211,11 +235,19 @@ class direct_mapping {
   }
   direct_mapping(const direct_mapping&) = delete;
   direct_mapping& operator=(const direct_mapping&) = delete;
-  ~direct_mapping() { (void)close(); }
+  ~direct_mapping() {
+    (void)close();
+    pthread_cond_destroy(&pin_.cond);
+    pthread_mutex_destroy(&pin_.lock);
+  }
 
   /// Maps [offset, offset+length) of fd (opened O_RDWR) with the strongest
-  /// mode options allow. length 0 maps to the end of the file. The fd is
-  /// duplicated: the caller may close its own.
+  /// mode options allow. length 0 maps to the end of the file. The mapping
+  /// opens its own file description of the file (so that no other user of
+  /// fd consumes its write-back errors), or falls back to a duplicate of fd
+  /// (see own_description()); either way the caller may close its own fd.
+  /// Never maps over address space it does not own (safe against other
+  /// threads' concurrent mmap).
   /// Errors: errc::misaligned_offset, errc::beyond_eof (range past EOF),
   /// errc::invalid_argument, errc::mode_unavailable (every step named in
   /// last_error_detail()), errc::granularity_unavailable, errc::sealed (ETXTBSY),
@@ -247,8 +279,13 @@ class direct_mapping {
   explicit operator bool() const noexcept { return is_mapped(); }
   /// File offset of data()[0].
   std::uint64_t file_offset() const noexcept { return offset_; }
-  /// The mapping's own (duplicated) file descriptor, or -1.
+  /// The mapping's own file descriptor, or -1.
   int native_handle() const noexcept { return fd_; }
+  /// True when native_handle() is an open file description of the mapping's
+  /// own; false when it is a dup of the caller's (the reopen was refused, the
+  /// caller's fd is not O_RDWR, or a lease forbids a second description: see
+  /// describe()). Write-back errors are tracked per file either way.
+  bool own_description() const noexcept { return own_description_; }
   /// The durability mode obtained.
   map_mode mode() const noexcept { return mode_; }
   /// The store granularity obtained.
@@ -261,13 +298,23 @@ class direct_mapping {
   const map_ladder& ladder() const noexcept { return ladder_; }
   /// The seal taken because options.seal was set (empty otherwise).
   const iomap_seal& seal() const noexcept { return seal_; }
-  /// One line per rung, e.g. "sync: EOPNOTSUPP (not on a DAX file system (statx DAX=0))".
-  std::string describe() const { return describe_ladder(ladder_); }
+  /// One line per rung, e.g. "sync: EOPNOTSUPP (not on a DAX file system (statx DAX=0))",
+  /// plus a "descriptor:" line when the mapping shares the caller's description.
+  std::string describe() const {
+    std::string out = describe_ladder(ladder_);
+    if (is_mapped() && !own_description_) {
+      out += "descriptor: shares the caller's open file description (";
+      out += shared_cause_;
+      out += "); write-back errors still reach every mapping through the per-file durability state\n";
+    }
+    return out;
+  }
 
   /// Makes [offset, offset+length) durable: a fence (byte), cache-line
   /// flushes and a fence (cache_line), or msync/the attached persister (page).
   /// Errors: errc::out_of_range, errc::not_mapped, errc::durability_lost
-  /// (an earlier msync failed), msync errno codes (EIO, ENOSPC, ENOMEM).
+  /// (an earlier flush of this file failed, through any mapping, committer or
+  /// seal), msync errno codes (EIO, ENOSPC, ENOMEM). Thread-safe.
   result<void> persist(std::size_t offset, std::size_t length) noexcept {
     MAPDIRECT_TRY_RANGE(offset, length);
     switch (granularity_) {
@@ -283,6 +330,7 @@ class direct_mapping {
 
   /// Starts writing back [offset, offset+length) (clamped to the mapping);
   /// durable only after the next drain(). Batch many flushes, then drain once.
+  /// Thread-safe.
   void flush(std::size_t offset, std::size_t length) noexcept {
     if (!data_ || offset >= size_) return;
     if (length > size_ - offset) length = size_ - offset;
@@ -290,29 +338,27 @@ class direct_mapping {
     switch (granularity_) {
       case granularity::byte: return;
       case granularity::cache_line: flush_lines(data_ + offset, length, flush_); return;
-      case granularity::page:
-        pending_lo_ = pending_hi_ > pending_lo_ ? (offset < pending_lo_ ? offset : pending_lo_) : offset;
-        pending_hi_ = offset + length > pending_hi_ ? offset + length : pending_hi_;
-        return;
+      case granularity::page: note_pending(offset, offset + length); return;
     }
   }
 
-  /// Makes every flush() since the last drain durable.
-  /// Errors: errc::not_mapped, errc::durability_lost, msync errno codes.
+  /// Makes every flush() this thread made before this call durable (page
+  /// granularity: every flush() made before it by any thread). Thread-safe:
+  /// a concurrent drain waits for the msync in flight when that covers the
+  /// caller's flushes, and otherwise issues the next one after it.
+  /// Errors: errc::not_mapped, errc::durability_lost, msync errno codes (also
+  /// when another thread's msync that covered this caller's flushes failed).
   result<void> drain() noexcept {
     if (!data_) return detail::fail(errc::not_mapped, "drain: no mapping");
     if (granularity_ != granularity::page) {
       mapdirect::drain(flush_);
       return outcome::success();
     }
-    if (pending_hi_ <= pending_lo_) return durability_failed_ ? durability_lost() : outcome::success();
-    const std::size_t lo = pending_lo_, hi = pending_hi_;
-    pending_lo_ = pending_hi_ = 0;
-    return persist_pages(lo, hi - lo);
+    return drain_pages();
   }
 
   /// Copies n bytes from src to offset and makes them durable.
-  /// Errors: as persist().
+  /// Errors: as persist(). Thread-safe.
   result<void> copy_persist(std::size_t offset, const void* src, std::size_t n) noexcept {
     MAPDIRECT_TRY_RANGE(offset, n);
     if (n == 0) return outcome::success();
@@ -332,7 +378,7 @@ class direct_mapping {
   }
 
   /// Fills n bytes at offset with `byte` and makes them durable.
-  /// Errors: as persist().
+  /// Errors: as persist(). Thread-safe.
   result<void> fill_persist(std::size_t offset, int byte, std::size_t n) noexcept {
     MAPDIRECT_TRY_RANGE(offset, n);
     if (n == 0) return outcome::success();
@@ -353,17 +399,23 @@ class direct_mapping {
 
   /// Routes page-granular persists through `p` (for example a group
   /// committer); nullptr restores msync. `p` must outlive the attachment.
+  /// Not concurrent-safe: attach before other threads use the mapping.
   void attach_persister(page_persister* p) noexcept { persister_ = p; }
   /// The attached page persister, or nullptr.
   page_persister* persister() const noexcept { return persister_; }
 
-  /// After a failed msync (EIO, ENOSPC, EDQUOT) every later persist fails with
-  /// errc::durability_lost, because the kernel may have dropped the dirty
-  /// pages and would not report it twice. Call this once the data written
-  /// since the last successful persist has been rewritten.
-  void clear_durability_error() noexcept { durability_failed_ = false; }
-  /// True after a failed msync/persister flush, until clear_durability_error().
-  bool durability_failed() const noexcept { return durability_failed_; }
+  /// After a failed msync or persister flush (EIO, ENOSPC, EDQUOT) of this
+  /// file, through this or any other mapping, committer or seal of it, every
+  /// later persist fails with errc::durability_lost, because the kernel may
+  /// have dropped the dirty pages and reports that only once per description.
+  /// Call this once the data written since the last successful persist has
+  /// been rewritten: it clears the state for the whole file (every mapping).
+  void clear_durability_error() noexcept {
+    if (is_mapped()) detail::durability_registry::clear(dev_, ino_);
+  }
+  /// True after a failed msync/persister flush of this file (through any
+  /// mapping, committer or seal), until clear_durability_error().
+  bool durability_failed() const noexcept { return is_mapped() && file_lost(); }
 
   // --- guarded access (see guard.hpp)
   /// Copies n bytes at offset into dst; a SIGBUS becomes an error whose
@@ -410,21 +462,23 @@ class direct_mapping {
     return repair(offset, static_cast<const void*>(buffer.data()), detail::byte_size(buffer));
   }
 
-  /// Unmaps now (and closes the mapping's fd). Closing an empty object
-  /// succeeds and does nothing. Errors: munmap/close errno codes; the object
-  /// is empty afterwards either way.
+  /// Unmaps now (and closes the mapping's fd, keeping the process's POSIX
+  /// record locks on the file: see detail::close_keeping_locks). Closing an
+  /// empty object succeeds and does nothing. Not concurrent-safe.
+  /// Errors: munmap/close errno codes; the object is empty afterwards either way.
   result<void> close() noexcept {
     if (!map_base_ && fd_ < 0) return outcome::success();
     std::error_code ec;
     if (map_base_ && detail::sys::munmap(map_base_, map_length_) != 0) ec = detail::fail_errno(errno, "munmap");
-    if (fd_ >= 0 && detail::sys::close(fd_) != 0 && !ec) ec = detail::fail_errno(errno, "close");
+    if (fd_ >= 0 && detail::close_keeping_locks(fd_) != 0 && !ec) ec = detail::fail_errno(errno, "close");
     if (auto released = seal_.release(); !released && !ec) ec = released.error();
     reset_fields();
     if (ec) return ec;
     return outcome::success();
   }
 
-  /// Exchanges two mappings.
+  /// Exchanges two mappings. Not concurrent-safe (the synchronisation
+  /// primitives stay with each object; the state they guard moves).
   void swap(direct_mapping& o) noexcept {
     using std::swap;
     swap(data_, o.data_);
@@ -433,16 +487,18 @@ class direct_mapping {
     swap(map_length_, o.map_length_);
     swap(offset_, o.offset_);
     swap(fd_, o.fd_);
+    swap(own_description_, o.own_description_);
+    swap(shared_cause_, o.shared_cause_);
+    swap(dev_, o.dev_);
+    swap(ino_, o.ino_);
     swap(mode_, o.mode_);
     swap(granularity_, o.granularity_);
     swap(domain_, o.domain_);
     swap(flush_, o.flush_);
     swap(movnt_threshold_, o.movnt_threshold_);
     swap(ladder_, o.ladder_);
-    swap(pending_lo_, o.pending_lo_);
-    swap(pending_hi_, o.pending_hi_);
+    swap(sync_, o.sync_);
     swap(persister_, o.persister_);
-    durability_failed_ = o.durability_failed_.exchange(durability_failed_);
     swap(seal_, o.seal_);
   }
   friend void swap(direct_mapping& a, direct_mapping& b) noexcept { a.swap(b); }
@@ -456,7 +512,7 @@ class direct_mapping {
     void* mapped = nullptr;
     map_mode mode = map_mode::shared;
     const std::size_t page = detail::sys::page_size();
-    if (auto ec = climb(fd, 0, page, options, nullptr, ladder, mapped, mode)) return ec;
+    if (auto ec = climb(fd, 0, page, options, ladder, mapped, mode)) return ec;
     detail::sys::munmap(mapped, page);
     return mode;
   }
@@ -482,10 +538,102 @@ class direct_mapping {
   }
 
  private:
-  static result<void> durability_lost() noexcept { return detail::fail_durability_lost("persist"); }
+  // The state that orders flush() and drain() between threads, guarded by
+  // pin_.lock. Generations number the flushes: a drain that starts when
+  // flush_gen == T is done once done_gen >= T (an msync that began after all
+  // flushes up to T completed). At most one msync of the pending range runs
+  // at a time (syncing); the others wait on pin_.cond.
+  struct page_sync {
+    std::size_t lo = 0, hi = 0;      // pending range not yet taken by an msync
+    std::uint64_t flush_gen = 0;     // flushes so far
+    std::uint64_t done_gen = 0;      // every flush up to here is durable
+    std::uint64_t fail_gen = 0;      // the last failed msync covered flushes up to here
+    std::uint64_t fail_seq = 0;      // failed msyncs so far
+    std::error_code fail_code{};     // the last failed msync's error
+    bool syncing = false;            // an msync of a taken range is in flight
+  };
+  // Stays with its object (never swapped): a mutex cannot move. pthread, not
+  // std::mutex: no exceptions in -fno-exceptions builds.
+  struct pinned_sync {
+    pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
+  };
+
+  static result<void> durability_lost(const char* what = "persist") noexcept {
+    return detail::fail_durability_lost(what);
+  }
+  // The per-file state is the only one: a mapping's own flag could disagree
+  // with a clear_durability_error() made through another mapping of the file.
+  bool file_lost() const noexcept { return detail::durability_registry::is_lost(dev_, ino_); }
+
+  void note_pending(std::size_t lo, std::size_t hi) noexcept {
+    pthread_mutex_lock(&pin_.lock);
+    if (sync_.hi <= sync_.lo) {
+      sync_.lo = lo;
+      sync_.hi = hi;
+    } else {
+      if (lo < sync_.lo) sync_.lo = lo;
+      if (hi > sync_.hi) sync_.hi = hi;
+    }
+    ++sync_.flush_gen;
+    pthread_mutex_unlock(&pin_.lock);
+  }
+
+  // The page-granular drain: see page_sync.
+  result<void> drain_pages() noexcept {
+    if (file_lost()) return durability_lost("drain");
+    pthread_mutex_lock(&pin_.lock);
+    const std::uint64_t ticket = sync_.flush_gen;
+    const std::uint64_t seen_failures = sync_.fail_seq;
+    result<void> r = outcome::success();
+    while (sync_.done_gen < ticket) {
+      if (sync_.fail_seq != seen_failures && sync_.fail_gen >= ticket) {
+        r = another_threads_failure(sync_.fail_code);
+        break;
+      }
+      if (sync_.syncing) {
+        pthread_cond_wait(&pin_.cond, &pin_.lock);
+        continue;
+      }
+      const std::size_t lo = sync_.lo, hi = sync_.hi;
+      const std::uint64_t gen = sync_.flush_gen;
+      sync_.lo = sync_.hi = 0;
+      sync_.syncing = true;
+      pthread_mutex_unlock(&pin_.lock);
+      r = hi > lo ? persist_pages(lo, hi - lo) : outcome::success();
+      pthread_mutex_lock(&pin_.lock);
+      sync_.syncing = false;
+      if (r) {
+        sync_.done_gen = gen;
+      } else {
+        // Keep the range pending so that a later drain retries it.
+        if (sync_.hi <= sync_.lo) sync_.lo = lo, sync_.hi = hi;
+        else sync_.lo = lo < sync_.lo ? lo : sync_.lo, sync_.hi = hi > sync_.hi ? hi : sync_.hi;
+        sync_.fail_gen = gen;
+        sync_.fail_code = r.error();
+        ++sync_.fail_seq;
+      }
+      pthread_cond_broadcast(&pin_.cond);
+      if (!r) break;
+    }
+    pthread_mutex_unlock(&pin_.lock);
+    if (r && file_lost()) return durability_lost("drain");
+    return r;
+  }
+
+  // This thread's report of a failed msync that another thread's drain made
+  // on its behalf (the detail text is per thread).
+  static result<void> another_threads_failure(std::error_code ec) noexcept {
+    if (ec == errc::durability_lost) return durability_lost("drain");
+    if (ec.category() == std::system_category())
+      return detail::fail_errno(ec.value(), "drain: msync(MS_SYNC) by a concurrent drain covering this flush");
+    detail::set_detail("drain: a concurrent drain covering this flush failed (%s error %d)", ec.category().name(),
+                       ec.value());
+    return ec;
+  }
 
   result<void> persist_pages(std::size_t offset, std::size_t length) noexcept {
-    if (durability_failed_) return durability_lost();
+    if (file_lost()) return durability_lost();
     if (length == 0) return outcome::success();
     // Whole pages: msync needs a page-aligned start, and rounding the end
     // ourselves (within the page-rounded mapping) makes the range explicit.
@@ -494,19 +642,25 @@ class direct_mapping {
     const std::size_t hi = (offset + length + page - 1) & ~(page - 1);
     if (persister_) {
       auto r = persister_->persist_pages(fd_, offset_ + lo, data_ + lo, hi - lo);
-      if (!r) note_flush_failure(r.error().value(), r.error().category() == std::system_category());
+      if (!r) note_flush_failure(r.error());
       return r;
     }
     if (detail::sys::msync(data_ + lo, hi - lo, MS_SYNC) != 0) {
       const int e = errno;
-      note_flush_failure(e, true);
+      note_flush_failure(detail::errno_code(e));
       return detail::fail_errno(e, "msync(MS_SYNC)");
     }
+    // A consumer sharing the description may have taken the error first.
+    if (file_lost()) return durability_lost();
     return outcome::success();
   }
 
-  void note_flush_failure(int e, bool is_errno) noexcept {
-    if (is_errno && detail::is_writeback_error(e)) durability_failed_ = true;
+  // A write-back error is the file's: every mapping, committer and seal of it
+  // must see it (Linux reports it once per open file description).
+  void note_flush_failure(std::error_code ec) noexcept {
+    const bool lost = ec == errc::durability_lost ||
+                      (ec.category() == std::system_category() && detail::is_writeback_error(ec.value()));
+    if (lost) detail::durability_registry::mark_lost(dev_, ino_);
   }
 
   void reset_fields() noexcept {
@@ -516,89 +670,137 @@ class direct_mapping {
     map_length_ = 0;
     offset_ = 0;
     fd_ = -1;
-    pending_lo_ = pending_hi_ = 0;
+    own_description_ = false;
+    shared_cause_ = "";
+    dev_ = 0;
+    ino_ = 0;
+    sync_ = page_sync{};
     persister_ = nullptr;
-    durability_failed_ = false;
   }
 
-  static int try_map(void* at, std::size_t len, int flags, int fd, std::uint64_t off, bool populate,
-                     void*& out) noexcept {
-    if (at) flags |= MAP_FIXED;
+  // Validates map()'s arguments against the file; returns the length to map.
+  static result<std::size_t> check_map_request(int fd, std::uint64_t offset, std::size_t length,
+                                               const map_options& options, struct stat& st) noexcept;
+  // Takes the mapping's own descriptor of fd's file (see own_description()).
+  std::error_code take_descriptor(int fd, const struct stat& st, const map_options& options) noexcept;
+  // Fills domain_/granularity_/flush_ and checks them against options.
+  std::error_code settle_granularity(const map_options& options, dev_t dev) noexcept;
+
+  // The mmap flags of a rung, or 0 with `cause` set when the build lacks it.
+  static int rung_flags(map_mode mode, const char*& cause) noexcept {
+    (void)cause;  // every rung may be configured in
+    switch (mode) {
+      case map_mode::direct:
+#ifdef MAPDIRECT_MAP_DIRECT_FLAG
+        return MAP_SHARED_VALIDATE | (MAPDIRECT_MAP_DIRECT_FLAG);
+#else
+        cause = "not configured: build does not define MAPDIRECT_MAP_DIRECT_FLAG (MAP_DIRECT is not in mainline)";
+        return 0;
+#endif
+      case map_mode::sync:
+#if MAPDIRECT_HAS_MAP_SYNC
+        return MAP_SHARED_VALIDATE | MAP_SYNC;
+#else
+        cause = "no MAP_SYNC on this architecture";
+        return 0;
+#endif
+      case map_mode::shared: return MAP_SHARED;
+    }
+    return 0;
+  }
+
+  // Never MAP_FIXED: the kernel picks the address (see align_mapping).
+  static int try_map(std::size_t len, int flags, int fd, std::uint64_t off, bool populate, void*& out) noexcept {
     if (populate) flags |= MAP_POPULATE;
-    void* p = detail::sys::mmap(at, len, PROT_READ | PROT_WRITE, flags, fd, static_cast<off_t>(off));
+    void* p = detail::sys::mmap(nullptr, len, PROT_READ | PROT_WRITE, flags, fd, static_cast<off_t>(off));
     if (p == MAP_FAILED) return errno;
     out = p;
     return 0;
   }
 
-  // Tries each rung from options.strongest to options.weakest at `at` (or
-  // anywhere when null). On success sets mapped/mode; on failure returns the
-  // error with the detail recorded.
+  // Records why rung `a` was refused with errno e; true when that only means
+  // "this mode is not offered here" (step down), false for a real error.
+  static bool classify_refusal(int fd, map_attempt& a) noexcept {
+    const int e = a.error;
+    bool step_down = false;
+    if (a.mode == map_mode::direct) {
+      step_down = (e == EOPNOTSUPP || e == EINVAL || e == EPERM || e == ENODEV);
+      a.cause = e == EOPNOTSUPP ? "file system does not support MAP_DIRECT"
+                : e == EINVAL   ? "kernel does not know MAP_DIRECT"
+                : e == EPERM    ? "file not eligible (not DAX, or reflinked)"
+                : e == EACCES   ? "MAP_DIRECT needs a writable mapping of a file opened O_RDWR"
+                                : "";
+    } else if (a.mode == map_mode::sync) {
+      step_down = (e == EOPNOTSUPP || e == EINVAL);
+      a.cause = sync_refusal_cause(fd, e);
+    }
+    if (e == EACCES && !*a.cause) a.cause = "file descriptor not open O_RDWR (a writable shared mapping needs it)";
+    if (e == ETXTBSY) a.cause = "block map is sealed or busy";
+    if (e == ENOMEM && !*a.cause) a.cause = "out of memory or address space";
+    return step_down;
+  }
+
+  // Tries each rung from options.strongest to options.weakest, each mapped
+  // wherever the kernel chooses, so that a refused rung (the kernel may unmap
+  // the target before refusing MAP_SYNC) never touches anyone's memory. On
+  // success sets mapped/mode; on failure returns the error with the detail set.
   static std::error_code climb(int fd, std::uint64_t offset, std::size_t map_length, const map_options& options,
-                               void* at, map_ladder& ladder, void*& mapped, map_mode& mode_out) noexcept {
+                               map_ladder& ladder, void*& mapped, map_mode& mode_out) noexcept {
     ladder = map_ladder{};
     for (int rung = static_cast<int>(options.strongest); rung <= static_cast<int>(options.weakest); ++rung) {
       const auto mode = static_cast<map_mode>(rung);
       map_attempt& a = ladder.steps[ladder.count++];
       a.mode = mode;
-      int flags = 0;
-      switch (mode) {
-        case map_mode::direct:
-#ifdef MAPDIRECT_MAP_DIRECT_FLAG
-          flags = MAP_SHARED_VALIDATE | (MAPDIRECT_MAP_DIRECT_FLAG);
-          break;
-#else
-          a.cause = "not configured: build does not define MAPDIRECT_MAP_DIRECT_FLAG (MAP_DIRECT is not in mainline)";
-          continue;
-#endif
-        case map_mode::sync:
-#if MAPDIRECT_HAS_MAP_SYNC
-          flags = MAP_SHARED_VALIDATE | MAP_SYNC;
-          break;
-#else
-          a.cause = "no MAP_SYNC on this architecture";
-          continue;
-#endif
-        case map_mode::shared: flags = MAP_SHARED; break;
-      }
+      const int flags = rung_flags(mode, a.cause);
+      if (flags == 0) continue;
       a.attempted = true;
-      a.error = try_map(at, map_length, flags, fd, offset, options.populate, mapped);
+      a.error = try_map(map_length, flags, fd, offset, options.populate, mapped);
       if (a.error == 0) {
         mode_out = mode;
         return {};
       }
-      // After a failed MAP_FIXED attempt the kernel may already have removed
-      // the reservation under it; put it back before the next rung.
-      if (at)
-        (void)detail::sys::mmap(at, map_length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
-                                -1, 0);
-      // Only "this mode is not offered here" steps down; anything else is real.
-      const int e = a.error;
-      bool step_down = false;
-      if (mode == map_mode::direct) {
-        step_down = (e == EOPNOTSUPP || e == EINVAL || e == EPERM || e == ENODEV);
-        a.cause = e == EOPNOTSUPP ? "file system does not support MAP_DIRECT"
-                  : e == EINVAL   ? "kernel does not know MAP_DIRECT"
-                  : e == EPERM    ? "file not eligible (not DAX, or reflinked)"
-                  : e == EACCES   ? "MAP_DIRECT needs a writable mapping of a file opened O_RDWR"
-                                  : "";
-      } else if (mode == map_mode::sync) {
-        step_down = (e == EOPNOTSUPP || e == EINVAL);
-        a.cause = sync_refusal_cause(fd, e);
-      }
-      if (e == EACCES && !*a.cause) a.cause = "file descriptor not open O_RDWR (a writable shared mapping needs it)";
-      if (e == ETXTBSY) a.cause = "block map is sealed or busy";
-      if (e == ENOMEM && !*a.cause) a.cause = "out of memory or address space";
-      if (!step_down) {
+      if (!classify_refusal(fd, a)) {
         const std::string steps = describe_ladder(ladder);
-        detail::set_detail("map: %s mapping failed with %s; tried:\n%s", to_string(mode), detail::errno_name(e),
-                           steps.c_str());
-        return e == ETXTBSY ? make_error_code(errc::sealed) : detail::errno_code(e);
+        detail::set_detail("map: %s mapping failed with %s; tried:\n%s", to_string(mode),
+                           detail::errno_name(a.error), steps.c_str());
+        return a.error == ETXTBSY ? make_error_code(errc::sealed) : detail::errno_code(a.error);
       }
     }
     const std::string steps = describe_ladder(ladder);
     return detail::fail(errc::mode_unavailable, "map: no mode from %s to %s is available; tried:\n%s",
                         to_string(options.strongest), to_string(options.weakest), steps.c_str());
+  }
+
+  // Moves a large mapping to a 2 MiB-aligned address (DAX PMD faults)
+  // without mapping over address space this object does not own: a second
+  // mapping of the same range, with the rung climb() found, goes with
+  // MAP_FIXED_NOREPLACE into a slot carved out of a fresh reservation. On
+  // EEXIST (another thread mapped into the slot meanwhile) it retries; after
+  // a few tries, or any other refusal, the unaligned mapping stays (correct,
+  // only without PMD faults).
+  void align_mapping(bool populate) noexcept {
+    constexpr std::size_t huge = MAPDIRECT_HUGE_ALIGN_THRESHOLD;
+    if (reinterpret_cast<std::uintptr_t>(map_base_) % huge == 0) return;
+    const char* unused = "";
+    const int flags = rung_flags(mode_, unused) | MAP_FIXED_NOREPLACE | (populate ? MAP_POPULATE : 0);
+    for (int attempt = 0; attempt < 8; ++attempt) {
+      auto slot = detail::address_reservation::reserve(map_length_ + huge);
+      if (!slot) return;
+      char* at = slot.aligned(huge);
+      if (!slot.carve(at, map_length_)) return;
+      void* p = detail::sys::mmap(at, map_length_, PROT_READ | PROT_WRITE, flags, fd_, static_cast<off_t>(offset_));
+      if (p == at) {
+        (void)detail::sys::munmap(map_base_, map_length_);
+        map_base_ = p;
+        data_ = static_cast<std::byte*>(p);
+        return;
+      }
+      if (p != MAP_FAILED) {  // a pre-4.17 kernel took the address as a hint
+        (void)detail::sys::munmap(p, map_length_);
+        return;
+      }
+      if (errno != EEXIST) return;
+    }
   }
 
   // Why MAP_SYNC was refused, in words, from statx's DAX attribute.
@@ -621,22 +823,24 @@ class direct_mapping {
   std::size_t map_length_ = 0;
   std::uint64_t offset_ = 0;
   int fd_ = -1;
+  bool own_description_ = false;
+  const char* shared_cause_ = "";  // why fd_ is a dup (static text)
+  dev_t dev_ = 0;                  // the file, for the per-file durability state
+  ino_t ino_ = 0;
   map_mode mode_ = map_mode::shared;
   granularity granularity_ = granularity::page;
   persistence_domain domain_ = persistence_domain::unknown;
   flush_instruction flush_ = flush_instruction::none;
   std::size_t movnt_threshold_ = MAPDIRECT_MOVNT_THRESHOLD;
   map_ladder ladder_{};
-  std::size_t pending_lo_ = 0, pending_hi_ = 0;
+  page_sync sync_{};
+  pinned_sync pin_{};
   page_persister* persister_ = nullptr;
-  // Atomic: threads persisting concurrently (group commit) may all see a failure.
-  std::atomic<bool> durability_failed_{false};
   iomap_seal seal_{};
 };
 
-inline result<direct_mapping> direct_mapping::map(int fd, std::uint64_t offset, std::size_t length,
-                                                  map_options options) noexcept {
-  detail::clear_detail();
+inline result<std::size_t> direct_mapping::check_map_request(int fd, std::uint64_t offset, std::size_t length,
+                                                             const map_options& options, struct stat& st) noexcept {
   if (fd < 0) return detail::fail(errc::invalid_argument, "map: negative file descriptor %d", fd);
   if (static_cast<int>(options.strongest) > static_cast<int>(options.weakest))
     return detail::fail(errc::invalid_argument, "map: options.strongest (%s) is weaker than options.weakest (%s)",
@@ -645,7 +849,6 @@ inline result<direct_mapping> direct_mapping::map(int fd, std::uint64_t offset, 
   if (offset % page != 0)
     return detail::fail(errc::misaligned_offset, "map: file offset %llu is not a multiple of the page size %zu",
                         static_cast<unsigned long long>(offset), page);
-  struct stat st {};
   if (detail::sys::fstat(fd, &st) != 0) return detail::fail_errno(errno, "map: fstat");
   if (!S_ISREG(st.st_mode)) return detail::fail(errc::invalid_argument, "map: not a regular file");
   const auto file_size = static_cast<std::uint64_t>(st.st_size);
@@ -665,59 +868,34 @@ inline result<direct_mapping> direct_mapping::map(int fd, std::uint64_t offset, 
                         static_cast<unsigned long long>(offset + length), static_cast<unsigned long long>(file_size));
   if (length > std::numeric_limits<std::size_t>::max() - 2 * MAPDIRECT_HUGE_ALIGN_THRESHOLD)
     return detail::fail(errc::invalid_argument, "map: length too large");
+  return length;
+}
 
-  direct_mapping m;
-  m.fd_ = detail::sys::fcntl(fd, F_DUPFD_CLOEXEC, 3);
-  if (m.fd_ < 0) return detail::fail_errno(errno, "map: fcntl(F_DUPFD_CLOEXEC)");
-  if (options.seal) {
-    auto sealed = iomap_seal::acquire(m.fd_, offset, length, *options.seal);
-    if (!sealed) return sealed.error();
-    m.seal_ = std::move(sealed.value());
-  }
-  m.offset_ = offset;
-  m.size_ = length;
-  m.map_length_ = (length + page - 1) & ~(page - 1);
-  m.movnt_threshold_ = options.movnt_threshold;
-
-  // Reserve an address range so that large mappings start 2 MiB-aligned (DAX
-  // PMD faults); the file is then mapped over it with MAP_FIXED.
-  void* reservation = nullptr;
-  std::size_t reservation_length = 0;
-  void* at = nullptr;
-  const std::size_t huge = MAPDIRECT_HUGE_ALIGN_THRESHOLD;
-  if (m.map_length_ >= huge) {
-    reservation_length = m.map_length_ + huge;
-    void* r = detail::sys::mmap(nullptr, reservation_length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                                -1, 0);
-    if (r == MAP_FAILED) return detail::fail_errno(errno, "map: reserving address space");
-    reservation = r;
-    const auto base = reinterpret_cast<std::uintptr_t>(r);
-    at = reinterpret_cast<void*>((base + huge - 1) & ~(std::uintptr_t{huge} - 1));
-  }
-  // Releases whatever part of the reservation is not the final mapping.
-  auto release_reservation = [&](void* keep) noexcept {
-    if (!reservation) return;
-    auto* r = static_cast<char*>(reservation);
-    auto* k = static_cast<char*>(keep ? keep : at);
-    const std::size_t lead = static_cast<std::size_t>(k - r);
-    const std::size_t trail = reservation_length - lead - m.map_length_;
-    if (!keep) {
-      detail::sys::munmap(reservation, reservation_length);
-      return;
-    }
-    if (lead) detail::sys::munmap(r, lead);
-    if (trail) detail::sys::munmap(k + m.map_length_, trail);
-  };
-
-  void* mapped = nullptr;
-  const std::error_code climb_error = climb(m.fd_, offset, m.map_length_, options, at, m.ladder_, mapped, m.mode_);
-  if (climb_error) {
-    release_reservation(nullptr);
-    return climb_error;
-  }
-  release_reservation(mapped);
-  m.map_base_ = mapped;
-  m.data_ = static_cast<std::byte*>(mapped);
+inline std::error_code direct_mapping::take_descriptor(int fd, const struct stat& st,
+                                                       const map_options& options) noexcept {
+  // A reopen must never widen access (a read-only fd keeps mmap's EACCES),
+  // nor break a lease: a seal's write lease needs the only description.
+  const int fl = detail::sys::fcntl(fd, F_GETFL);
+  const bool not_rdwr = fl < 0 || (fl & O_ACCMODE) != O_RDWR;
+  const bool leased = detail::seal_registry::leased(st.st_dev, st.st_ino);
+  const bool wants_lease = options.seal && options.seal->lease;
+  const detail::own_descriptor own = detail::reopen_description(fd, O_RDWR, not_rdwr || leased || wants_lease);
+  if (own.fd < 0) return detail::fail_errno(errno, "map: duplicating the file descriptor");
+  fd_ = own.fd;
+  own_description_ = own.own_description;
+  dev_ = st.st_dev;
+  ino_ = st.st_ino;
+  if (own_description_) return {};
+  shared_cause_ = not_rdwr       ? "the caller's descriptor is not open O_RDWR"
+                  : leased       ? "a seal of this process holds a lease on the file; a reopen would break it"
+                  : wants_lease  ? "options.seal.lease: a write lease needs the file's only description"
+                  : own.reopen_error == EACCES ? "reopening through /proc/self/fd was refused (EACCES)"
+                  : own.reopen_error == ENOENT ? "/proc is not mounted"
+                  : own.reopen_error == EXDEV  ? "/proc/self/fd named another file"
+                  : own.reopen_error == EBUSY  ? "the caller's description holds a lease"
+                                               : "reopening through /proc/self/fd failed";
+  return {};
+}
 
 // GCC 12 at -O2 falsely reports the defaulted optionals of a by-value
 // map_options as maybe-uninitialized once inlined into callers.
@@ -725,23 +903,56 @@ inline result<direct_mapping> direct_mapping::map(int fd, std::uint64_t offset, 
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
+inline std::error_code direct_mapping::settle_granularity(const map_options& options, dev_t dev) noexcept {
   // The nd domain matters only where CPU flushes persist (sync, direct).
-  if (m.mode_ != map_mode::shared)
-    m.domain_ = options.domain ? *options.domain : detail::domain_of_device(st.st_dev);
-  m.granularity_ = granularity_for(m.mode_, m.domain_);
-  m.flush_ = options.flush ? *options.flush : detect_flush_instruction();
+  if (mode_ != map_mode::shared) domain_ = options.domain ? *options.domain : detail::domain_of_device(dev);
+  granularity_ = granularity_for(mode_, domain_);
+  flush_ = options.flush ? *options.flush : detect_flush_instruction();
+  if (granularity_ == granularity::cache_line && flush_ == flush_instruction::none)
+    return detail::fail(errc::granularity_unavailable,
+                        "map: %s mapping needs a cache-line flush instruction and this CPU has none",
+                        to_string(mode_));
+  if (static_cast<int>(granularity_) > static_cast<int>(options.coarsest)) {
+    const std::string steps = describe_ladder(ladder_);
+    return detail::fail(errc::granularity_unavailable, "map: granularity %s is coarser than the required %s; tried:\n%s",
+                        to_string(granularity_), to_string(options.coarsest), steps.c_str());
+  }
+  return {};
+}
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
-  if (m.granularity_ == granularity::cache_line && m.flush_ == flush_instruction::none) {
-    return detail::fail(errc::granularity_unavailable,
-                        "map: %s mapping needs a cache-line flush instruction and this CPU has none",
-                        to_string(m.mode_));
+
+inline result<direct_mapping> direct_mapping::map(int fd, std::uint64_t offset, std::size_t length,
+                                                  map_options options) noexcept {
+  detail::clear_detail();
+  struct stat st {};
+  auto checked = check_map_request(fd, offset, length, options, st);
+  if (!checked) return checked.error();
+  length = checked.value();
+
+  direct_mapping m;
+  if (auto ec = m.take_descriptor(fd, st, options)) return ec;
+  if (options.seal) {
+    auto sealed = iomap_seal::acquire(m.fd_, offset, length, *options.seal);
+    if (!sealed) return sealed.error();
+    m.seal_ = std::move(sealed.value());
   }
-  if (static_cast<int>(m.granularity_) > static_cast<int>(options.coarsest)) {
-    const std::string steps = describe_ladder(m.ladder_);
-    return detail::fail(errc::granularity_unavailable, "map: granularity %s is coarser than the required %s; tried:\n%s",
-                        to_string(m.granularity_), to_string(options.coarsest), steps.c_str());
+  const std::size_t page = detail::sys::page_size();
+  m.offset_ = offset;
+  m.size_ = length;
+  m.map_length_ = (length + page - 1) & ~(page - 1);
+  m.movnt_threshold_ = options.movnt_threshold;
+
+  void* mapped = nullptr;
+  if (auto ec = climb(m.fd_, offset, m.map_length_, options, m.ladder_, mapped, m.mode_)) return ec;
+  m.map_base_ = mapped;
+  m.data_ = static_cast<std::byte*>(mapped);
+  if (m.map_length_ >= MAPDIRECT_HUGE_ALIGN_THRESHOLD) m.align_mapping(options.populate);
+  if (auto ec = m.settle_granularity(options, st.st_dev)) return ec;
+  if (!m.own_description_) {
+    // Not a failure: say so where a caller looks for why.
+    detail::set_detail("map: the mapping shares the caller's open file description (%s)", m.shared_cause_);
   }
   return m;
 }

@@ -129,13 +129,13 @@ struct recording_interposer : mapdirect::syscall_interposer {
       mmaps.push_back({flags, prot, len, (flags & MAP_FIXED) != 0});
     }
     if (fd >= 0) {
-      const int r = on_file_mmap(flags & ~(MAP_FIXED | MAP_POPULATE));
+      const int r = on_file_mmap(flags & ~(MAP_FIXED | MAP_FIXED_NOREPLACE | MAP_POPULATE));
       if (r > 0) {
         errno = r;
         return MAP_FAILED;
       }
       if (r == 0) {
-        const int keep = flags & (MAP_FIXED | MAP_POPULATE);
+        const int keep = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE | MAP_POPULATE);
         return note_mapped(syscall_interposer::mmap(addr, len, prot, MAP_SHARED | keep, fd, off), len);
       }
     }
