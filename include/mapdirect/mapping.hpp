@@ -14,6 +14,7 @@
 #include "detail/seal_registry.hpp"
 #include "detail/syscall.hpp"
 #include "error.hpp"
+#include "file.hpp"
 #include "guard.hpp"
 #include "persist.hpp"
 #include "seal.hpp"
@@ -1007,9 +1008,15 @@ inline result<direct_mapping> open_existing_and_map(const parent_dir& parent, co
     if (!options.grow)
       return fail(errc::beyond_eof, "open: %s has %lld bytes, fewer than the requested %llu; set grow to extend it",
                   path, static_cast<long long>(st.st_size), static_cast<unsigned long long>(size));
-    // Growing changes the block map: refuse while this process holds a seal.
-    if (const std::size_t seals = seal_registry::count(st.st_dev, st.st_ino))
-      return fail(errc::sealed, "open: refusing to grow %s: %zu iomap_seal(s) held on it", path, seals);
+    // Growing changes the block map: refuse while this process holds a seal,
+    // counted in so that a seal acquired concurrently waits for the change.
+    unsealed_change change;
+    struct stat counted {};
+    if (auto ec = change.begin(fd.get(), "open: growing", counted)) {
+      if (ec == make_error_code(errc::sealed))
+        return fail(errc::sealed, "open: refusing to grow %s: iomap_seal(s) held on it", path);
+      return ec;
+    }
     // Never rolled back (another process may already map the new size): a
     // failure below leaves the file larger.
     const off_t grow_by = static_cast<off_t>(size) - st.st_size;

@@ -297,11 +297,24 @@ TEST_CASE("repair through a mapping of an O_APPEND descriptor rewrites the page 
   REQUIRE(repl != original.substr(2 * page, page));
   const int afd = ::open(f.path().c_str(), O_RDWR | O_APPEND | O_CLOEXEC);
   REQUIRE(afd >= 0);
-  auto m = direct_mapping::map(afd, 0, 0, mdtest::shared_only());
+  {
+    // A mapping normally has its own description, without O_APPEND.
+    auto own = direct_mapping::map(afd, 0, 0, mdtest::shared_only());
+    REQUIRE(own);
+    CHECK(own.value().own_description());
+    CHECK((::fcntl(own.value().native_handle(), F_GETFL) & O_APPEND) == 0);
+  }
+  // Reopen refused when mapping: the mapping holds a dup of the O_APPEND description.
+  result<direct_mapping> m = [&] {
+    no_reopen refuse;
+    scoped_syscall_interposer use(refuse);
+    return direct_mapping::map(afd, 0, 0, mdtest::shared_only());
+  }();
   INFO(last_error_detail());
   REQUIRE(m);
+  REQUIRE_FALSE(m.value().own_description());
   {
-    // Reopen refused: an O_APPEND dup cannot rewrite in place: refused, nothing written.
+    // Reopen refused again: an O_APPEND dup cannot rewrite in place: refused, nothing written.
     no_reopen refuse;
     scoped_syscall_interposer use(refuse);
     auto r = m.value().repair(2 * page, repl.data(), page);
