@@ -128,6 +128,7 @@ qemu_limits=(
   "tmpfs gives shared mode with page granularity|qemu-user 7.2 rejects MAP_SHARED_VALIDATE with EINVAL where the kernel answers EOPNOTSUPP"
   "weakest = sync fails with mode_unavailable naming the cause when the host has no MAP_SYNC|qemu-user 7.2 rejects MAP_SHARED_VALIDATE with EINVAL where the kernel answers EOPNOTSUPP"
   "media_error carries the poisoned range from si_addr_lsb (BUS_MCEERR_AR queued to ourselves)|qemu-user 7.2 aborts (cpu == current_cpu) on a queued BUS_MCEERR_AR SIGBUS"
+  "a store needing a block on a full file system is an error, not a crash|under qemu-user 7.2 open() on the loop-mounted ext4 reports mode sync where the kernel gives shared (qemu's mmap flag emulation; not investigated further)"
   "memory poison on a mapped page: media_error at its offset, repair, data back|qemu-user 7.2 accepts madvise(MADV_HWPOISON) as a no-op: no poison is injected"
   "a SIGBUS outside any guard kills the process as before ours was installed|SIG_IGN: a real fault still kills, as the kernel forces it|qemu-user 7.2 hangs on a forced SIGBUS while the handler is SIG_IGN"
   "kill(getpid(), SIGBUS) and asynchronous reports inside a guard are not swallowed|BUS_MCEERR_AO (asynchronous) at a guarded address goes to the user handler|qemu-user 7.2 asserts on a queued BUS_MCEERR_AO SIGBUS"

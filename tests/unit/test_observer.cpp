@@ -174,23 +174,24 @@ const std::size_t no_nt = std::numeric_limits<std::size_t>::max();
 
 TEST_CASE("observer: the checker rejects traces without flush, without fence, or flushing before the store",
           "[observer]") {
-  alignas(64) static char buf[256];
-  const auto b = reinterpret_cast<std::uintptr_t>(buf);
+  const std::size_t L = line_size();  // 64 on x86-64; CTR_EL0's line on Arm
+  std::vector<char> mem(4 * L);
+  const auto b = (reinterpret_cast<std::uintptr_t>(mem.data()) + L - 1) & ~(std::uintptr_t{L} - 1);
   const auto f = flush_instruction::clflushopt;
   using ev = std::vector<event>;
-  CHECK(uncovered(ev{{event::flush, b, 0, f}, {event::fence, 0, 0, f}}, b, 64, false).empty());
-  CHECK_FALSE(uncovered(ev{{event::fence, 0, 0, f}}, b, 64, false).empty());                         // no flush
-  CHECK_FALSE(uncovered(ev{{event::flush, b, 0, f}}, b, 64, false).empty());                         // no fence
-  CHECK_FALSE(uncovered(ev{{event::flush, b, 0, f}, {event::fence, 0, 0, f}}, b, 65, false).empty());  // one line short
-  CHECK_FALSE(uncovered(ev{{event::flush, b, 0, f}, {event::store, b, 8, f}, {event::fence, 0, 0, f}}, b, 64, false)
+  CHECK(uncovered(ev{{event::flush, b, 0, f}, {event::fence, 0, 0, f}}, b, L, false).empty());
+  CHECK_FALSE(uncovered(ev{{event::fence, 0, 0, f}}, b, L, false).empty());                            // no flush
+  CHECK_FALSE(uncovered(ev{{event::flush, b, 0, f}}, b, L, false).empty());                            // no fence
+  CHECK_FALSE(uncovered(ev{{event::flush, b, 0, f}, {event::fence, 0, 0, f}}, b, L + 1, false).empty());  // a line short
+  CHECK_FALSE(uncovered(ev{{event::flush, b, 0, f}, {event::store, b, 8, f}, {event::fence, 0, 0, f}}, b, L, false)
                   .empty());  // flushed before the store
-  CHECK(uncovered(ev{{event::flush, b, 0, flush_instruction::clflush}}, b, 64, false).empty());  // CLFLUSH is ordered
-  CHECK(uncovered(ev{{event::nt, b, 64, f}, {event::fence, 0, 0, f}}, b, 64, false).empty());
-  CHECK_FALSE(uncovered(ev{{event::nt, b, 64, f}}, b, 64, false).empty());  // NT store, no fence
-  CHECK_FALSE(uncovered(ev{{event::flush, b, 0, flush_instruction::clflush}, {event::nt, b, 64, f}}, b, 64, false)
+  CHECK(uncovered(ev{{event::flush, b, 0, flush_instruction::clflush}}, b, L, false).empty());  // CLFLUSH is ordered
+  CHECK(uncovered(ev{{event::nt, b, L, f}, {event::fence, 0, 0, f}}, b, L, false).empty());
+  CHECK_FALSE(uncovered(ev{{event::nt, b, L, f}}, b, L, false).empty());  // NT store, no fence
+  CHECK_FALSE(uncovered(ev{{event::flush, b, 0, flush_instruction::clflush}, {event::nt, b, L, f}}, b, L, false)
                   .empty());  // CLFLUSH does not order a later NT store
-  CHECK(uncovered(ev{{event::fence, 0, 0, f}}, b, 64, true).empty());   // byte: a fence is enough
-  CHECK_FALSE(uncovered(ev{}, b, 64, true).empty());                    // byte: but it is needed
+  CHECK(uncovered(ev{{event::fence, 0, 0, f}}, b, L, true).empty());  // byte: a fence is enough
+  CHECK_FALSE(uncovered(ev{}, b, L, true).empty());                   // byte: but it is needed
 }
 
 TEST_CASE("observer: flush_lines reports exactly the overlapping lines and drain its fence", "[observer]") {
