@@ -12,6 +12,8 @@
 #include <vector>
 
 #include <dirent.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
 #include <unistd.h>
 
 using namespace mapdirect;
@@ -437,4 +439,40 @@ TEST_CASE("seam: open() rolls back what it did when the mapping fails", "[seam][
   }
   CHECK(rec.bytes_still_mapped() == 0);
   ::unlink(path.c_str());
+}
+
+TEST_CASE("seam: a seal whose range is still shared after stabilising fails with block_map_unstable",
+          "[seam][seal]") {
+  // FIEMAP answers as the kernel does, except that every extent stays
+  // "shared" whatever the seal does to it: the verify pass after stabilising
+  // must notice, and the seal must not be granted.
+  struct always_shared : recording_interposer {
+    int fiemaps = 0;
+    int ioctl(int fd, unsigned long request, void* arg) noexcept override {
+      const int r = recording_interposer::ioctl(fd, request, arg);
+      if (r == 0 && request == FS_IOC_FIEMAP) {
+        ++fiemaps;
+        auto* fm = static_cast<struct fiemap*>(arg);
+        for (unsigned i = 0; i < fm->fm_mapped_extents; ++i) fm->fm_extents[i].fe_flags |= FIEMAP_EXTENT_SHARED;
+      }
+      return r;
+    }
+  } rec;
+  temp_file f(mdtest::test_dir(), 0);
+  const std::string data(64 * 1024, 'q');
+  REQUIRE(::pwrite(f.fd(), data.data(), data.size(), 0) == static_cast<ssize_t>(data.size()));
+  REQUIRE(::fsync(f.fd()) == 0);
+  mapdirect::scoped_syscall_interposer guard(rec);
+  auto s = iomap_seal::acquire(f.fd(), 0, data.size());
+  const std::string detail = last_error_detail();
+  INFO(detail);
+  if (!s && s.error() == errc::block_map_unverifiable) {
+    WARN("skipped: the test directory's file system has no FIEMAP");
+    return;
+  }
+  REQUIRE_FALSE(s);
+  CHECK(s.error() == errc::block_map_unstable);
+  CHECK(detail.find("after stabilising") != std::string::npos);
+  CHECK(rec.fiemaps >= 2);  // the scan before, and the verify pass after
+  CHECK(f.read_all() == data);
 }
