@@ -153,6 +153,11 @@ run_case() {  # run_case <binary> <case> [section]; prints the output, fails unl
   printf '%s\n' "$out" | grep -qE '^All tests passed \([0-9]+ assertions? in 1 test case\)$'
 }
 failed=0 passed=0 skipped=0 all_cases=()
+# Skips also go to the caller's log (scripts/run-tests.sh lists them at the end).
+parent_skip_log=${MAPDIRECT_SKIP_LOG:-}
+note_skip() {  # note_skip <what> <reason>
+  [ -z "$parent_skip_log" ] || printf 'cross_aarch64\t%s\t%s\n' "$1" "$2" >>"$parent_skip_log"
+}
 export MAPDIRECT_SKIP_LOG="$work/skips.log"
 : >"$MAPDIRECT_SKIP_LOG"
 if [ "$run_tests" = 1 ]; then
@@ -170,6 +175,7 @@ if [ "$run_tests" = 1 ]; then
       done
       if [ -n "$whole" ]; then
         echo "skipped: $c ($whole)"
+        note_skip "$c" "skipped under qemu-aarch64: $whole"
         skipped=$((skipped + 1))
         continue
       fi
@@ -181,6 +187,7 @@ if [ "$run_tests" = 1 ]; then
           printf '%s\n' "${all_sections[@]}" | grep -qxF "${sk%%|*}" ||
             { echo "FAILED: $c has no section '${sk%%|*}' (update qemu_limits)"; failed=$((failed + 1)); }
           echo "skipped section: $c / ${sk%%|*} (${sk#*|})"
+          note_skip "$c / ${sk%%|*}" "skipped under qemu-aarch64: ${sk#*|}"
         done
         for sec in "${all_sections[@]}"; do
           keep=1
@@ -206,6 +213,7 @@ if [ "$run_tests" = 1 ]; then
   if [ -s "$MAPDIRECT_SKIP_LOG" ]; then
     echo "skips reported by the tests themselves (WARN):"
     sed 's/^/  /' "$MAPDIRECT_SKIP_LOG"
+    [ -z "$parent_skip_log" ] || sed 's/^/qemu-aarch64 /' "$MAPDIRECT_SKIP_LOG" >>"$parent_skip_log"
   fi
   echo "aarch64 unit test cases: $passed passed (run), $failed failed, $skipped skipped (qemu-user limits)," \
     "$(sed -n '$=' "$MAPDIRECT_SKIP_LOG" | grep . || echo 0) skip notes from passing cases"
