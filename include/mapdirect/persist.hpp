@@ -6,6 +6,7 @@
 #define MAPDIRECT_PERSIST_HPP
 
 #include "config.hpp"
+#include "detail/observer.hpp"
 
 #include <cstddef>
 #include <cstdint>
@@ -101,21 +102,36 @@ inline void flush_lines(const void* addr, std::size_t len, flush_instruction f) 
   switch (f) {
 #if defined(MAPDIRECT_ARCH_X86_64)
     case flush_instruction::clwb:
-      for (; p < end; p += line) __asm__ volatile("clwb %0" : "+m"(*reinterpret_cast<volatile char*>(p)));
+      for (; p < end; p += line) {
+        MAPDIRECT_OBSERVE_FLUSH(reinterpret_cast<const void*>(p), f);
+        __asm__ volatile("clwb %0" : "+m"(*reinterpret_cast<volatile char*>(p)));
+      }
       break;
     case flush_instruction::clflushopt:
-      for (; p < end; p += line) __asm__ volatile("clflushopt %0" : "+m"(*reinterpret_cast<volatile char*>(p)));
+      for (; p < end; p += line) {
+        MAPDIRECT_OBSERVE_FLUSH(reinterpret_cast<const void*>(p), f);
+        __asm__ volatile("clflushopt %0" : "+m"(*reinterpret_cast<volatile char*>(p)));
+      }
       break;
     case flush_instruction::clflush:
-      for (; p < end; p += line) __asm__ volatile("clflush %0" : "+m"(*reinterpret_cast<volatile char*>(p)));
+      for (; p < end; p += line) {
+        MAPDIRECT_OBSERVE_FLUSH(reinterpret_cast<const void*>(p), f);
+        __asm__ volatile("clflush %0" : "+m"(*reinterpret_cast<volatile char*>(p)));
+      }
       break;
 #elif defined(MAPDIRECT_ARCH_AARCH64)
     case flush_instruction::dc_cvap:
       // "sys #3, c7, c12, #1" is DC CVAP, spelled so that pre-ARMv8.2 assemblers accept it.
-      for (; p < end; p += line) __asm__ volatile("sys #3, c7, c12, #1, %0" : : "r"(p) : "memory");
+      for (; p < end; p += line) {
+        MAPDIRECT_OBSERVE_FLUSH(reinterpret_cast<const void*>(p), f);
+        __asm__ volatile("sys #3, c7, c12, #1, %0" : : "r"(p) : "memory");
+      }
       break;
     case flush_instruction::dc_cvac:
-      for (; p < end; p += line) __asm__ volatile("dc cvac, %0" : : "r"(p) : "memory");
+      for (; p < end; p += line) {
+        MAPDIRECT_OBSERVE_FLUSH(reinterpret_cast<const void*>(p), f);
+        __asm__ volatile("dc cvac, %0" : : "r"(p) : "memory");
+      }
       break;
 #endif
     default:
@@ -127,13 +143,19 @@ inline void flush_lines(const void* addr, std::size_t len, flush_instruction f) 
 /// persistence domain. No-op after CLFLUSH, which is already ordered.
 inline void drain(flush_instruction f) noexcept {
 #if defined(MAPDIRECT_ARCH_X86_64)
-  if (f != flush_instruction::clflush) _mm_sfence();
-  else __asm__ volatile("" ::: "memory");
+  if (f != flush_instruction::clflush) {
+    MAPDIRECT_OBSERVE_FENCE();
+    _mm_sfence();
+  } else {
+    __asm__ volatile("" ::: "memory");
+  }
 #elif defined(MAPDIRECT_ARCH_AARCH64)
   (void)f;
+  MAPDIRECT_OBSERVE_FENCE();
   __asm__ volatile("dmb ish" ::: "memory");
 #else
   (void)f;
+  MAPDIRECT_OBSERVE_FENCE();
   __atomic_thread_fence(__ATOMIC_SEQ_CST);
 #endif
 }
@@ -143,6 +165,7 @@ namespace detail {
 // Stores 64-byte blocks with MOVNTDQ; dst must be 64-byte aligned, n a multiple of 64.
 inline void stream_copy_blocks(char* dst, const char* src, std::size_t n) noexcept {
   for (std::size_t i = 0; i < n; i += 64) {
+    MAPDIRECT_OBSERVE_NT(dst + i, 64);
     const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
     const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i + 16));
     const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i + 32));
@@ -157,6 +180,7 @@ inline void stream_copy_blocks(char* dst, const char* src, std::size_t n) noexce
 inline void stream_fill_blocks(char* dst, int byte, std::size_t n) noexcept {
   const __m128i v = _mm_set1_epi8(static_cast<char>(byte));
   for (std::size_t i = 0; i < n; i += 64) {
+    MAPDIRECT_OBSERVE_NT(dst + i, 64);
     _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i), v);
     _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i + 16), v);
     _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i + 32), v);
@@ -171,17 +195,20 @@ inline void stream_copy_words(char* dst, const char* src, std::size_t n) noexcep
   if ((reinterpret_cast<std::uintptr_t>(dst) & 7) && n >= 4) {
     int v;
     std::memcpy(&v, src, 4);
+    MAPDIRECT_OBSERVE_NT(dst, 4);
     _mm_stream_si32(reinterpret_cast<int*>(dst), v);
     i = 4;
   }
   for (; i + 8 <= n; i += 8) {
     long long v;
     std::memcpy(&v, src + i, 8);
+    MAPDIRECT_OBSERVE_NT(dst + i, 8);
     _mm_stream_si64(reinterpret_cast<long long*>(dst + i), v);
   }
   if (i < n) {
     int v;
     std::memcpy(&v, src + i, 4);
+    MAPDIRECT_OBSERVE_NT(dst + i, 4);
     _mm_stream_si32(reinterpret_cast<int*>(dst + i), v);
   }
 }
@@ -190,11 +217,18 @@ inline void stream_fill_words(char* dst, int byte, std::size_t n) noexcept {
   const unsigned long long pattern = 0x0101010101010101ULL * static_cast<unsigned char>(byte);
   std::size_t i = 0;
   if ((reinterpret_cast<std::uintptr_t>(dst) & 7) && n >= 4) {
+    MAPDIRECT_OBSERVE_NT(dst, 4);
     _mm_stream_si32(reinterpret_cast<int*>(dst), static_cast<int>(static_cast<unsigned>(pattern)));
     i = 4;
   }
-  for (; i + 8 <= n; i += 8) _mm_stream_si64(reinterpret_cast<long long*>(dst + i), static_cast<long long>(pattern));
-  if (i < n) _mm_stream_si32(reinterpret_cast<int*>(dst + i), static_cast<int>(static_cast<unsigned>(pattern)));
+  for (; i + 8 <= n; i += 8) {
+    MAPDIRECT_OBSERVE_NT(dst + i, 8);
+    _mm_stream_si64(reinterpret_cast<long long*>(dst + i), static_cast<long long>(pattern));
+  }
+  if (i < n) {
+    MAPDIRECT_OBSERVE_NT(dst + i, 4);
+    _mm_stream_si32(reinterpret_cast<int*>(dst + i), static_cast<int>(static_cast<unsigned>(pattern)));
+  }
 }
 #endif
 
@@ -215,6 +249,7 @@ inline bool split_nt(char* dst, std::size_t n, flush_instruction f, Body body, W
       words(off, len);
     } else {
       edge(off, len);
+      MAPDIRECT_OBSERVE_STORE(dst + off, len);
       flush_lines(dst + off, len, f);
     }
   };
@@ -223,7 +258,10 @@ inline bool split_nt(char* dst, std::size_t n, flush_instruction f, Body body, W
   if (tail) store_edge(head + mid, tail);
   // drain() does not fence after CLFLUSH (it is ordered by itself), but
   // non-temporal stores still need an SFENCE.
-  if (f == flush_instruction::clflush) _mm_sfence();
+  if (f == flush_instruction::clflush) {
+    MAPDIRECT_OBSERVE_FENCE();
+    _mm_sfence();
+  }
   return true;
 #else
   (void)dst, (void)n, (void)f, (void)body, (void)words, (void)edge;
@@ -262,6 +300,7 @@ inline void memcpy_flush(void* dst, const void* src, std::size_t n, flush_instru
     if (done) return;
   }
   std::memcpy(d, s, n);
+  MAPDIRECT_OBSERVE_STORE(d, n);
   flush_lines(d, n, f);
 }
 
@@ -291,6 +330,7 @@ inline void memset_flush(void* dst, int byte, std::size_t n, flush_instruction f
     if (done) return;
   }
   std::memset(d, byte, n);
+  MAPDIRECT_OBSERVE_STORE(d, n);
   flush_lines(d, n, f);
 }
 

@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""The deliberate breakages of tests/mutation/run.sh.
+
+usage: mutants.py list                 -> "name<TAB>group<TAB>description" per mutant
+       mutants.py apply NAME INCLUDE   -> breaks the copy of include/ at INCLUDE
+
+Each edit is a regular expression anchored on stable identifiers, with the
+number of matches it must find. An edit that no longer matches makes `apply`
+fail loudly (exit 2): the mutant is then reported as an error, never as killed.
+Hooks of the persistence observer (MAPDIRECT_OBSERVE_*) sit next to the
+instruction they report, so a mutant removes both together.
+"""
+import re
+import sys
+
+# group: which unit test TU and Catch2 filter kill it (see run.sh).
+# edits: (file under include/mapdirect, pattern, replacement, min matches, max matches)
+MUTANTS = [
+    ("persist-no-flush", "observer", "no cache-line flush in direct_mapping::persist (cache_line)", [
+        ("mapping.hpp",
+         r"(result<void> persist\(std::size_t offset, std::size_t length\) noexcept \{.*?"
+         r"case granularity::cache_line:\s*)flush_lines\([^;]*\);",
+         r"\1(void)0;", 1, 1),
+    ]),
+    ("drain-no-fence", "observer", "drain() issues no fence", [
+        ("persist.hpp", r"(inline void drain\(flush_instruction f\) noexcept \{)",
+         r"\1\n  (void)f;\n  if ((true)) return;", 1, 1),
+    ]),
+    ("nt-no-fence", "observer", "non-temporal stores without their SFENCE (split_nt after CLFLUSH)", [
+        ("persist.hpp",
+         r"if \(f == flush_instruction::clflush\) \{\s*MAPDIRECT_OBSERVE_FENCE\(\);\s*_mm_sfence\(\);\s*\}",
+         r"(void)0;", 1, 1),
+    ]),
+    ("ring-fsync-nop", "async", "ring fsync replaced by a no-op (io_uring_prep_fsync -> io_uring_prep_nop)", [
+        ("async.hpp", r"io_uring_prep_fsync\(\s*(\w+)\s*,[^;]*\);", r"io_uring_prep_nop(\1);", 1, 9),
+    ]),
+    ("ring-covers-late", "async", "a flush completion also completes requests enqueued after it started", [
+        ("async.hpp", r"r->ticket <= cover\b", r"(r->ticket <= cover || true)", 1, 1),
+    ]),
+    ("page-persist-no-msync", "seam", "msync removed from page-granular persist", [
+        ("mapping.hpp", r"(?:detail::)?sys::msync\([^;]*?MS_SYNC\)", r"0", 1, 9),
+    ]),
+    ("durability-never-lost", "seam", "durability_lost never set (mapping flag and process-wide registry)", [
+        ("mapping.hpp", r"durability_failed_ = true;", r"(void)0;", 0, 9),
+        ("detail/durability.hpp", r"(static void mark_lost\(dev_t dev, ino_t ino\) noexcept \{)",
+         r"\1\n    (void)dev; (void)ino;\n    if ((true)) return;", 1, 1),
+    ]),
+    ("guard-swallows-fault", "guard", "the guarded copy reports success after a fault", [
+        ("detail/guard_copy.hpp", r"return faulted == 0;", r"(void)faulted; return true;", 1, 1),
+        ("detail/guard_copy.hpp", r"return run_guarded\(frame, copy\);",
+         r"(void)run_guarded(frame, copy); return true;", 1, 1),
+    ]),
+    # The pass still runs (so the report keeps its extent count): only its
+    # verdict is dropped, as a seal that never looked would do.
+    ("seal-no-verify", "seam", "seal ignores its verify pass (block map after stabilising not checked)", [
+        ("seal.hpp", r"!after\.stable\(\)", r"false", 1, 1),
+    ]),
+    ("repair-writes-nothing", "guard", "repair pretends to pwrite and writes nothing", [
+        ("guard.hpp", r"sys::pwrite\(map\.fd,[^;]*\)(?=;)", r"static_cast<ssize_t>(n - done)", 1, 1),
+    ]),
+    ("ladder-eacces-steps-down", "seam", "the mapping ladder treats EACCES as 'mode not offered, step down'", [
+        ("mapping.hpp", r"step_down = \(", r"step_down = (e == EACCES || ", 1, 9),
+    ]),
+]
+
+
+def main():
+    if len(sys.argv) >= 2 and sys.argv[1] == "list":
+        for name, group, desc, _ in MUTANTS:
+            print(f"{name}\t{group}\t{desc}")
+        return 0
+    if len(sys.argv) != 4 or sys.argv[1] != "apply":
+        print(__doc__, file=sys.stderr)
+        return 2
+    name, inc = sys.argv[2], sys.argv[3]
+    found = [m for m in MUTANTS if m[0] == name]
+    if not found:
+        print(f"mutants.py: no mutant {name}", file=sys.stderr)
+        return 2
+    total = 0
+    for rel, pattern, repl, lo, hi in found[0][3]:
+        path = f"{inc}/mapdirect/{rel}"
+        with open(path) as f:
+            text = f.read()
+        new, n = re.subn(pattern, repl, text, flags=re.S)
+        if not lo <= n <= hi:
+            print(f"mutants.py: {name}: pattern /{pattern}/ matched {n} times in {rel} "
+                  f"(expected {lo}..{hi}); the header changed, update tests/mutation/mutants.py",
+                  file=sys.stderr)
+            return 2
+        total += n
+        with open(path, "w") as f:
+            f.write(new)
+    if total == 0:
+        print(f"mutants.py: {name}: nothing changed", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
