@@ -319,7 +319,7 @@ class direct_mapping {
   result<void> persist(std::size_t offset, std::size_t length) noexcept {
     MAPDIRECT_TRY_RANGE(offset, length);
     switch (granularity_) {
-      case granularity::byte: mapdirect::drain(flush_); return outcome::success();
+      case granularity::byte: store_fence(); return outcome::success();
       case granularity::cache_line:
         flush_lines(data_ + offset, length, flush_);
         mapdirect::drain(flush_);
@@ -351,6 +351,10 @@ class direct_mapping {
   /// when another thread's msync that covered this caller's flushes failed).
   result<void> drain() noexcept {
     if (!data_) return detail::fail(errc::not_mapped, "drain: no mapping");
+    if (granularity_ == granularity::byte) {
+      store_fence();
+      return outcome::success();
+    }
     if (granularity_ != granularity::page) {
       mapdirect::drain(flush_);
       return outcome::success();
@@ -366,7 +370,7 @@ class direct_mapping {
     switch (granularity_) {
       case granularity::byte:
         std::memcpy(data_ + offset, src, n);
-        mapdirect::drain(flush_);
+        store_fence();
         return outcome::success();
       case granularity::cache_line:
         memcpy_flush(data_ + offset, src, n, flush_, movnt_threshold_);
@@ -386,7 +390,7 @@ class direct_mapping {
     switch (granularity_) {
       case granularity::byte:
         std::memset(data_ + offset, byte, n);
-        mapdirect::drain(flush_);
+        store_fence();
         return outcome::success();
       case granularity::cache_line:
         memset_flush(data_ + offset, byte, n, flush_, movnt_threshold_);

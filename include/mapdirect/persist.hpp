@@ -30,8 +30,8 @@ enum class flush_instruction {
   clflush,     ///< x86 CLFLUSH: serialised, evicts; needs no fence afterwards
   clflushopt,  ///< x86 CLFLUSHOPT: weakly ordered, evicts; SFENCE to drain
   clwb,        ///< x86 CLWB: weakly ordered, may keep the line; SFENCE to drain
-  dc_cvac,     ///< Arm DC CVAC: clean to point of coherency; DMB ISH to drain
-  dc_cvap,     ///< Arm DC CVAP (ARMv8.2 DCPoP): clean to point of persistence; DMB ISH to drain
+  dc_cvac,     ///< Arm DC CVAC: clean to point of coherency; DSB SY to drain
+  dc_cvap,     ///< Arm DC CVAP (ARMv8.2 DCPoP): clean to point of persistence; DSB SY to drain
 };
 
 /// Name of a flush instruction ("clwb").
@@ -152,10 +152,26 @@ inline void drain(flush_instruction f) noexcept {
 #elif defined(MAPDIRECT_ARCH_AARCH64)
   (void)f;
   MAPDIRECT_OBSERVE_FENCE();
-  __asm__ volatile("dmb ish" ::: "memory");
+  // DSB, not DMB: the Arm architecture guarantees completion of DC CVAP/CVAC
+  // only after a DSB (Linux's pmem flush ends with one too).
+  __asm__ volatile("dsb sy" ::: "memory");
 #else
   (void)f;
   MAPDIRECT_OBSERVE_FENCE();
+  __atomic_thread_fence(__ATOMIC_SEQ_CST);
+#endif
+}
+
+/// A store fence whatever the flush instruction: what makes stores durable
+/// on byte-granular (eADR) memory, where no flush is needed but the stores
+/// must be globally visible before the caller acknowledges them.
+inline void store_fence() noexcept {
+  MAPDIRECT_OBSERVE_FENCE();
+#if defined(MAPDIRECT_ARCH_X86_64)
+  _mm_sfence();
+#elif defined(MAPDIRECT_ARCH_AARCH64)
+  __asm__ volatile("dsb sy" ::: "memory");
+#else
   __atomic_thread_fence(__ATOMIC_SEQ_CST);
 #endif
 }
@@ -205,7 +221,7 @@ inline void stream_copy_words(char* dst, const char* src, std::size_t n) noexcep
     MAPDIRECT_OBSERVE_NT(dst + i, 8);
     _mm_stream_si64(reinterpret_cast<long long*>(dst + i), v);
   }
-  if (i < n) {
+  if (i + 4 <= n) {  // n is a multiple of 4: the last word
     int v;
     std::memcpy(&v, src + i, 4);
     MAPDIRECT_OBSERVE_NT(dst + i, 4);
@@ -225,7 +241,7 @@ inline void stream_fill_words(char* dst, int byte, std::size_t n) noexcept {
     MAPDIRECT_OBSERVE_NT(dst + i, 8);
     _mm_stream_si64(reinterpret_cast<long long*>(dst + i), static_cast<long long>(pattern));
   }
-  if (i < n) {
+  if (i + 4 <= n) {  // n is a multiple of 4: the last word
     MAPDIRECT_OBSERVE_NT(dst + i, 4);
     _mm_stream_si32(reinterpret_cast<int*>(dst + i), static_cast<int>(static_cast<unsigned>(pattern)));
   }
