@@ -112,6 +112,7 @@ class file_lease {
     std::swap(restore_fd_, o.restore_fd_);
     std::swap(old_sig_, o.old_sig_);
     std::swap(old_owner_, o.old_owner_);
+    std::swap(owner_pid_, o.owner_pid_);
   }
   file_lease(const file_lease&) = delete;
   file_lease& operator=(const file_lease&) = delete;
@@ -147,6 +148,7 @@ class file_lease {
     l.old_owner_ = sys::fcntl(fd, F_GETOWN);
     if (l.old_sig_ < 0 || l.old_owner_ == -1) return fail_errno(errno, "lease: fcntl(F_GETSIG/F_GETOWN)");
     l.restore_fd_ = fd;
+    l.owner_pid_ = ::getpid();
     // Deliver to this process (F_SETLEASE sets the owner only when none is set).
     if (sys::fcntl(fd, F_SETOWN, static_cast<long>(::getpid())) != 0) return fail_errno(errno, "lease: F_SETOWN");
     // The signal number must be set before the lease exists, or a break in
@@ -171,8 +173,16 @@ class file_lease {
     return {};
   }
 
-  /// True once another open or a truncate broke the lease.
-  bool broken() const noexcept { return slot_ && slot_->broken.load(std::memory_order_acquire); }
+  /// True once another open or a truncate broke the lease. In a child of
+  /// fork() the break signal goes to the process that took the lease, so the
+  /// child asks the kernel instead: broken unless the shared description still
+  /// holds the write lease undisturbed (F_GETLEASE reports a pending break's
+  /// target type).
+  bool broken() const noexcept {
+    if (!slot_) return false;
+    if (inherited()) return fd_ < 0 || sys::fcntl(fd_, F_GETLEASE) != F_WRLCK;
+    return slot_->broken.load(std::memory_order_acquire);
+  }
   /// Readable (counter > 0) once broken; for poll/epoll.
   int event_fd() const noexcept { return event_fd_; }
   bool held() const noexcept { return slot_ != nullptr; }
@@ -181,6 +191,20 @@ class file_lease {
   std::error_code release() noexcept {
     if (!slot_) return {};
     std::error_code ec;
+    if (inherited()) {
+      // A forked child shares the leased description with the parent, which
+      // still holds the lease: unlocking it, or restoring F_SETSIG/F_SETOWN,
+      // would take the parent's lease away. Drop only this process's copies
+      // (the table is process memory: clear it as release does).
+      slot_->fd.store(-1, std::memory_order_release);
+      slot_->event_fd.store(-1, std::memory_order_release);
+      slot_->broken.store(false, std::memory_order_release);
+      slot_->claimed.store(false, std::memory_order_release);
+      if (event_fd_ >= 0) close_quietly_fd(event_fd_);
+      slot_ = nullptr;
+      fd_ = event_fd_ = restore_fd_ = -1;
+      return ec;
+    }
     if (fd_ >= 0 && sys::fcntl(fd_, F_SETLEASE, F_UNLCK) != 0 && errno != EBADF)
       ec = fail_errno(errno, "lease: fcntl(F_SETLEASE, F_UNLCK)");
     // Restore signal and owner only after the lease is gone, so no break can arrive as SIGIO.
@@ -200,6 +224,8 @@ class file_lease {
 
  private:
   static void close_quietly_fd(int fd) noexcept { sys::close_quietly(fd); }
+  // True in a child of fork(): the lease belongs to an ancestor process.
+  bool inherited() const noexcept { return owner_pid_ != 0 && ::getpid() != owner_pid_; }
 
   lease_slot* slot_ = nullptr;
   int fd_ = -1;          // the leased descriptor, once F_SETLEASE succeeded
@@ -207,6 +233,7 @@ class file_lease {
   int restore_fd_ = -1;  // where old_sig_/old_owner_ must be put back
   int old_sig_ = 0;
   int old_owner_ = 0;
+  pid_t owner_pid_ = 0;  // the process that took the lease
 };
 
 }  // namespace detail
