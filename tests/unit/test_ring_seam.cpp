@@ -80,6 +80,12 @@ struct ring_interposer : syscall_interposer {
     cv.notify_all();
   }
   void release_all() { release(1u << 30); }
+  // Declared after the committer: a failing test releases everything before
+  // the committer's destructor waits for its requests.
+  struct releaser {
+    ring_interposer& r;
+    ~releaser() { r.release_all(); }
+  };
   // Deadlock guards (not timing assertions).
   bool wait_cqes(std::size_t n) {
     std::unique_lock<std::mutex> lk(mu);
@@ -162,6 +168,7 @@ TEST_CASE("ring seam: the flush is a datasync fsync of the file, and covers only
   scoped_syscall_interposer guard(ri);
   auto g = ring_committer();
   auto m = map_shared(f, 64 * 1024);
+  ring_interposer::releaser rel{ri};
 
   auto h1 = async(g, m, 0);
   REQUIRE(ri.wait_cqes(1));  // flush 1 ran in the kernel; its completion is held
@@ -207,6 +214,7 @@ TEST_CASE("ring seam: a failed CQE fails exactly the requests it covered; later 
   scoped_syscall_interposer guard(ri);
   auto g = ring_committer();
   auto m = map_shared(f, 64 * 1024);
+  ring_interposer::releaser rel{ri};
   auto h1 = async(g, m, 0);
   auto h2 = async(g, m, 100);  // may or may not be covered: enqueued before the completion arrived?
   REQUIRE(ri.wait_cqes(1));
@@ -253,6 +261,7 @@ TEST_CASE("ring seam: the exact cover of a failed CQE (requests before and after
   scoped_syscall_interposer guard(ri);
   auto g = ring_committer();
   auto m = map_shared(f, 64 * 1024);
+  ring_interposer::releaser rel{ri};
   auto h1 = async(g, m, 0);
   REQUIRE(ri.wait_cqes(1));
   auto h2 = async(g, m, 4096);  // covered by flush 2
@@ -286,17 +295,12 @@ TEST_CASE("ring seam: several files at once keep their errors apart", "[async][r
   auto g = ring_committer();
   auto ma = map_shared(fa, 64 * 1024);
   auto mb = map_shared(fb, 64 * 1024);
+  ring_interposer::releaser rel{ri};
   auto a1 = async(g, ma, 0);
   auto b1 = async(g, mb, 0);
-  REQUIRE(ri.wait_cqes(2));
-  {
-    // One fsync per file, each on its own file.
-    std::lock_guard<std::mutex> lk(ri.mu);
-    REQUIRE(ri.sqes.size() == 2);
-  }
-  CHECK(ri.data_names(ri.fsync_cqes[0], fa) != ri.data_names(ri.fsync_cqes[1], fa));
-  CHECK(ri.data_names(ri.fsync_cqes[0], fb) != ri.data_names(ri.fsync_cqes[1], fb));
-  auto a2 = async(g, ma, 4096);
+  REQUIRE(ri.wait_cqes(1));  // the reaper holds the first completion; both flushes were submitted
+  REQUIRE(ri.wait_fsync_sqes(2));
+  auto a2 = async(g, ma, 4096);  // each behind its own file's flush
   auto b2 = async(g, mb, 4096);
   ri.release_all();
   auto ra1 = a1.wait();
@@ -313,6 +317,13 @@ TEST_CASE("ring seam: several files at once keep their errors apart", "[async][r
   auto b3 = g.persist_async(mb, 0, 10);
   REQUIRE(b3);
   CHECK(b3.value().wait());
+  {
+    // One fsync per file, each on its own file.
+    std::lock_guard<std::mutex> lk(ri.mu);
+    REQUIRE(ri.sqes.size() >= 2);
+  }
+  CHECK(ri.data_names(ri.sqes[0].data, fa) != ri.data_names(ri.sqes[1].data, fa));
+  CHECK(ri.data_names(ri.sqes[0].data, fb) != ri.data_names(ri.sqes[1].data, fb));
   g.clear_durability_error(ma);
 }
 
@@ -329,6 +340,7 @@ TEST_CASE("ring seam: a stale fsync completion that fails fails every pending re
   scoped_syscall_interposer guard(ri);
   auto g = ring_committer();
   auto m = map_shared(f, 64 * 1024);
+  ring_interposer::releaser rel{ri};
   auto h1 = async(g, m, 0);
   REQUIRE(h1.ready());  // failed at once, not sticky (nothing was lost on disk)
   auto r1 = h1.wait();
