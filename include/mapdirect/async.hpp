@@ -42,6 +42,45 @@
 // last successful completion as lost, rewrite it from its own copy (log,
 // memory), then call clear_durability_error(mapping) and persist again; if it
 // cannot be rewritten, close the mapping and recover the file as after a crash.
+//
+// Whose errors are seen. The committer flushes each file through an open file
+// description of its own (detail::reopen_description): one opened now sees
+// every write-back error from now on, whoever else consumes it. Every
+// write-back error it sees marks the file lost process-wide
+// (detail::durability_registry, by st_dev/st_ino), and every request on a
+// file marked lost, through any committer or mapping, fails with
+// errc::durability_lost until clear_durability_error(). Where the reopen is
+// refused (EACCES: a 0600 file of another user received over SCM_RIGHTS; no
+// /proc; a file this process holds a lease on, see below) the committer
+// flushes through a dup of the mapping's descriptor, i.e. the mapping's
+// description. The limit, precisely: on that shared description Linux
+// reports an error once, to whichever fsync/fdatasync/msync/sync_file_range
+// (or close) on it checks first. If a mapdirect consumer checks first, the
+// registry carries the error to the committer; if code outside mapdirect does
+// (the caller's own fdatasync on the fd it passed, or on a dup of it), the
+// error is gone and the committer's next flush reports success for data the
+// kernel may have dropped. So where the reopen can be refused, do not flush
+// that descriptor yourself: persist through mapdirect only.
+//
+// Leases. A file on which this process holds a lease (an iomap_seal with
+// seal_options::lease, on this description or another) is never reopened
+// (the open would break the process's own lease and block for the
+// lease-break time): the committer reuses a dup instead. No open ever runs
+// under the committer's lock.
+//
+// fork(). A child process inherits the committer's memory but none of its
+// threads, and its lock may be held by a thread that exists only in the
+// parent. In a child, an inherited group_committer never touches its lock,
+// ring or thread: persist()/persist_async() and an attached mapping's persist
+// run msync(MS_SYNC) on the calling thread and complete at once (success
+// means durable, as for an unattached mapping; last_error_detail() and
+// backend_detail() say "inherited across fork()"); wait() on a handle
+// inherited pending runs fdatasync on the calling thread (an fdatasync
+// started after the request covers it), ready() stays false until then, and
+// its callback never runs in the child (the parent runs it); notify_fd() is
+// -1; destroying it closes the child's copies of its descriptors and frees
+// nothing else. The child can create committers of its own. The parent is
+// unaffected. Every descriptor mapdirect opens is close-on-exec.
 #ifndef MAPDIRECT_ASYNC_HPP
 #define MAPDIRECT_ASYNC_HPP
 
@@ -998,14 +1037,16 @@ class persist_handle {
   bool valid() const noexcept { return state_ != empty; }
 
   /// True once the request has completed (durable, or failed) and its
-  /// callback, if any, has returned; never blocks.
+  /// callback, if any, has returned; never blocks. In a child of fork(), a
+  /// handle inherited pending stays false until wait().
   bool ready() const noexcept {
     if (state_ == immediate) return true;
     return req_ && req_->done.load(std::memory_order_acquire);
   }
 
   /// Blocks until the range is durable, or the flush failed; may run the
-  /// file's fdatasync on this thread. Repeatable.
+  /// file's fdatasync on this thread (always, in a child of fork() for a
+  /// request inherited pending). Repeatable.
   /// Errors: flush errno codes (EIO, ENOSPC, EDQUOT, ...) for the flush that
   /// covered the request, errc::durability_lost (an earlier flush of the file
   /// failed), errc::invalid_argument (empty handle).
@@ -1036,9 +1077,14 @@ class persist_handle {
 /// any number of threads while a flush of their file is in flight share the
 /// next single fdatasync. Runs on io_uring when the kernel allows it, else on
 /// a committer thread calling fdatasync (backend() says which, and why).
-/// Serves any number of files; keeps a duplicate descriptor of each file it
-/// has flushed until destroyed. Move-only; the destructor waits for every
-/// pending request to complete (their handles stay usable afterwards).
+/// Serves any number of files; keeps a descriptor of each file it has flushed
+/// (its own description, else a dup: see the header comment) until
+/// destroyed. Move-only; the destructor waits for every pending request to
+/// complete (their handles stay usable afterwards).
+/// Thread safety: every member except move/destruction may run concurrently
+/// from any threads. fork(): see the header comment (an inherited committer
+/// persists with msync on the calling thread and never blocks on the parent's
+/// threads).
 class group_committer {
  public:
   /// An empty committer (every call fails with errc::not_mapped).
@@ -1092,7 +1138,9 @@ class group_committer {
   /// mapping the CPU flush runs now and the handle is already complete.
   /// Errors: errc::not_mapped (empty mapping or committer, or committer being
   /// destroyed), errc::out_of_range, errc::durability_lost (an earlier flush of
-  /// the file failed), fstat/fcntl errno codes, ENOMEM.
+  /// the file failed, through this committer or any mapdirect consumer),
+  /// fstat/fcntl errno codes, ENOMEM; in a child of fork() (completes at once)
+  /// msync errno codes.
   result<persist_handle> persist_async(direct_mapping& m, std::size_t offset, std::size_t length) noexcept {
     return submit(
         m, offset, length, []() noexcept -> detail::commit_request* { return new (std::nothrow) detail::commit_request; },
@@ -1140,7 +1188,8 @@ class group_committer {
   int notify_fd() const noexcept { return core_ ? core_->notify_fd() : -1; }
 
   /// After the data stored since the last successful completion has been
-  /// rewritten: lets m's file (and m itself) claim durability again.
+  /// rewritten: lets m's file (and m itself) claim durability again, through
+  /// every committer and mapping of this process (clears the process-wide record).
   void clear_durability_error(direct_mapping& m) noexcept {
     if (core_ && m.is_mapped()) core_->clear_failure(m.native_handle());
     m.clear_durability_error();
