@@ -409,6 +409,9 @@ class commit_core final : public page_persister {
         if (!fresh) return ec;
         continue;
       }
+      // Every lane failure is also in the registry, which was clear just now:
+      // the loss was cleared through another committer or mapping.
+      if (l->failed && !durability_registry::is_lost(st.st_dev, st.st_ino)) l->failed = 0;
       if (l->failed) {
         const int e = l->failed;
         lk.unlock();
