@@ -42,10 +42,52 @@
 // last successful completion as lost, rewrite it from its own copy (log,
 // memory), then call clear_durability_error(mapping) and persist again; if it
 // cannot be rewritten, close the mapping and recover the file as after a crash.
+//
+// Whose errors are seen. The committer flushes each file through an open file
+// description of its own (detail::reopen_description): one opened now sees
+// every write-back error from now on, whoever else consumes it. Every
+// write-back error it sees marks the file lost process-wide
+// (detail::durability_registry, by st_dev/st_ino), and every request on a
+// file marked lost, through any committer or mapping, fails with
+// errc::durability_lost until clear_durability_error(). Where the reopen is
+// refused (EACCES: a 0600 file of another user received over SCM_RIGHTS; no
+// /proc; a file this process holds a lease on, see below) the committer
+// flushes through a dup of the mapping's descriptor, i.e. the mapping's
+// description. The limit, precisely: on that shared description Linux
+// reports an error once, to whichever fsync/fdatasync/msync/sync_file_range
+// (or close) on it checks first. If a mapdirect consumer checks first, the
+// registry carries the error to the committer; if code outside mapdirect does
+// (the caller's own fdatasync on the fd it passed, or on a dup of it), the
+// error is gone and the committer's next flush reports success for data the
+// kernel may have dropped. So where the reopen can be refused, do not flush
+// that descriptor yourself: persist through mapdirect only.
+//
+// Leases. A file on which this process holds a lease (an iomap_seal with
+// seal_options::lease, on this description or another) is never reopened
+// (the open would break the process's own lease and block for the
+// lease-break time): the committer reuses a dup instead. No open ever runs
+// under the committer's lock.
+//
+// fork(). A child process inherits the committer's memory but none of its
+// threads, and its lock may be held by a thread that exists only in the
+// parent. In a child, an inherited group_committer never touches its lock,
+// ring or thread: persist()/persist_async() and an attached mapping's persist
+// run msync(MS_SYNC) on the calling thread and complete at once (success
+// means durable, as for an unattached mapping; last_error_detail() and
+// backend_detail() say "inherited across fork()"); wait() on a handle
+// inherited pending runs fdatasync on the calling thread (an fdatasync
+// started after the request covers it), ready() stays false until then, and
+// its callback never runs in the child (the parent runs it); notify_fd() is
+// -1; destroying it closes the child's copies of its descriptors and frees
+// nothing else. The child can create committers of its own. The parent is
+// unaffected. Every descriptor mapdirect opens is close-on-exec.
 #ifndef MAPDIRECT_ASYNC_HPP
 #define MAPDIRECT_ASYNC_HPP
 
 #include "config.hpp"
+#include "detail/descriptor.hpp"
+#include "detail/durability.hpp"
+#include "detail/seal_registry.hpp"
 #include "detail/syscall.hpp"
 #include "error.hpp"
 #include "mapping.hpp"
@@ -56,6 +98,7 @@
 #include <sys/eventfd.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -149,18 +192,20 @@ struct commit_request_with final : commit_request {
   F fn;
 };
 
-// The committer flushes through its own open file description, not a dup:
-// Linux reports a write-back error once per open file description, so a dup
-// would let another user of the mapping's description (its msync, the user's
-// fdatasync, an iomap_seal) consume an EIO that our fdatasync then never sees.
-// A description opened now sees every error from now on. Falls back to a dup
-// only where /proc is not mounted.
-inline int open_own_description(int fd) noexcept {
-  char path[40];
-  std::snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
-  const int own = sys::open(path, O_RDONLY | O_CLOEXEC, 0);
-  if (own >= 0) return own;
-  return sys::fcntl(fd, F_DUPFD_CLOEXEC, 3);
+// Fork detection. A child of fork() has none of the committer's threads, its
+// mutex may be held by a thread that does not exist there, and its ring is
+// the parent's (shared memory): an inherited core must touch none of them.
+// The atfork child handler bumps a generation that each core compares with
+// the one it was created in (the pid is compared where the handler could not
+// be registered).
+inline std::atomic<unsigned long>& fork_generation() noexcept {
+  static std::atomic<unsigned long> generation{0};
+  return generation;
+}
+inline void on_fork_child() noexcept { fork_generation().fetch_add(1, std::memory_order_relaxed); }
+inline bool fork_hook_installed() noexcept {
+  static const bool installed = ::pthread_atfork(nullptr, nullptr, &on_fork_child) == 0;
+  return installed;
 }
 
 // One file (by device and inode): its flush sequence and pending requests.
@@ -168,7 +213,9 @@ struct commit_lane {
   commit_lane* next_lane = nullptr;
   dev_t dev = 0;
   ino_t ino = 0;
-  int fd = -1;                 // the committer's own open file description of the file (see open_own_description)
+  int fd = -1;                 // the committer's descriptor of the file (see open_lane)
+  bool own_description = false;  // fd is a description of its own (else a dup: see reopen_error)
+  int reopen_error = 0;        // why the reopen was refused (EACCES, EBUSY: leased, ...)
   std::uint32_t index = 0;
   std::uint64_t issued = 0;    // last ticket handed out
   std::uint64_t covered = 0;   // tickets <= covered belong to a flush already started
@@ -204,14 +251,25 @@ class commit_core final : public page_persister {
   ~commit_core() = default;
 
   void retain() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }
+  // Never deleted in a forked child: its mutex and condition variables may be
+  // in use by threads that exist only in the parent (destroying them can block).
   void release() noexcept {
-    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1 && !inherited()) delete this;
+  }
+
+  // True in a child of fork() (this core belongs to an ancestor process).
+  bool inherited() const noexcept {
+    if (fork_hooked_) return fork_generation().load(std::memory_order_relaxed) != fork_gen_;
+    return ::getpid() != owner_pid_;
   }
 
   std::error_code start(const committer_options& o) noexcept {
     early_writeback_ = o.early_writeback;
     inline_flush_ = o.inline_flush;
     inline_rounds_ = o.inline_rounds == 0 ? 1 : o.inline_rounds;
+    fork_hooked_ = fork_hook_installed();
+    fork_gen_ = fork_generation().load(std::memory_order_relaxed);
+    owner_pid_ = ::getpid();
     event_fd_ = sys::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (event_fd_ < 0) return fail_errno(errno, "group_committer: eventfd");
     if (o.force_thread) {
@@ -238,6 +296,7 @@ class commit_core final : public page_persister {
 
   // Waits for every pending request, stops the thread, releases the ring.
   void shutdown() noexcept {
+    if (inherited()) return abandon_inherited();
     {
       std::unique_lock<std::mutex> lk(mu_);
       closing_ = true;
@@ -260,7 +319,8 @@ class commit_core final : public page_persister {
           if (sqe) {
             io_uring_prep_nop(sqe);
             io_uring_sqe_set_data64(sqe, kind_stop << 62);
-            if (io_uring_submit(&ring_) >= 0 || attempt >= 1000) break;
+            note_sqe(sqe);
+            if (submit_locked() >= 0 || attempt >= 1000) break;
           } else if (attempt >= 1000) {
             break;
           }
@@ -277,18 +337,41 @@ class commit_core final : public page_persister {
     event_fd_ = -1;
     while (commit_lane* l = lanes_) {
       lanes_ = l->next_lane;
-      sys::close_quietly(l->fd);
+      close_keeping_locks_quietly(l->fd);
       delete l;
     }
   }
 
   commit_backend backend() const noexcept { return backend_; }
-  const char* backend_detail() const noexcept { return backend_detail_; }
-  int notify_fd() const noexcept { return event_fd_; }
+  const char* backend_detail() const noexcept {
+    return inherited() ? inherited_detail : backend_detail_;
+  }
+  int notify_fd() const noexcept { return inherited() ? -1 : event_fd_; }
 
   committer_stats stats() noexcept {
+    if (inherited()) return stats_;  // only this thread exists in the child
     std::lock_guard<std::mutex> g(mu_);
     return stats_;
+  }
+
+  static constexpr const char* inherited_detail =
+      "inherited across fork(): this process has no committer thread; each persist runs msync(MS_SYNC) on the "
+      "calling thread (create a group_committer in this process for group commit)";
+
+  // A forked child's persist through an inherited core: msync of the range on
+  // the calling thread, as an unattached mapping does.
+  std::error_code persist_inherited(int fd, void* addr, std::size_t length) noexcept {
+    struct stat st {};
+    if (sys::fstat(fd, &st) != 0) return fail_errno(errno, "group_committer (inherited across fork): fstat");
+    if (durability_registry::is_lost(st.st_dev, st.st_ino)) return registry_lost_error();
+    if (length && sys::msync(addr, length, MS_SYNC) != 0) {
+      const int e = errno;
+      if (is_writeback_error(e)) durability_registry::mark_lost(st.st_dev, st.st_ino);
+      set_detail("group_committer (inherited across fork): msync(MS_SYNC) failed: %s (errno %d)", errno_name(e), e);
+      return errno_code(e);
+    }
+    set_detail("group_committer: %s", inherited_detail);
+    return {};
   }
 
   // Enqueues a request for [file_offset, +length) of fd. On success the core
@@ -297,28 +380,44 @@ class commit_core final : public page_persister {
                           bool waited) noexcept {
     struct stat st {};
     if (sys::fstat(fd, &st) != 0) return fail_errno(errno, "group_committer: fstat");
+    // A write-back error some mapdirect consumer saw on this file (issue 10 item 2).
+    if (durability_registry::is_lost(st.st_dev, st.st_ino)) return registry_lost_error();
     std::uint64_t wb_off = 0, wb_len = 0;
     done_list failed;
-    {
-      std::lock_guard<std::mutex> g(mu_);
-      if (closing_) return fail(errc::not_mapped, "group_committer: closed (being destroyed)");
+    // A file's first request opens its descriptor outside the lock: an open
+    // can block (a lease break, FUSE), and nobody may wait on mu_ meanwhile.
+    commit_lane* fresh = nullptr;
+    for (;;) {
+      std::unique_lock<std::mutex> lk(mu_);
+      if (closing_) {
+        lk.unlock();
+        discard_lane(fresh);
+        return fail(errc::not_mapped, "group_committer: closed (being destroyed)");
+      }
       commit_lane* l = find_lane_locked(st.st_dev, st.st_ino);
-      if (!l) {
-        l = new (std::nothrow) commit_lane;
-        if (!l) return fail_errno(ENOMEM, "group_committer: allocating a file lane");
-        l->fd = open_own_description(fd);
-        if (l->fd < 0) {
-          const int e = errno;
-          delete l;
-          return fail_errno(e, "group_committer: opening the file for flushing");
-        }
-        l->dev = st.st_dev;
-        l->ino = st.st_ino;
+      if (!l && fresh) {
+        l = fresh;
+        fresh = nullptr;
         l->index = next_lane_index_++;
         l->next_lane = lanes_;
         lanes_ = l;
       }
-      if (l->failed) return lost_error(l->failed);
+      if (!l) {
+        lk.unlock();
+        std::error_code ec;
+        fresh = open_lane(fd, st, ec);
+        if (!fresh) return ec;
+        continue;
+      }
+      // Every lane failure is also in the registry, which was clear just now:
+      // the loss was cleared through another committer or mapping.
+      if (l->failed && !durability_registry::is_lost(st.st_dev, st.st_ino)) l->failed = 0;
+      if (l->failed) {
+        const int e = l->failed;
+        lk.unlock();
+        discard_lane(fresh);
+        return lost_error(e);
+      }
       req->ticket = ++l->issued;
       req->lane = l;
       req->waited = waited;
@@ -339,7 +438,9 @@ class commit_core final : public page_persister {
       }
       kick_locked(*l);
       failed = deferred_.take();
+      break;
     }
+    discard_lane(fresh);  // another thread added the file's lane meanwhile
     complete(failed);
     // Fallback backend: the early write-back runs on the caller (it only
     // starts I/O; its errors surface in the next fdatasync).
@@ -350,6 +451,7 @@ class commit_core final : public page_persister {
 
   // Blocks until `req` completes; may run its lane's flush on this thread.
   std::error_code wait(commit_request* req) noexcept {
+    if (inherited()) return wait_inherited(req);
     if (!req->done.load(std::memory_order_acquire)) {
       std::unique_lock<std::mutex> lk(mu_);
       req->waited = true;
@@ -367,7 +469,10 @@ class commit_core final : public page_persister {
 
   // page_persister: synchronous persist through the committer (group commit).
   result<void> persist_pages(int fd, std::uint64_t file_offset, void* addr, std::size_t length) noexcept override {
-    (void)addr;
+    if (inherited()) {
+      if (auto ec = persist_inherited(fd, addr, length)) return ec;
+      return outcome::success();
+    }
     auto* req = new (std::nothrow) commit_request;
     if (!req) return fail_errno(ENOMEM, "group_committer: allocating a request");
     req->core = this;
@@ -388,6 +493,8 @@ class commit_core final : public page_persister {
   void clear_failure(int fd) noexcept {
     struct stat st {};
     if (sys::fstat(fd, &st) != 0) return;
+    durability_registry::clear(st.st_dev, st.st_ino);
+    if (inherited()) return;  // the lanes belong to the parent's threads
     std::lock_guard<std::mutex> g(mu_);
     if (commit_lane* l = find_lane_locked(st.st_dev, st.st_ino)) l->failed = 0;
   }
@@ -395,8 +502,9 @@ class commit_core final : public page_persister {
   // Records the detail of a request's error for the calling thread.
   static void describe_error(const std::error_code& ec) noexcept {
     if (ec == errc::durability_lost)
-      set_detail("group_committer: an earlier flush of this file failed; the kernel may have dropped dirty pages "
-                 "(rewrite the data, then clear_durability_error())");
+      set_detail("group_committer: an earlier flush of this file failed (through this committer or another "
+                 "mapdirect consumer of the file); the kernel may have dropped dirty pages (rewrite the data, then "
+                 "clear_durability_error())");
     else if (ec.category() == std::system_category())
       set_detail("group_committer: fdatasync of the file failed: %s (errno %d)", errno_name(ec.value()), ec.value());
   }
@@ -473,6 +581,53 @@ class commit_core final : public page_persister {
                 errno_name(e));
   }
 
+  static std::error_code registry_lost_error() noexcept {
+    return fail(errc::durability_lost,
+                "group_committer: a write-back error of this file was reported earlier (to this committer or another "
+                "mapdirect consumer of the file); the kernel may have dropped dirty pages (rewrite the data, then "
+                "clear_durability_error())");
+  }
+
+  // A lane for the file behind fd, with a description of its own where
+  // possible (issue 10 item 2): Linux reports a write-back error once per open
+  // file description, and one opened now sees every error from now on. Never
+  // reopens a file this process holds a lease on, which would break that
+  // lease (issue 10 item 4): then, and when the reopen is refused (EACCES on a
+  // 0600 file received over SCM_RIGHTS, no /proc), a dup of fd (see the
+  // header comment for what a shared description can miss). Called without mu_.
+  static commit_lane* open_lane(int fd, const struct stat& st, std::error_code& ec) noexcept {
+    auto* l = new (std::nothrow) commit_lane;
+    if (!l) {
+      ec = fail_errno(ENOMEM, "group_committer: allocating a file lane");
+      return nullptr;
+    }
+    const own_descriptor d = reopen_description(fd, O_RDONLY, seal_registry::leased(st.st_dev, st.st_ino));
+    if (d.fd < 0) {
+      const int e = errno;
+      delete l;
+      ec = fail_errno(e, "group_committer: opening the file for flushing");
+      return nullptr;
+    }
+    l->fd = d.fd;
+    l->own_description = d.own_description;
+    l->reopen_error = d.reopen_error;
+    l->dev = st.st_dev;
+    l->ino = st.st_ino;
+    return l;
+  }
+
+  static void discard_lane(commit_lane* l) noexcept {
+    if (!l) return;
+    close_keeping_locks_quietly(l->fd);
+    delete l;
+  }
+
+  // The ring's SQE as queued, for the seam (read back from the SQE itself).
+  static void note_sqe(const io_uring_sqe* sqe) noexcept {
+    sys::ring_sqe(sqe->opcode, sqe->fd, sqe->fsync_flags, sqe->user_data);
+  }
+  int submit_locked() noexcept { return sys::ring_submit(io_uring_submit(&ring_)); }
+
   commit_lane* find_lane_locked(dev_t dev, ino_t ino) noexcept {
     for (commit_lane* l = lanes_; l; l = l->next_lane)
       if (l->dev == dev && l->ino == ino) return l;
@@ -489,7 +644,7 @@ class commit_core final : public page_persister {
     io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
     if (!sqe) {
       // Every submission is flushed at once, so the queue frees on submit.
-      io_uring_submit(&ring_);
+      (void)submit_locked();
       sqe = io_uring_get_sqe(&ring_);
     }
     return sqe;
@@ -502,10 +657,11 @@ class commit_core final : public page_persister {
     const unsigned n = len > 0xffffffffu ? 0u : static_cast<unsigned>(len);
     io_uring_prep_sync_file_range(sqe, l.fd, n, off, SYNC_FILE_RANGE_WRITE);
     io_uring_sqe_set_data64(sqe, kind_writeback << 62);
+    note_sqe(sqe);
     // Counted once prepared: a failed submit leaves the SQE in the ring, and
     // the next submit sends it, so its completion will still arrive.
     ++writebacks_in_ring_;
-    (void)io_uring_submit(&ring_);
+    (void)submit_locked();
   }
 
   // Starts a flush of `l` if it has uncovered requests and none is running:
@@ -533,7 +689,8 @@ class commit_core final : public page_persister {
       io_uring_sqe_set_data64(sqe, (kind_fsync << 62) | (std::uint64_t{l.index} << 32) | l.flight);
       // Everything enqueued so far is written before this submission.
       const std::uint64_t cover = l.issued;
-      rc = io_uring_submit(&ring_);
+      note_sqe(sqe);
+      rc = submit_locked();
       if (rc >= 0) {
         l.covered = cover;
         ++stats_.flushes;
@@ -554,11 +711,15 @@ class commit_core final : public page_persister {
     l.in_flight = false;
     l.queued = false;
     const bool sticky = e != 0 && sticky_allowed && is_writeback_error(e);
+    // Every write-back error is recorded process-wide; a file some other
+    // mapdirect consumer lost data of is never reported durable.
+    if (sticky) durability_registry::mark_lost(l.dev, l.ino);
+    const bool lost = l.failed || durability_registry::is_lost(l.dev, l.ino);
     while (commit_request* r = l.head) {
       std::error_code ec;
       if (r->ticket <= cover)
-        ec = e ? errno_code(e) : l.failed ? make_error_code(errc::durability_lost) : std::error_code{};
-      else if (sticky || l.failed) ec = make_error_code(errc::durability_lost);
+        ec = e ? errno_code(e) : lost ? make_error_code(errc::durability_lost) : std::error_code{};
+      else if (sticky || lost) ec = make_error_code(errc::durability_lost);
       else break;
       l.head = r->next;
       if (!l.head) l.tail = nullptr;
@@ -567,6 +728,20 @@ class commit_core final : public page_persister {
       done.push(r);
     }
     if (sticky) l.failed = e;
+    cv_.notify_all();
+  }
+
+  // Fails every pending request of `l` with durability_lost (a write-back
+  // error was consumed where no request could receive it). A flush in flight
+  // stays in flight; its completion then finds nothing left to finish.
+  void fail_pending_locked(commit_lane& l, done_list& done) noexcept {
+    while (commit_request* r = l.head) {
+      l.head = r->next;
+      r->error = make_error_code(errc::durability_lost);
+      ++completing_;
+      done.push(r);
+    }
+    l.tail = nullptr;
     cv_.notify_all();
   }
 
@@ -671,9 +846,13 @@ class commit_core final : public page_persister {
         batch[n++] = {io_uring_cqe_get_data64(cqe), cqe->res};
         io_uring_cqe_seen(&ring_, cqe);
       }
-      std::unique_lock<std::mutex> lk(mu_);
-      done_list done;
+      // One entry at a time, each shown to the seam first (outside the lock)
+      // so that a test can hold or fail one completion while others proceed.
+      bool quit = false;
       for (unsigned i = 0; i < n; ++i) {
+        sys::ring_cqe(batch[i].data, batch[i].res);
+        std::unique_lock<std::mutex> lk(mu_);
+        done_list done;
         const std::uint64_t kind = batch[i].data >> 62;
         if (kind == kind_stop) {
           stopping = true;
@@ -687,20 +866,23 @@ class commit_core final : public page_persister {
           if (l && l->in_flight && l->flight == id) {
             finish_flush_locked(*l, l->covered, e, true, done);
             kick_locked(*l);
-          } else if (l && is_writeback_error(e) && !l->failed) {
+          } else if (l && is_writeback_error(e)) {
             // A stale fsync (its submit had been reported failed, yet the SQE
             // went out later) consumed a write-back error: no later flush can
-            // see it, so the file's durability is lost from here on.
+            // see it, so the file's durability is lost from here on, and every
+            // pending request fails now (a waiter never flushes a failed lane,
+            // so leaving them would hang it and shutdown).
             l->failed = e;
-            kick_locked(*l);
+            durability_registry::mark_lost(l->dev, l->ino);
+            fail_pending_locked(*l, done);
           }
         }
+        done_list more = deferred_.take();
+        quit = stopping && writebacks_in_ring_ == 0;
+        lk.unlock();
+        complete(done);
+        complete(more);
       }
-      done_list more = deferred_.take();
-      const bool quit = stopping && writebacks_in_ring_ == 0;
-      lk.unlock();
-      complete(done);
-      complete(more);
       if (quit) return;
     }
   }
@@ -757,7 +939,47 @@ class commit_core final : public page_persister {
     }
   };
 
+  // A forked child's wait for a request it inherited: the parent's threads
+  // will never complete it here, so this thread flushes the file itself (an
+  // fdatasync started now covers every store made before the request), and
+  // its callback never runs in the child.
+  std::error_code wait_inherited(commit_request* req) noexcept {
+    if (req->done.load(std::memory_order_acquire)) return req->error;  // completed before fork()
+    std::error_code ec;
+    commit_lane* l = req->lane;
+    if (abandoned_ || !l) {
+      ec = fail(errc::not_mapped, "persist_handle::wait: the committer was destroyed in this (forked) process");
+      return ec;
+    }
+    if (l->failed || durability_registry::is_lost(l->dev, l->ino)) {
+      ec = make_error_code(errc::durability_lost);
+    } else if (sys::fdatasync(l->fd) != 0) {
+      const int e = errno;
+      if (is_writeback_error(e)) durability_registry::mark_lost(l->dev, l->ino);
+      ec = errno_code(e);
+    }
+    req->error = ec;
+    req->done.store(true, std::memory_order_release);
+    if (!ec) set_detail("persist_handle::wait: request inherited across fork(); flushed with fdatasync on this thread");
+    return ec;
+  }
+
+  // shutdown() in a forked child: closes this process's copies of the
+  // descriptors and nothing else (no lock, no join, the ring's memory is the
+  // parent's: no munmap); the core itself is never freed here.
+  void abandon_inherited() noexcept {
+    if (abandoned_) return;
+    abandoned_ = true;
+    if (ring_ok_) sys::close_quietly(ring_.ring_fd);
+    sys::close_quietly(event_fd_);
+    for (commit_lane* l = lanes_; l; l = l->next_lane) close_keeping_locks_quietly(l->fd);
+  }
+
   std::atomic<long> refs_{1};
+  bool fork_hooked_ = false;
+  unsigned long fork_gen_ = 0;
+  pid_t owner_pid_ = 0;
+  bool abandoned_ = false;  // set in a forked child only
   std::mutex mu_;
   std::condition_variable cv_;         // request completions, idle lanes
   std::condition_variable worker_cv_;  // fallback thread: work or stop
@@ -818,14 +1040,16 @@ class persist_handle {
   bool valid() const noexcept { return state_ != empty; }
 
   /// True once the request has completed (durable, or failed) and its
-  /// callback, if any, has returned; never blocks.
+  /// callback, if any, has returned; never blocks. In a child of fork(), a
+  /// handle inherited pending stays false until wait().
   bool ready() const noexcept {
     if (state_ == immediate) return true;
     return req_ && req_->done.load(std::memory_order_acquire);
   }
 
   /// Blocks until the range is durable, or the flush failed; may run the
-  /// file's fdatasync on this thread. Repeatable.
+  /// file's fdatasync on this thread (always, in a child of fork() for a
+  /// request inherited pending). Repeatable.
   /// Errors: flush errno codes (EIO, ENOSPC, EDQUOT, ...) for the flush that
   /// covered the request, errc::durability_lost (an earlier flush of the file
   /// failed), errc::invalid_argument (empty handle).
@@ -856,9 +1080,14 @@ class persist_handle {
 /// any number of threads while a flush of their file is in flight share the
 /// next single fdatasync. Runs on io_uring when the kernel allows it, else on
 /// a committer thread calling fdatasync (backend() says which, and why).
-/// Serves any number of files; keeps a duplicate descriptor of each file it
-/// has flushed until destroyed. Move-only; the destructor waits for every
-/// pending request to complete (their handles stay usable afterwards).
+/// Serves any number of files; keeps a descriptor of each file it has flushed
+/// (its own description, else a dup: see the header comment) until
+/// destroyed. Move-only; the destructor waits for every pending request to
+/// complete (their handles stay usable afterwards).
+/// Thread safety: every member except move/destruction may run concurrently
+/// from any threads. fork(): see the header comment (an inherited committer
+/// persists with msync on the calling thread and never blocks on the parent's
+/// threads).
 class group_committer {
  public:
   /// An empty committer (every call fails with errc::not_mapped).
@@ -912,7 +1141,9 @@ class group_committer {
   /// mapping the CPU flush runs now and the handle is already complete.
   /// Errors: errc::not_mapped (empty mapping or committer, or committer being
   /// destroyed), errc::out_of_range, errc::durability_lost (an earlier flush of
-  /// the file failed), fstat/fcntl errno codes, ENOMEM.
+  /// the file failed, through this committer or any mapdirect consumer),
+  /// fstat/fcntl errno codes, ENOMEM; in a child of fork() (completes at once)
+  /// msync errno codes.
   result<persist_handle> persist_async(direct_mapping& m, std::size_t offset, std::size_t length) noexcept {
     return submit(
         m, offset, length, []() noexcept -> detail::commit_request* { return new (std::nothrow) detail::commit_request; },
@@ -960,7 +1191,8 @@ class group_committer {
   int notify_fd() const noexcept { return core_ ? core_->notify_fd() : -1; }
 
   /// After the data stored since the last successful completion has been
-  /// rewritten: lets m's file (and m itself) claim durability again.
+  /// rewritten: lets m's file (and m itself) claim durability again, through
+  /// every committer and mapping of this process (clears the process-wide record).
   void clear_durability_error(direct_mapping& m) noexcept {
     if (core_ && m.is_mapped()) core_->clear_failure(m.native_handle());
     m.clear_durability_error();
@@ -992,6 +1224,13 @@ class group_committer {
     }
     const std::size_t page = detail::sys::page_size();
     const std::size_t lo = offset & ~(page - 1);
+    if (core_->inherited()) {
+      // A forked child: no committer thread here; msync now, complete at once.
+      const std::size_t hi = std::min(m.size(), (offset + length + page - 1) & ~(page - 1));
+      const std::error_code ec = core_->persist_inherited(m.native_handle(), m.data() + lo, hi - lo);
+      call_immediate(immediate, ec);
+      return persist_handle(ec);
+    }
     detail::commit_request* req = make();
     if (!req) return detail::fail_errno(ENOMEM, "persist_async: allocating a request");
     req->core = core_;

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include <poll.h>
+#include <sys/wait.h>
 
 using namespace mapdirect;
 using mdtest::temp_file;
@@ -463,6 +464,7 @@ TEST_CASE("async: a failed flush fails its waiter with the errno and the request
     }
     CHECK(gi.calls() == 1);  // no flush may "succeed" for the queued ones
     CHECK(g.stats().flushes == 1);
+    g.clear_durability_error(m);  // the process-wide record outlives this file's inode number
     {
       group_committer gone = std::move(g);  // callbacks have run once this returns
     }
@@ -589,6 +591,118 @@ TEST_CASE("async: destroying the committer with requests in flight completes the
       CHECK(h.ready());
       CHECK(h.wait());
     }
+  }
+}
+
+// Refuses mapdirect's reopen of a file through /proc/self/fd (as for a 0600
+// file of another user received over SCM_RIGHTS) and fails chosen fdatasyncs.
+struct refusing_interposer : gated_interposer {
+  std::atomic<bool> refuse{true};
+  std::atomic<int> refused{0};
+  int open(const char* path, int flags, mode_t mode) noexcept override {
+    if (refuse && std::strncmp(path, "/proc/self/fd/", 14) == 0) {
+      ++refused;
+      errno = EACCES;
+      return -1;
+    }
+    return gated_interposer::open(path, flags, mode);
+  }
+};
+
+TEST_CASE("async: with the reopen refused the committer flushes a dup, and its errors still reach every "
+          "mapdirect consumer of the file",
+          "[async]") {
+  temp_file f(mdtest::test_dir(), 64 * 1024);
+  struct stat st {};
+  REQUIRE(::fstat(f.fd(), &st) == 0);
+  refusing_interposer ri;
+  ri.fail_with = {0, EIO};  // first flush fine, second one loses write-back
+  scoped_syscall_interposer guard(ri);
+  auto g = make_committer(true);
+  auto m = map_file(f, 64 * 1024);
+  g.attach(m);
+  std::memset(m.data(), 'a', 64);
+  INFO(last_error_detail());
+  REQUIRE(m.persist(0, 64));  // through the dup: still works
+  CHECK(ri.refused >= 1);
+  std::memset(m.data(), 'b', 64);
+  auto failed = m.persist(0, 64);
+  REQUIRE_FALSE(failed);
+  CHECK(failed.error() == std::error_code(EIO, std::system_category()));
+  CHECK(detail::durability_registry::is_lost(st.st_dev, st.st_ino));
+  // Another committer (its own description: reopen allowed now) and another
+  // mapping of the file: nothing may claim durability, and nothing is flushed.
+  ri.refuse = false;
+  const int calls = ri.calls();
+  auto other = make_committer(false);
+  auto m2 = map_file(f, 64 * 1024);
+  auto h = other.persist_async(m2, 0, 64);
+  REQUIRE_FALSE(h);
+  CHECK(h.error() == errc::durability_lost);
+  auto p = other.persist(m2, 0, 64);
+  REQUIRE_FALSE(p);
+  CHECK(p.error() == errc::durability_lost);
+  CHECK(ri.calls() == calls);
+  // Cleared through the other committer (the user rewrote the data): the
+  // file is durable again through both committers.
+  other.clear_durability_error(m2);
+  CHECK_FALSE(detail::durability_registry::is_lost(st.st_dev, st.st_ino));
+  auto h2 = other.persist_async(m2, 0, 64);
+  REQUIRE(h2);
+  CHECK(h2.value().wait());
+  auto h3 = g.persist_async(m2, 0, 64);
+  INFO(last_error_detail());
+  REQUIRE(h3);
+  CHECK(h3.value().wait());
+  g.clear_durability_error(m);  // m's own flag (its persist saw the EIO)
+  REQUIRE(m.persist(0, 64));
+  g.detach(m);
+}
+
+TEST_CASE("async: group commit on a mapping with a leased seal neither stalls nor breaks the lease", "[async]") {
+  for (bool force : {true, false}) {
+    if (!force && !io_uring_usable()) continue;
+    CAPTURE(force);
+    temp_file f(mdtest::test_dir(), 64 * 1024);
+    map_options o = mdtest::shared_only();
+    seal_options so;
+    so.lease = true;
+    so.allow_unverifiable = true;
+    o.seal = so;
+    {
+      auto probe_map = direct_mapping::map(f.fd(), 0, 64 * 1024, o);
+      if (!probe_map) {
+        WARN("skipped: a leased seal is unavailable here: " << last_error_detail());
+        return;
+      }
+    }
+    // In a child under a generous alarm: a self-inflicted lease break blocks
+    // for the lease-break time (45 s by default) and the alarm ends it.
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      ::alarm(20);
+      auto m = direct_mapping::map(f.fd(), 0, 64 * 1024, o);
+      if (!m || !m.value().seal().has_lease()) ::_exit(10);
+      committer_options co;
+      co.force_thread = force;
+      auto g = group_committer::create(co);
+      if (!g) ::_exit(11);
+      g.value().attach(m.value());
+      std::memset(m.value().data(), 'L', 128);
+      if (!m.value().persist(0, 128)) ::_exit(12);
+      auto h = g.value().persist_async(m.value(), 4096, 128);
+      if (!h || !h.value().wait()) ::_exit(13);
+      if (m.value().seal().lease_broken()) ::_exit(14);
+      if (!m.value().seal().verify()) ::_exit(15);
+      g.value().detach(m.value());
+      ::_exit(0);
+    }
+    int status = 0;
+    REQUIRE(::waitpid(pid, &status, 0) == pid);
+    INFO("child status " << status << (WIFSIGNALED(status) ? " (killed by a signal: hung)" : ""));
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
   }
 }
 #endif  // MAPDIRECT_TEST_URING

@@ -172,6 +172,7 @@ class file_lease {
     l.old_owner_ = sys::fcntl(fd, F_GETOWN);
     if (l.old_sig_ < 0 || l.old_owner_ == -1) return fail_errno(errno, "lease: fcntl(F_GETSIG/F_GETOWN)");
     l.restore_fd_ = fd;
+    l.owner_pid_ = ::getpid();
     // Deliver to this process (F_SETLEASE sets the owner only when none is set).
     if (sys::fcntl(fd, F_SETOWN, static_cast<long>(::getpid())) != 0) return fail_errno(errno, "lease: F_SETOWN");
     // The signal number must be set before the lease exists, or a break in
@@ -193,7 +194,6 @@ class file_lease {
     if (sys::fcntl(fd, F_GETSIG) != sig && sys::fcntl(fd, F_SETSIG, sig) != 0)
       return fail_errno(errno, "lease: fcntl(F_SETSIG) after F_SETLEASE");
     l.sig_ = sig;
-    l.owner_pid_ = ::getpid();
     out = std::move(l);
     return {};
   }
@@ -201,8 +201,12 @@ class file_lease {
   /// True once another open or a truncate broke the lease, or the lease is
   /// no longer held on the description, or it is compromised (below): a
   /// lease that can no longer deliver its notice must be treated as broken.
+  /// In a child of fork() the break signal goes to the process that took the
+  /// lease, so the child asks the kernel instead: broken unless the shared
+  /// description still holds the write lease undisturbed.
   bool broken() const noexcept {
     if (!slot_) return false;
+    if (inherited()) return fd_ < 0 || sys::fcntl(fd_, F_GETLEASE) != F_WRLCK;
     if (slot_->broken.load(std::memory_order_acquire) || compromised()) return true;
     const int now = sys::fcntl(fd_, F_GETLEASE);
     return now >= 0 && now != F_WRLCK;
@@ -231,6 +235,20 @@ class file_lease {
   std::error_code release() noexcept {
     if (!slot_) return {};
     std::error_code ec;
+    if (inherited()) {
+      // A forked child shares the leased description with the parent, which
+      // still holds the lease: unlocking it, or restoring F_SETSIG/F_SETOWN,
+      // would take the parent's lease away. Drop only this process's copies
+      // (the table is process memory: clear it as release does).
+      slot_->fd.store(-1, std::memory_order_release);
+      slot_->event_fd.store(-1, std::memory_order_release);
+      slot_->broken.store(false, std::memory_order_release);
+      slot_->claimed.store(false, std::memory_order_release);
+      if (event_fd_ >= 0) close_quietly_fd(event_fd_);
+      slot_ = nullptr;
+      fd_ = event_fd_ = restore_fd_ = -1;
+      return ec;
+    }
     if (fd_ >= 0 && sys::fcntl(fd_, F_SETLEASE, F_UNLCK) != 0 && errno != EBADF)
       ec = fail_errno(errno, "lease: fcntl(F_SETLEASE, F_UNLCK)");
     // Restore signal and owner only after the lease is gone, so no break can arrive as SIGIO.
@@ -251,6 +269,8 @@ class file_lease {
 
  private:
   static void close_quietly_fd(int fd) noexcept { sys::close_quietly(fd); }
+  // True in a child of fork(): the lease belongs to an ancestor process.
+  bool inherited() const noexcept { return owner_pid_ != 0 && ::getpid() != owner_pid_; }
 
   lease_slot* slot_ = nullptr;
   int fd_ = -1;          // the leased descriptor, once F_SETLEASE succeeded
@@ -259,7 +279,7 @@ class file_lease {
   int old_sig_ = 0;
   int old_owner_ = 0;
   int sig_ = 0;           // the signal take() set
-  pid_t owner_pid_ = 0;   // the owner take() set (F_OWNER_PID)
+  pid_t owner_pid_ = 0;   // the owner take() set (F_OWNER_PID): the process that took the lease
 };
 
 }  // namespace detail

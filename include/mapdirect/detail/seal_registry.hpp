@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstddef>
 
+#include <pthread.h>
 #include <sys/types.h>
 
 MAPDIRECT_BEGIN_NAMESPACE
@@ -66,15 +67,53 @@ class seal_registry {
  private:
   // A spin lock: the critical sections are a few pointer writes, and
   // std::mutex would bring exceptions into -fno-exceptions builds.
+  //
+  // fork(): a thread holding it at that instant does not exist in the child,
+  // so the lock would stay taken there for ever. pthread_atfork handlers take
+  // it before fork() (the list is then consistent in the child) and release it
+  // on both sides; a fork() from a signal handler that interrupted this
+  // thread's own critical section skips the take (the child resets the flag).
   struct guard {
     guard() noexcept {
-      while (flag().test_and_set(std::memory_order_acquire)) {
-      }
+      install_fork_handlers();
+      lock();
     }
-    ~guard() { flag().clear(std::memory_order_release); }
+    ~guard() { unlock(); }
     guard(const guard&) = delete;
     guard& operator=(const guard&) = delete;
   };
+  static void lock() noexcept {
+    while (flag().test_and_set(std::memory_order_acquire)) {
+    }
+    held_here() = true;
+  }
+  static void unlock() noexcept {
+    held_here() = false;
+    flag().clear(std::memory_order_release);
+  }
+  static bool& held_here() noexcept {
+    static thread_local bool held = false;
+    return held;
+  }
+  static bool& fork_took() noexcept {
+    static bool took = false;  // written only by the forking thread
+    return took;
+  }
+  static void before_fork() noexcept {
+    fork_took() = !held_here();
+    if (fork_took()) lock();
+  }
+  static void after_fork_parent() noexcept {
+    if (fork_took()) unlock();
+  }
+  static void after_fork_child() noexcept {
+    held_here() = false;
+    flag().clear(std::memory_order_release);
+  }
+  static void install_fork_handlers() noexcept {
+    static const bool installed = ::pthread_atfork(&before_fork, &after_fork_parent, &after_fork_child) == 0;
+    (void)installed;
+  }
   static std::atomic_flag& flag() noexcept {
     static std::atomic_flag f = ATOMIC_FLAG_INIT;
     return f;

@@ -86,6 +86,17 @@ class syscall_interposer {
   virtual ssize_t read(int fd, void* buf, std::size_t n) noexcept { return ::read(fd, buf, n); }
   // Also called from seal.hpp's lease-break signal handler (write is async-signal-safe).
   virtual ssize_t write(int fd, const void* buf, std::size_t n) noexcept { return ::write(fd, buf, n); }
+  // The group committer's io_uring (async.hpp), observable and scriptable by tests:
+  // ring_sqe: each SQE, as queued (IORING_OP_* opcode, its fd, op flags such as
+  // IORING_FSYNC_DATASYNC, user_data); ring_submit: io_uring_submit's result, returns
+  // the one acted upon (a failure here leaves submitted SQEs in flight, as a real one
+  // can); ring_cqe: each CQE just before it is acted upon, on the reaping thread (may
+  // block to hold that completion, or change res to inject a failure).
+  virtual void ring_sqe(unsigned opcode, int fd, unsigned op_flags, std::uint64_t user_data) noexcept {
+    (void)opcode, (void)fd, (void)op_flags, (void)user_data;
+  }
+  virtual int ring_submit(int result) noexcept { return result; }
+  virtual void ring_cqe(std::uint64_t& user_data, int& res) noexcept { (void)user_data, (void)res; }
 };
 
 namespace detail {
@@ -150,6 +161,10 @@ MAPDIRECT_SYSCALL(sigaction, (int sig, const struct sigaction* act, struct sigac
 MAPDIRECT_SYSCALL(eventfd, (unsigned initval, int flags), (initval, flags))
 MAPDIRECT_SYSCALL(read, (int fd, void* buf, std::size_t n), (fd, buf, n))
 MAPDIRECT_SYSCALL(write, (int fd, const void* buf, std::size_t n), (fd, buf, n))
+MAPDIRECT_SYSCALL(ring_sqe, (unsigned opcode, int fd, unsigned op_flags, std::uint64_t user_data),
+                  (opcode, fd, op_flags, user_data))
+MAPDIRECT_SYSCALL(ring_submit, (int result), (result))
+MAPDIRECT_SYSCALL(ring_cqe, (std::uint64_t & user_data, int& res), (user_data, res))
 #undef MAPDIRECT_SYSCALL
 
 /// The page size (sysconf, read once).
