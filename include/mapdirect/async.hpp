@@ -223,6 +223,18 @@ struct commit_lane {
   bool in_flight = false;      // a flush is running (or queued for the fallback thread)
   bool queued = false;         // fallback thread: waiting to be picked up
   int failed = 0;              // sticky errno of a failed flush (fsyncgate)
+  // Requesters' descriptors already checked once through fdatasync after this
+  // lane's own description existed (see enqueue). A reused number names a
+  // description opened after the checked one was closed, hence after the
+  // lane's: nothing before the lane's own description can hide behind it.
+  int checked_fds[8] = {-1, -1, -1, -1, -1, -1, -1, -1};
+  unsigned checked_next = 0;
+  bool was_checked(int f) const noexcept {
+    for (int c : checked_fds)
+      if (c == f) return true;
+    return false;
+  }
+  void note_checked(int f) noexcept { checked_fds[checked_next++ % 8] = f; }
   commit_request* head = nullptr;
   commit_request* tail = nullptr;
 };
@@ -366,7 +378,7 @@ class commit_core final : public page_persister {
     if (durability_registry::is_lost(st.st_dev, st.st_ino)) return registry_lost_error();
     if (length && sys::msync(addr, length, MS_SYNC) != 0) {
       const int e = errno;
-      if (is_writeback_error(e)) durability_registry::mark_lost(st.st_dev, st.st_ino);
+      if (is_writeback_error(e)) durability_registry::mark_lost(st.st_dev, st.st_ino, fd);
       set_detail("group_committer (inherited across fork): msync(MS_SYNC) failed: %s (errno %d)", errno_name(e), e);
       return errno_code(e);
     }
@@ -407,6 +419,28 @@ class commit_core final : public page_persister {
         std::error_code ec;
         fresh = open_lane(fd, st, ec);
         if (!fresh) return ec;
+        continue;
+      }
+      // A write-back error that happened after the requester's description
+      // was opened but before this lane's own description existed is
+      // reported only to the requester's: check it once, now that the lane's
+      // description exists, so that no error falls between the two.
+      // sync_file_range(WAIT_AFTER) waits for write-back in flight and
+      // reports (and consumes) the description's unseen write-back error.
+      if (!l->was_checked(fd)) {
+        lk.unlock();
+        if (sys::sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WAIT_AFTER) != 0) {
+          const int e = errno;
+          discard_lane(fresh);
+          if (is_writeback_error(e)) {
+            durability_registry::mark_lost(st.st_dev, st.st_ino, fd);
+            return fail_errno(e, "group_committer: a write-back error reported to the mapping's own description "
+                                 "before this committer flushed the file");
+          }
+          return fail_errno(e, "group_committer: sync_file_range(WAIT_AFTER) on the mapping's description");
+        }
+        lk.lock();
+        l->note_checked(fd);
         continue;
       }
       // Every lane failure is also in the registry, which was clear just now:
@@ -713,7 +747,7 @@ class commit_core final : public page_persister {
     const bool sticky = e != 0 && sticky_allowed && is_writeback_error(e);
     // Every write-back error is recorded process-wide; a file some other
     // mapdirect consumer lost data of is never reported durable.
-    if (sticky) durability_registry::mark_lost(l.dev, l.ino);
+    if (sticky) durability_registry::mark_lost(l.dev, l.ino, l.fd);
     const bool lost = l.failed || durability_registry::is_lost(l.dev, l.ino);
     while (commit_request* r = l.head) {
       std::error_code ec;
@@ -873,7 +907,7 @@ class commit_core final : public page_persister {
             // pending request fails now (a waiter never flushes a failed lane,
             // so leaving them would hang it and shutdown).
             l->failed = e;
-            durability_registry::mark_lost(l->dev, l->ino);
+            durability_registry::mark_lost(l->dev, l->ino, l->fd);
             fail_pending_locked(*l, done);
           }
         }
@@ -955,7 +989,7 @@ class commit_core final : public page_persister {
       ec = make_error_code(errc::durability_lost);
     } else if (sys::fdatasync(l->fd) != 0) {
       const int e = errno;
-      if (is_writeback_error(e)) durability_registry::mark_lost(l->dev, l->ino);
+      if (is_writeback_error(e)) durability_registry::mark_lost(l->dev, l->ino, l->fd);
       ec = errno_code(e);
     }
     req->error = ec;

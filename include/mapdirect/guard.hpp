@@ -454,7 +454,7 @@ inline access_result<void> repair_range(const guard_range& map, std::size_t offs
     const int e = errno;
     struct stat st {};
     // The write-back error may be this file's only report of lost data.
-    if (is_writeback_error(e) && sys::fstat(map.fd, &st) == 0) durability_registry::mark_lost(st.st_dev, st.st_ino);
+    if (is_writeback_error(e) && sys::fstat(map.fd, &st) == 0) durability_registry::mark_lost(st.st_dev, st.st_ino, map.fd);
     return access_error(fail_errno(e, "repair: fdatasync after the rewrite"));
   }
   // Drop this mapping's translations of the range: a page-cache page that was

@@ -665,7 +665,7 @@ class direct_mapping {
   void note_flush_failure(std::error_code ec) noexcept {
     const bool lost = ec == errc::durability_lost ||
                       (ec.category() == std::system_category() && detail::is_writeback_error(ec.value()));
-    if (lost) detail::durability_registry::mark_lost(dev_, ino_);
+    if (lost) detail::durability_registry::mark_lost(dev_, ino_, fd_);
   }
 
   void reset_fields() noexcept {

@@ -254,7 +254,7 @@ inline int fdatasync_retry(int fd) noexcept {
   if (rc != 0 && is_writeback_error(errno)) {
     const int saved = errno;
     struct stat st {};
-    if (sys::fstat(fd, &st) == 0) durability_registry::mark_lost(st.st_dev, st.st_ino);
+    if (sys::fstat(fd, &st) == 0) durability_registry::mark_lost(st.st_dev, st.st_ino, fd);
     errno = saved;
   }
   return rc;

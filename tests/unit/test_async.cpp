@@ -706,3 +706,59 @@ TEST_CASE("async: group commit on a mapping with a leased seal neither stalls no
   }
 }
 #endif  // MAPDIRECT_TEST_URING
+
+TEST_CASE("async: a write-back error reported only to the mapping's description before the committer's first "
+          "flush is not lost",
+          "[async][durability]") {
+  // The committer flushes through a description it opens at the file's first
+  // request; an error that happened between map() and then is reported only
+  // to the mapping's own description (found by a hostile review: the
+  // committer acknowledged data another process's fdatasync had seen fail).
+  struct mapping_fd_reports_eio : syscall_interposer {
+    int target = -1;
+    int sync_file_range(int fd, off_t off, off_t n, unsigned flags) noexcept override {
+      if (fd == target && (flags & SYNC_FILE_RANGE_WAIT_AFTER)) {
+        errno = EIO;
+        return -1;
+      }
+      return syscall_interposer::sync_file_range(fd, off, n, flags);
+    }
+    int fdatasync(int fd) noexcept override {
+      if (fd == target) {
+        errno = EIO;
+        return -1;
+      }
+      return syscall_interposer::fdatasync(fd);
+    }
+    int msync(void* a, std::size_t len, int flags) noexcept override {
+      // the mapping's own description would report it on msync too
+      if (target >= 0 && a == addr) {
+        errno = EIO;
+        return -1;
+      }
+      return syscall_interposer::msync(a, len, flags);
+    }
+    void* addr = nullptr;
+  };
+  for (const bool force_thread : {false, true}) {
+    temp_file f(mdtest::test_dir(), 4 * 4096);
+    auto g = make_committer(force_thread);
+    auto m = map_file(f, 4 * 4096);
+    mapping_fd_reports_eio rule;
+    rule.target = m.native_handle();
+    rule.addr = m.data();
+    {
+      scoped_syscall_interposer seam(rule);
+      g.attach(m);
+      std::memset(m.data(), 'x', 100);
+      auto r = m.persist(0, 100);
+      INFO("force_thread " << force_thread << ": " << last_error_detail());
+      REQUIRE_FALSE(r);
+      CHECK((r.error() == std::errc::io_error || r.error() == errc::durability_lost));
+      CHECK(m.durability_failed());
+      auto h = g.persist_async(m, 0, 100);
+      CHECK((!h || !h.value().wait()));
+    }
+    m.clear_durability_error();
+  }
+}

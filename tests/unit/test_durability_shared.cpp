@@ -248,3 +248,61 @@ TEST_CASE("loop device: two mappings from one fd, write-back fails, both report 
   }
   ::close(fd);
 }
+
+TEST_CASE("a file whose durability was lost never passes the loss to a new file that reuses its inode number",
+          "[mapping][durability]") {
+  // ext4 and tmpfs hand a freed inode number to the next file created: a
+  // registry keyed by (dev, ino) alone would make that unrelated new file
+  // fail with durability_lost. The registry pins the lost inode instead.
+  const std::string dir = mdtest::test_dir();
+  ino_t lost_ino = 0;
+  dev_t lost_dev = 0;
+  {
+    temp_file f(dir, 4096);
+    struct stat st {};
+    REQUIRE(::fstat(f.fd(), &st) == 0);
+    lost_ino = st.st_ino;
+    lost_dev = st.st_dev;
+    auto m = direct_mapping::map(f.fd(), 0, 4096, mdtest::shared_only());
+    REQUIRE(m);
+    failing_range rule;
+    rule.lo = reinterpret_cast<std::uintptr_t>(m.value().data());
+    rule.hi = rule.lo + 4096;
+    scoped_syscall_interposer seam(rule);
+    REQUIRE_FALSE(m.value().persist(0, 1));
+    REQUIRE(m.value().durability_failed());
+  }  // mapping closed, file unlinked: only the registry's pin remains
+  bool reused = false;
+  for (int i = 0; i < 64; ++i) {
+    temp_file g(dir, 4096);
+    struct stat st {};
+    REQUIRE(::fstat(g.fd(), &st) == 0);
+    if (st.st_dev == lost_dev && st.st_ino == lost_ino) reused = true;
+    auto m = direct_mapping::map(g.fd(), 0, 4096, mdtest::shared_only());
+    REQUIRE(m);
+    INFO("new file " << i << " inode " << st.st_ino << " (lost inode " << lost_ino << ")");
+    CHECK_FALSE(m.value().durability_failed());
+    CHECK(m.value().persist(0, 1));
+  }
+  CHECK_FALSE(reused);
+}
+
+TEST_CASE("clearing one file's loss never clears the losses that did not fit in the registry", "[durability]") {
+  // Found by a hostile review: with more lost files than the registry holds,
+  // clear() of one file reset the overflow and every other lost file looked
+  // durable again. Driven through the registry directly (inode numbers that
+  // exist nowhere), then cleaned up so no other test sees a full table.
+  using reg = detail::durability_registry;
+  const dev_t dev = static_cast<dev_t>(0x7fff0001);
+  const std::size_t n = reg::capacity + 20;
+  for (std::size_t i = 0; i < n; ++i) reg::mark_lost(dev, static_cast<ino_t>(1000000 + i), -1);
+  for (std::size_t i = 0; i < n; ++i) CHECK(reg::is_lost(dev, static_cast<ino_t>(1000000 + i)));
+  reg::clear(dev, static_cast<ino_t>(1000000));
+  CHECK(reg::is_lost(dev, static_cast<ino_t>(1000000 + n - 1)));  // did not fit: still lost
+  CHECK(reg::is_lost(dev, static_cast<ino_t>(1000001)));          // fitted, not cleared
+  // Once every recorded loss is cleared and nothing overflowed since, the
+  // overflow is gone too (a test-only reset of the unknown losses).
+  for (std::size_t i = 0; i < n; ++i) reg::clear(dev, static_cast<ino_t>(1000000 + i));
+  reg::forget_overflow_for_tests();
+  CHECK_FALSE(reg::is_lost(dev, static_cast<ino_t>(1000000 + n - 1)));
+}

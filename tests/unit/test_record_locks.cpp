@@ -349,6 +349,34 @@ TEST_CASE("deferred descriptors: closed once the lock is released, never someone
             return is_open(other) ? 0 : 3;
           }) == 0);
   }
+  SECTION("a deferred mapping descriptor whose number the application reuses for the same file is not closed") {
+    // Found by a hostile review: the application closes every descriptor
+    // (close_range), reopens the same file and gets the deferred number back;
+    // a later mapdirect call must not close the application's descriptor.
+    CHECK(in_child([&] {
+            const int fd = ::open(f.path().c_str(), O_RDWR | O_CLOEXEC);
+            if (!lock(fd, F_WRLCK)) return 1;
+            int mapped_fd = -1;
+            {
+              auto m = direct_mapping::map(fd, 0, 4096, mdtest::shared_only());
+              if (!m || !m.value().own_description()) return 2;
+              mapped_fd = m.value().native_handle();
+            }  // close deferred: the lock is held
+            if (!is_open(mapped_fd)) return 3;
+            ::close(mapped_fd);  // behind mapdirect's back
+            const int again = ::open(f.path().c_str(), O_RDWR | O_CLOEXEC);
+            if (again != mapped_fd) return 77;
+            // Another mapdirect call while the lock is held, then after it is released.
+            {
+              auto m2 = direct_mapping::map(fd, 0, 4096, mdtest::shared_only());
+              if (!m2) return 4;
+              if (m2.value().native_handle() == again) return 5;  // never handed out as mapdirect's
+            }
+            if (!lock(fd, F_UNLCK)) return 6;
+            (void)release_deferred_descriptors();
+            return is_open(again) ? 0 : 7;
+          }) == 0);
+  }
   SECTION("after fork the child closes its inherited copies and the parent keeps its lock") {
     CHECK(in_child([&] {
             const int fd = ::open(f.path().c_str(), O_RDWR | O_CLOEXEC);

@@ -18,7 +18,9 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstdint>
 #include <cstring>
+#include <ctime>
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -122,12 +124,36 @@ inline bool process_holds_posix_lock(int fd, const struct stat& st) noexcept {
 /// As process_holds_posix_lock(fd, st) for an inode known only by number.
 inline bool process_holds_posix_lock(ino_t ino) noexcept { return proc_locks_lists_posix_lock(ino); }
 
+/// The file offset mapdirect parks its own descriptions at. mapdirect never
+/// reads or writes through the offset of a description it opened (mmap,
+/// pread, pwrite), so the offset tags it: a descriptor number the
+/// application closed and reused, even for the same file, has another
+/// offset and is never taken for mapdirect's. Per process, below every file
+/// system's s_maxbytes (ext4: 16 TiB).
+inline off_t description_tag() noexcept {
+  static const off_t tag = [] {
+    static int anchor = 0;  // its address varies with ASLR
+    const std::uint64_t k1 = UINT64_C(0x9e3779b97f4a7c15), k2 = UINT64_C(0xbf58476d1ce4e5b9);
+    std::uint64_t x = static_cast<std::uint64_t>(::getpid()) * k1;
+    x ^= static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(&anchor));
+    x ^= static_cast<std::uint64_t>(::time(nullptr)) * k2;
+    x ^= x >> 29;
+    return static_cast<off_t>((std::uint64_t{1} << 42) | (x & ((std::uint64_t{1} << 40) - 1)));
+  }();
+  return tag;
+}
+
 /// Descriptors whose close was deferred because this process held POSIX
 /// locks on their file. Lock-free fixed table (a per-slot claim word), so it
 /// is usable after fork() and from any thread; when full, a descriptor stays
 /// open (a leak, never a dropped lock). Each slot remembers the file's
-/// (st_dev, st_ino): a slot whose descriptor was closed or reused behind
-/// mapdirect's back is forgotten, never closed (it may be someone else's now).
+/// (st_dev, st_ino) and the description's file offset (description_tag()
+/// for mapdirect's own descriptions): a slot whose descriptor was closed or
+/// reused behind mapdirect's back is forgotten, never closed (it may be
+/// someone else's now). Limit: a dup of the caller's description (the
+/// fallback when a reopen is refused) carries the caller's offset, so an
+/// application that closes descriptors it does not own and reopens the same
+/// file at the same number and offset can still be mistaken for it.
 /// fork(): the child inherits the table and the descriptors but none of the
 /// parent's locks, so its next retry closes its copies (the parent's locks
 /// are unaffected). The descriptors are close-on-exec.
@@ -143,6 +169,7 @@ class deferred_closes {
       if (s.fd.compare_exchange_strong(expected, busy, std::memory_order_acquire)) {
         s.dev = dev;
         s.ino = ino;
+        s.pos = sys::lseek(fd, 0, SEEK_CUR);
         count().fetch_add(1, std::memory_order_relaxed);
         s.fd.store(fd, std::memory_order_release);
         return true;
@@ -160,7 +187,8 @@ class deferred_closes {
       const int fd = claim(s);
       if (fd < 0) continue;
       struct stat st {};
-      if (sys::fstat(fd, &st) != 0 || st.st_dev != s.dev || st.st_ino != s.ino) {
+      if (sys::fstat(fd, &st) != 0 || st.st_dev != s.dev || st.st_ino != s.ino ||
+          sys::lseek(fd, 0, SEEK_CUR) != s.pos) {
         forget(s);  // closed or reused behind our back: not ours to close
         continue;
       }
@@ -187,6 +215,7 @@ class deferred_closes {
       struct stat st {};
       const int fl = sys::fcntl(fd, F_GETFL);
       if (s.dev == dev && s.ino == ino && sys::fstat(fd, &st) == 0 && st.st_dev == dev && st.st_ino == ino &&
+          s.pos == description_tag() && sys::lseek(fd, 0, SEEK_CUR) == s.pos &&
           fl >= 0 && (fl & (O_APPEND | O_DIRECT | O_PATH)) == 0 &&
           ((fl & O_ACCMODE) == O_RDWR || (fl & O_ACCMODE) == (access & O_ACCMODE))) {
         forget(s);
@@ -207,6 +236,7 @@ class deferred_closes {
     std::atomic<int> fd{empty};
     dev_t dev = 0;
     ino_t ino = 0;
+    off_t pos = -1;
   };
   struct table {
     slot s[capacity];
@@ -323,8 +353,8 @@ inline own_descriptor reopen_description(int fd, int access, bool avoid_reopen =
   if (deferred_closes::pending() != 0 && process_holds_posix_lock(fd, want)) {
     const int again = deferred_closes::take(want.st_dev, want.st_ino, access);
     if (again >= 0) {
-      out.fd = again;
-      out.reopen_error = EBUSY;  // may share a description: reported as a dup
+      out.fd = again;  // only mapdirect's own (tagged) descriptions are taken back
+      out.own_description = true;
       return out;
     }
   }
@@ -343,6 +373,7 @@ inline own_descriptor reopen_description(int fd, int access, bool avoid_reopen =
       if (sys::fstat(nfd, &got) == 0 && got.st_dev == want.st_dev && got.st_ino == want.st_ino) {
         const int fl = sys::fcntl(nfd, F_GETFL);
         if (fl >= 0) (void)sys::fcntl(nfd, F_SETFL, fl & ~O_NONBLOCK);
+        (void)sys::lseek(nfd, description_tag(), SEEK_SET);  // see description_tag()
         out.fd = nfd;
         out.own_description = true;
         return out;

@@ -52,6 +52,7 @@ class syscall_interposer {
   virtual ssize_t pread(int fd, void* buf, std::size_t n, off_t off) noexcept { return ::pread(fd, buf, n, off); }
   virtual ssize_t pwrite(int fd, const void* buf, std::size_t n, off_t off) noexcept { return ::pwrite(fd, buf, n, off); }
   virtual int fsync(int fd) noexcept { return ::fsync(fd); }
+  virtual off_t lseek(int fd, off_t off, int whence) noexcept { return ::lseek(fd, off, whence); }
   virtual int fdatasync(int fd) noexcept { return ::fdatasync(fd); }
   virtual int sync_file_range(int fd, off_t off, off_t n, unsigned flags) noexcept {
     return ::sync_file_range(fd, off, n, flags);
@@ -145,6 +146,7 @@ MAPDIRECT_SYSCALL(ftruncate, (int fd, off_t len), (fd, len))
 MAPDIRECT_SYSCALL(pread, (int fd, void* buf, std::size_t n, off_t off), (fd, buf, n, off))
 MAPDIRECT_SYSCALL(pwrite, (int fd, const void* buf, std::size_t n, off_t off), (fd, buf, n, off))
 MAPDIRECT_SYSCALL(fsync, (int fd), (fd))
+MAPDIRECT_SYSCALL(lseek, (int fd, off_t off, int whence), (fd, off, whence))
 MAPDIRECT_SYSCALL(fdatasync, (int fd), (fd))
 MAPDIRECT_SYSCALL(sync_file_range, (int fd, off_t off, off_t n, unsigned flags), (fd, off, n, flags))
 MAPDIRECT_SYSCALL(ioctl, (int fd, unsigned long request, void* arg), (fd, request, arg))
