@@ -111,8 +111,8 @@ void test_fsync(const std::string& dir, bool wal) {
     CHECK(inject.count == 0, "msync was never called");
     if (wal) {
       // The WAL file object stays open: its loss is sticky although msync
-      // works again now.
-      const int again = exec(db, "INSERT INTO t VALUES(3)");
+      // works again now, also across a new (larger) mapping of the WAL.
+      const int again = exec(db, "INSERT INTO t VALUES(randomblob(3000000))");
       CHECK(again == SQLITE_IOERR_FSYNC, "after a lost write-back a commit gave %d, not SQLITE_IOERR_FSYNC", again);
     }
   }
