@@ -285,11 +285,19 @@ int grow(mapped_state* s, std::uint64_t need) {
       s->reserved = until;
     }
   }
-  if (sys::ftruncate(s->fd, static_cast<off_t>(need)) != 0) {
+  // The new size: fallocate (mode 0) over the reserved blocks only ever
+  // extends, so it cannot cut off what another process appended meanwhile.
+  int rc = -1;
+  if (s->reserve_supported)
+    rc = sys::fallocate(s->fd, 0, static_cast<off_t>(old), static_cast<off_t>(need - old));
+  if (rc != 0 && (!s->reserve_supported || errno == EOPNOTSUPP))
+    rc = sys::ftruncate(s->fd, static_cast<off_t>(need));
+  if (rc != 0) {
     const int e = errno;
-    mapdirect::detail::fail_errno(e, "ftruncate (setting the new size)");
-    log_failure(s, SQLITE_IOERR_TRUNCATE, "grow");
-    return code_for_errno(e, SQLITE_IOERR_TRUNCATE);
+    mapdirect::detail::fail_errno(e, "fallocate/ftruncate (setting the new size)");
+    const int code = code_for_errno(e, SQLITE_IOERR_TRUNCATE);
+    log_failure(s, code, "grow");
+    return code;
   }
   s->size = need;
   s->size_dirty = true;
