@@ -515,11 +515,17 @@ int md_file_control(sqlite3_file* f, int op, void* arg) {
   return p->real->pMethods->xFileControl(p->real, op, arg);
 }
 
+// unix's characteristics, minus batch-atomic writes: those are F2FS ioctls on
+// unix's descriptor, which our stores through the mapping would bypass.
+int md_device_characteristics(sqlite3_file* f) {
+  return fw_device_characteristics(f) & ~SQLITE_IOCAP_BATCH_ATOMIC;
+}
+
 sqlite3_io_methods g_md_methods = {
     2,  // no xFetch/xUnfetch: SQLite never holds pointers into our mappings
     md_close,          md_read,       md_write,     md_truncate,        md_sync,
     md_file_size,      fw_lock,       fw_unlock,    fw_check_reserved,  md_file_control,
-    fw_sector_size,    fw_device_characteristics, fw_shm_map, fw_shm_lock, fw_shm_barrier,
+    fw_sector_size,    md_device_characteristics, fw_shm_map, fw_shm_lock, fw_shm_barrier,
     fw_shm_unmap,      nullptr,       nullptr,
 };
 
