@@ -69,6 +69,7 @@ PRAGMA integrity_check;
 SELECT count(*) FROM big;
 SELECT 'pages', page_count FROM pragma_page_count;
 .print vfsname
+.vfsname
 PRAGMA mapdirect_describe;
 .print end
 SQL
@@ -83,6 +84,8 @@ SQL
   [ "$(grep -c '^ok$' "$dir/out")" -eq 2 ] || fail "integrity_check"
   grep -q '^12000$' "$dir/out" || fail "VACUUM"
   grep -q 'mapdirect: .*basic.db (db):' "$dir/out" || fail "no per-file report through sqlite3_log"
+  grep -Eq '^mapdirect\((direct|sync|shared)/' "$dir/out" || fail "SQLITE_FCNTL_VFSNAME (.vfsname)"
+  grep -Eq '(sync|shared): (ok|E[A-Z]+|skipped)' "$dir/out" || fail "PRAGMA mapdirect_describe"
   size=$(stat -c %s "$db")
   pages=$(sed -n 's/^pages|//p' "$dir/out")
   [ -n "$pages" ] && [ "$size" -eq $((pages * 4096)) ] ||
