@@ -217,8 +217,16 @@ int map_now(mapped_state* s, std::uint64_t length) {
     log_failure(s, SQLITE_IOERR_MMAP, "map");
     return SQLITE_IOERR_MMAP;
   }
+  const bool first = !s->map && s->retired.empty();
   if (s->map) s->retired.push_back(std::move(s->map));
   s->map = std::move(m.value());
+  // A new file object (SQLite reopened the file: a new connection, or the
+  // next transaction's journal) starts afresh: the durability loss an earlier
+  // object saw was reported to the connection that saw it, and SQLite's
+  // recovery (hot journal, WAL) rewrites what was lost. mapdirect remembers
+  // losses per inode and process, so forget it here; this object's own
+  // `sticky` keeps later remaps of a failed file failing.
+  if (first) s->map.clear_durability_error();
   note_mode(s, s->map);
   return SQLITE_OK;
 }
@@ -592,9 +600,6 @@ int md_open(sqlite3_vfs*, sqlite3_filename name, sqlite3_file* file, int flags, 
           rc = SQLITE_CANTOPEN;
         }
       }
-      // A reopen starts afresh: the durability loss of an earlier file object
-      // was reported to (and handled by) the connection that saw it.
-      if (rc == SQLITE_OK && s->map) s->map.clear_durability_error();
     }
     if (rc != SQLITE_OK) {
       if (s->fd >= 0) mapdirect::detail::close_keeping_locks_quietly(s->fd);
