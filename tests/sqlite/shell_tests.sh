@@ -131,26 +131,45 @@ SQL
     i=$((i + 1))
   done >>"$dir/writer.sql"
   i=0
-  while [ $i -lt $((n * 8)) ]; do
+  while [ $i -lt 400 ]; do
     echo "SELECT 'check', (SELECT count(*) FROM t) = (SELECT n FROM c), (SELECT n FROM c);"
     i=$((i + 1))
   done >"$dir/reader.sql"
-  run_md "$db" "$dir/wout" <"$dir/writer.sql" &
-  wpid=$!
-  run_md "$db" "$dir/rout" <"$dir/reader.sql"
-  rst=$?
-  wait $wpid
+  # Reader shells, one after the other, from before the writer starts until
+  # after it ended: they see the database before, during and after.
+  : >"$dir/rout"
+  (
+    while :; do
+      run_md "$db" "$dir/rbatch" <"$dir/reader.sql"
+      r=$?
+      cat "$dir/rbatch" >>"$dir/rout"
+      echo 1 >>"$dir/batches"
+      [ $r -eq 0 ] || { echo $r >"$dir/rst"; break; }
+      [ -e "$dir/stop" ] && break
+    done
+  ) &
+  rpid=$!
+  waited=0
+  while ! grep -q '^check|' "$dir/rout" && [ $waited -lt 600 ]; do
+    sleep 0.1
+    waited=$((waited + 1))
+  done
+  run_md "$db" "$dir/wout" <"$dir/writer.sql"
   wst=$?
+  touch "$dir/stop"
+  wait $rpid
+  rst=$(cat "$dir/rst" 2>/dev/null || echo 0)
+  batches=$(wc -l <"$dir/batches")
   not_killed $wst writer
   not_killed $rst reader
   [ $wst -eq 0 ] || { cat "$dir/wout"; fail "writer exited $wst"; }
   [ $rst -eq 0 ] || { cat "$dir/rout"; fail "reader exited $rst"; }
   bad=$(grep -v '^check|1|' "$dir/rout" | grep -v '^([0-9]*) mapdirect: ' | head -5)
   [ -z "$bad" ] || fail "reader saw an inconsistent state: $bad"
-  [ "$(grep -c '^check|1|' "$dir/rout")" -eq $((n * 8)) ] || fail "reader output incomplete"
+  [ "$(grep -c '^check|1|' "$dir/rout")" -eq $((batches * 400)) ] || fail "reader output incomplete"
   # The reader must have run while the writer wrote (else this proves little).
   distinct=$(grep '^check|' "$dir/rout" | cut -d'|' -f3 | sort -u | wc -l)
-  echo "reader saw $distinct distinct counter values"
+  echo "$batches reader shells saw $distinct distinct counter values"
   [ "$distinct" -ge 2 ] || fail "the reader never overlapped the writer"
   res=$(run_md "$db" "$dir/final" <<'SQL'
 SELECT count(*), (SELECT n FROM c) FROM t;
