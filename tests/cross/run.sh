@@ -114,6 +114,9 @@ done
 
 # 4. Run under qemu-aarch64.
 export MAPDIRECT_TEST_DIR=${MAPDIRECT_TEST_DIR:-$work}
+# Tests drop to nobody in a child (planted files, read-only probe): it must
+# be able to reach the test directory (mktemp -d makes it 0700).
+chmod 0755 "$work"
 if [ -x "$work/bin/ex_mapdirect-info" ]; then
   "$qemu" "$work/bin/ex_mapdirect-info" "$MAPDIRECT_TEST_DIR" || { echo "mapdirect-info failed under qemu"; exit 1; }
 fi
@@ -132,6 +135,14 @@ qemu_limits=(
   "memory poison on a mapped page: media_error at its offset, repair, data back|qemu-user 7.2 accepts madvise(MADV_HWPOISON) as a no-op: no poison is injected"
   "a SIGBUS outside any guard kills the process as before ours was installed|SIG_IGN: a real fault still kills, as the kernel forces it|qemu-user 7.2 hangs on a forced SIGBUS while the handler is SIG_IGN"
   "kill(getpid(), SIGBUS) and asynchronous reports inside a guard are not swallowed|BUS_MCEERR_AO (asynchronous) at a guarded address goes to the user handler|qemu-user 7.2 asserts on a queued BUS_MCEERR_AO SIGBUS"
+  "a SIGBUS outside any guard kills the process as before ours was installed|default disposition: the child dies of SIGBUS|qemu-user 7.2 asserts (cpu == current_cpu) when a fault is re-raised with rt_tgsigqueueinfo under the default disposition, which mapdirect does so that a non-repeating SIGBUS stays fatal"
+  "{SA_SIGINFO, SIG_DFL} and {SA_SIGINFO, SIG_IGN} are the default and ignore actions|qemu-user 7.2 asserts (cpu == current_cpu) on a SIGBUS re-raised with rt_tgsigqueueinfo (the default-action path)"
+  "a handler that chains to ours, then install_sigbus_handler() again: no mutual recursion|qemu-user 7.2 asserts (cpu == current_cpu) on a SIGBUS re-raised with rt_tgsigqueueinfo (the default-action path)"
+  "a synchronous-looking SIGBUS that does not repeat: fatal stays fatal, ignored keeps the guards|qemu-user 7.2 asserts (cpu == current_cpu) on a SIGBUS re-raised with rt_tgsigqueueinfo (the default-action path)"
+  "a non-local exit out of a guard: reset_thread_guards() at the recovery point, then all is as before|qemu-user 7.2 asserts (cpu == current_cpu) on a SIGBUS re-raised with rt_tgsigqueueinfo (the default-action path)"
+  "fork: the child's guards work and an unguarded SIGBUS still kills|qemu-user 7.2 asserts (cpu == current_cpu) on a SIGBUS re-raised with rt_tgsigqueueinfo (the default-action path)"
+  "map() never maps over another thread's memory (sync rung refused, large mapping)|qemu-user 7.2 manages the guest address space itself and does not honour MAP_FIXED_NOREPLACE (it replaces the range), so the race cannot be judged there"
+  "seam: an unaligned large mapping is moved to a 2 MiB boundary with MAP_FIXED_NOREPLACE, retrying when the slot is taken|qemu-user 7.2 does not honour MAP_FIXED_NOREPLACE (see the race test)"
 )
 # The sections of a case that has a skipped section: every SECTION("...")
 # between its TEST_CASE and the next one in the sources.

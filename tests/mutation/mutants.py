@@ -31,7 +31,7 @@ MUTANTS = [
          r"if \(f == flush_instruction::clflush\) \{\s*MAPDIRECT_OBSERVE_FENCE\(\);\s*_mm_sfence\(\);\s*\}",
          r"(void)0;", 1, 1),
     ]),
-    ("ring-fsync-nop", "async", "ring fsync replaced by a no-op (io_uring_prep_fsync -> io_uring_prep_nop)", [
+    ("ring-fsync-nop", "ring", "ring fsync replaced by a no-op (io_uring_prep_fsync -> io_uring_prep_nop)", [
         ("async.hpp", r"io_uring_prep_fsync\(\s*(\w+)\s*,[^;]*\);", r"io_uring_prep_nop(\1);", 1, 9),
     ]),
     ("ring-covers-late", "async", "a flush completion also completes requests enqueued after it started", [
@@ -42,8 +42,8 @@ MUTANTS = [
     ]),
     ("durability-never-lost", "seam", "durability_lost never set (mapping flag and process-wide registry)", [
         ("mapping.hpp", r"durability_failed_ = true;", r"(void)0;", 0, 9),
-        ("detail/durability.hpp", r"(static void mark_lost\(dev_t dev, ino_t ino\) noexcept \{)",
-         r"\1\n    (void)dev; (void)ino;\n    if ((true)) return;", 1, 1),
+        ("detail/durability.hpp", r"(static void mark_lost\(dev_t dev, ino_t ino, int fd\) noexcept \{)",
+         r"\1\n    (void)dev; (void)ino; (void)fd;\n    if ((true)) return;", 1, 1),
     ]),
     ("guard-swallows-fault", "guard", "the guarded copy reports success after a fault", [
         ("detail/guard_copy.hpp", r"return faulted == 0;", r"(void)faulted; return true;", 1, 1),
@@ -56,7 +56,7 @@ MUTANTS = [
         ("seal.hpp", r"!after\.stable\(\)", r"false", 1, 1),
     ]),
     ("repair-writes-nothing", "guard", "repair pretends to pwrite and writes nothing", [
-        ("guard.hpp", r"sys::pwrite\(map\.fd,[^;]*\)(?=;)", r"static_cast<ssize_t>(n - done)", 1, 1),
+        ("guard.hpp", r"sys::pwrite\(out\.fd,[^;]*\)(?=;)", r"static_cast<ssize_t>(n - done)", 1, 1),
     ]),
     ("ladder-eacces-steps-down", "seam", "the mapping ladder treats EACCES as 'mode not offered, step down'", [
         ("mapping.hpp", r"step_down = \(", r"step_down = (e == EACCES || ", 1, 9),

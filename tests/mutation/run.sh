@@ -21,7 +21,12 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/mapdirect-mutation.XXXXXX")
 if [ "${MUTATION_KEEP:-0}" = 1 ]; then echo "work directory: $work"; else trap 'rm -rf "$work"' EXIT; fi
 
 catch_inc=()
-[ -z "${MAPDIRECT_CATCH2_INCLUDE:-}" ] || catch_inc=(-isystem "$MAPDIRECT_CATCH2_INCLUDE")
+# A system directory (/usr/include) must not be repeated with -isystem: that
+# reorders the search path and breaks libstdc++'s #include_next <stdlib.h>.
+case "${MAPDIRECT_CATCH2_INCLUDE:-}" in
+  "" | /usr/include | /usr/local/include) ;;
+  *) catch_inc=(-isystem "$MAPDIRECT_CATCH2_INCLUDE") ;;
+esac
 # -O1 and no warnings: a mutant only has to compile and run.
 flags=(-std=c++17 -O1 -g0 -pthread -w "${catch_inc[@]}" -I"$root/tests/support")
 
@@ -31,6 +36,7 @@ group_src() {
     observer) echo "$root/tests/unit/test_observer.cpp" ;;
     seam) echo "$root/tests/unit/test_seam.cpp" ;;
     async) echo "$root/tests/unit/test_async.cpp" ;;
+    ring) echo "$root/tests/unit/test_ring_seam.cpp" ;;
     guard) echo "$root/tests/unit/test_guard.cpp" ;;
     seal) echo "$root/tests/unit/test_seal.cpp" ;;
     *) echo "unknown group $1" >&2; return 1 ;;
@@ -39,16 +45,17 @@ group_src() {
 group_defs() {
   case $1 in
     observer) echo "-DMAPDIRECT_TEST_OBSERVER=1" ;;
-    async) echo "-DMAPDIRECT_TEST_URING=1" ;;
+    async | ring) echo "-DMAPDIRECT_TEST_URING=1" ;;
     *) echo "" ;;
   esac
 }
-group_libs() { [ "$1" = async ] && echo "-luring" || echo ""; }
+group_libs() { case $1 in async | ring) echo "-luring" ;; *) echo "" ;; esac; }
 group_filter() {
   case $1 in
     observer) echo "[observer]" ;;
     seam) echo "[seam]" ;;
     async) echo "[async]" ;;
+    ring) echo "[ring]" ;;
     guard) echo "[guard],[poison]" ;;
     seal) echo "[seal]" ;;
   esac
