@@ -705,8 +705,6 @@ TEST_CASE("async: group commit on a mapping with a leased seal neither stalls no
     CHECK(WEXITSTATUS(status) == 0);
   }
 }
-#endif  // MAPDIRECT_TEST_URING
-
 TEST_CASE("async: a write-back error reported only to the mapping's description before the committer's first "
           "flush is not lost",
           "[async][durability]") {
@@ -762,3 +760,4 @@ TEST_CASE("async: a write-back error reported only to the mapping's description 
     m.clear_durability_error();
   }
 }
+#endif  // MAPDIRECT_TEST_URING
