@@ -15,6 +15,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <stdexcept>
 #include <vector>
 
 #include <fcntl.h>
@@ -29,6 +30,27 @@ inline std::string test_dir() {
   if (const char* d = std::getenv("MAPDIRECT_TEST_DIR"); d && *d) return d;
   if (const char* d = std::getenv("TMPDIR"); d && *d) return d;
   return "/var/tmp";
+}
+
+/// A directory of this test process's own (mkdtemp, 0700) inside test_dir():
+/// for fixed file names, which must never be predictable in a shared
+/// directory (another user could plant a symlink there). Removed at exit
+/// when empty (only by the process that created it, not by forked children).
+inline const std::string& private_dir() {
+  static std::string dir;
+  static pid_t creator = 0;
+  if (dir.empty()) {
+    std::string tmpl = test_dir() + "/mapdirect-private-XXXXXX";
+    std::vector<char> buf(tmpl.begin(), tmpl.end());
+    buf.push_back('\0');
+    if (!::mkdtemp(buf.data())) throw std::runtime_error("mkdtemp in " + test_dir() + " failed");
+    dir = buf.data();
+    creator = ::getpid();
+    std::atexit([] {
+      if (::getpid() == creator) ::rmdir(dir.c_str());
+    });
+  }
+  return dir;
 }
 
 /// The mode/granularity the host must give (set by the VM tier), if any.

@@ -199,7 +199,7 @@ TEST_CASE("the caller may close its fd after map()", "[mapping]") {
 }
 
 TEST_CASE("open(): create, exclusive, grow, and rollback on failure", "[mapping]") {
-  const std::string path = mdtest::test_dir() + "/mapdirect-open-" + std::to_string(::getpid());
+  const std::string path = mdtest::private_dir() + "/mapdirect-open";
   ::unlink(path.c_str());
   open_options o;
   o.create = true;

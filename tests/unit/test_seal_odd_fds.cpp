@@ -192,7 +192,7 @@ TEST_CASE("seal: a leased seal on the caller's own O_APPEND or O_DIRECT descript
           "[seal][oddfd][lease]") {
   for (const int flag : {O_APPEND, O_DIRECT}) {
     INFO((flag == O_APPEND ? "O_APPEND" : "O_DIRECT"));
-    const std::string path = mdtest::test_dir() + "/mapdirect-oddfd-lease-" + std::to_string(::getpid());
+    const std::string path = mdtest::private_dir() + "/mapdirect-oddfd-lease";
     ::unlink(path.c_str());
     const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     REQUIRE(fd >= 0);

@@ -406,7 +406,7 @@ TEST_CASE("seam: map(-1) is invalid_argument and makes no syscall", "[seam]") {
 
 TEST_CASE("seam: when the mapping fails, open() removes only a file it created and never shrinks one", "[seam][mapping]") {
   // Every file mmap fails with ENOMEM on every host, so the rollback always runs.
-  const std::string path = mdtest::test_dir() + "/mapdirect-seam-rollback-" + std::to_string(::getpid());
+  const std::string path = mdtest::private_dir() + "/mapdirect-seam-rollback";
   ::unlink(path.c_str());
   recording_interposer rec;
   rec.on_file_mmap = [](int) { return ENOMEM; };
