@@ -98,14 +98,14 @@ else
 fi
 
 # 3. Examples (each directory's sources into one static binary; an example
-# that needs liburing is compiled only, since there is no aarch64 liburing).
+# that needs liburing or libsqlite3 is compiled only, since neither exists for aarch64 here).
 for dir in "$root"/examples/*/; do
   name=$(basename "$dir")
   srcs=("$dir"*.cpp)
   [ -e "${srcs[0]}" ] || continue
-  if grep -q 'liburing\|mapdirect/async.hpp' "${srcs[@]}"; then
+  if grep -q 'liburing\|mapdirect/async.hpp\|sqlite3.h' "${srcs[@]}"; then
     for s in "${srcs[@]}"; do "$cxx" "${common[@]}" "${warn[@]}" -fsyntax-only "$s"; done
-    echo "example $name: compiled (needs liburing, not linked)"
+    echo "example $name: compiled (needs liburing or libsqlite3, not linked)"
   else
     "$cxx" "${common[@]}" "${warn[@]}" -static -o "$work/bin/ex_$name" "${srcs[@]}"
     echo "example $name: built"
