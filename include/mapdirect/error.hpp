@@ -45,6 +45,8 @@ enum class errc {
   lease_broken,             ///< another process opened the file for writing or truncated it
   durability_lost,          ///< an earlier flush failed: dirty data may have been dropped
   lease_compromised,        ///< the lease's signal or owner was changed through a shared description
+  read_only,                ///< a write-side call on a read-only mapping; equals std::errc::permission_denied
+  reservation_exhausted,    ///< grow() past the reserved address space; equals std::errc::not_enough_memory
 };
 
 namespace detail {
@@ -68,6 +70,8 @@ class errc_category_impl final : public std::error_category {
       case errc::lease_broken: return "file lease broken by a conflicting open or truncate";
       case errc::durability_lost: return "an earlier flush failed; dirty data may have been lost";
       case errc::lease_compromised: return "file lease compromised: its signal or owner was changed by another holder of the description";
+      case errc::read_only: return "the mapping is read-only";
+      case errc::reservation_exhausted: return "the mapping cannot grow in place beyond its reserved address space";
     }
     return "unknown mapdirect error";
   }
@@ -88,6 +92,11 @@ class errc_category_impl final : public std::error_category {
       case errc::block_map_unstable: return std::errc::no_space_on_device;
       case errc::lease_broken:
       case errc::lease_compromised: return std::errc::resource_unavailable_try_again;
+      // What mmap(PROT_WRITE) of an O_RDONLY descriptor gives (EACCES); not
+      // read_only_file_system: the mapping, not the mount, is read-only.
+      case errc::read_only: return std::errc::permission_denied;
+      // What mremap() without MREMAP_MAYMOVE gives when it cannot grow in place.
+      case errc::reservation_exhausted: return std::errc::not_enough_memory;
     }
     return std::error_condition(value, *this);
   }

@@ -89,6 +89,17 @@ constexpr granularity granularity_for(map_mode mode, persistence_domain domain) 
                                                    : granularity::cache_line;
 }
 
+/// Who may store through a mapping.
+enum class map_access {
+  read_write,  ///< PROT_READ|PROT_WRITE from an O_RDWR descriptor (the default)
+  read_only,   ///< PROT_READ from any readable descriptor: every write-side call fails with errc::read_only
+};
+
+/// Name of an access mode ("read_only").
+constexpr const char* to_string(map_access a) noexcept {
+  return a == map_access::read_only ? "read_only" : "read_write";
+}
+
 /// Options for direct_mapping::map.
 struct map_options {
   /// The strongest mode to try. map_mode::direct is attempted only when the
@@ -110,6 +121,50 @@ struct map_options {
   /// allocate: with MAP_SYNC, "synchronous faults and no allocating faults"
   /// in one call. The mapping owns the seal until close().
   std::optional<seal_options> seal = std::nullopt;
+  /// read_only maps PROT_READ (the descriptor may be O_RDONLY; open() then
+  /// opens O_RDONLY): loads and guarded read() work, every write-side call
+  /// (persist, drain, copy_persist, fill_persist, write, repair, grow past
+  /// the file's end, shrink with truncate) fails with errc::read_only and
+  /// never faults, flush() does nothing. A reader needs no synchronous
+  /// faults, so the mapping is MAP_SHARED: the ladder reports the stronger
+  /// rungs as not applicable, and weakest/coarsest do not apply. seal must be
+  /// empty (errc::invalid_argument).
+  map_access access = map_access::read_write;
+  /// Address space to reserve, in bytes from the mapped offset, so that
+  /// grow() can extend the mapping in place up to this length: PROT_NONE and
+  /// MAP_NORESERVE (costs no memory), owned by the mapping, never placed over
+  /// anything else. 0, or no more than the mapped length: no room to grow.
+  std::size_t reserve = 0;
+};
+
+/// Options for direct_mapping::grow.
+struct grow_options {
+  /// Extend the file when it is shorter than the grown range (else
+  /// errc::beyond_eof). A mapping that owns a seal extends it by a seal of
+  /// the new range (iomap_seal::acquire with extend), so the grown part is
+  /// sealed too.
+  bool extend_file = true;
+  /// Allocate the extension's blocks (fallocate; sparse where unsupported),
+  /// so that stores never need an allocation. Ignored for a sealed mapping
+  /// (sealing allocates).
+  bool preallocate = true;
+  /// Growing past the reserved address space moves the mapping to a new,
+  /// larger reservation (grow_report::moved) instead of failing with
+  /// errc::reservation_exhausted. Every pointer into the old mapping is then
+  /// invalid.
+  bool allow_relocation = false;
+};
+
+/// What grow() did.
+struct grow_report {
+  bool moved = false;          ///< the mapping moved (allow_relocation): data() changed, old pointers are invalid
+  bool file_extended = false;  ///< the file was extended (and its new size made durable)
+};
+
+/// Options for direct_mapping::shrink.
+struct shrink_options {
+  /// Also truncate the file to the mapping's new end (never below it).
+  bool truncate = false;
 };
 
 /// One rung of the ladder as map() tried it.
@@ -163,6 +218,10 @@ class page_persister {
 ///  - An extension (grow) is never rolled back: shrinking could cut off data
 ///    another process already mapped at the new size. After a failed
 ///    extension or mapping the file may be larger than before.
+///  - With map.access == map_access::read_only the file is opened O_RDONLY
+///    (so a 0444 file, another user's readable file or a read-only mount
+///    can be mapped); create and grow are then refused (errc::invalid_argument)
+///    and a size beyond the file's end fails with errc::beyond_eof.
 struct open_options {
   /// Bytes to map from offset 0; 0 maps the whole existing file (and then a
   /// missing file is not created: ENOENT).
@@ -197,9 +256,17 @@ struct open_options {
 #define MAPDIRECT_TRY_RANGE(off, len)                                                             \
   do {                                                                                            \
     if (!data_) return detail::fail(errc::not_mapped, "no mapping");                             \
-    if ((off) > size_ || (len) > size_ - (off))                                                   \
+    const std::size_t mapped_now = size_.load(std::memory_order_acquire);                         \
+    if ((off) > mapped_now || (len) > mapped_now - (off))                                         \
       return detail::fail(errc::out_of_range, "range [%zu, +%zu) outside mapping of %zu bytes", \
-                          static_cast<std::size_t>(off), static_cast<std::size_t>(len), size_);   \
+                          static_cast<std::size_t>(off), static_cast<std::size_t>(len), mapped_now); \
+  } while (0)
+
+// Refuses a write-side call on a read-only mapping (used inside direct_mapping members).
+#define MAPDIRECT_TRY_WRITABLE(what)                                                                     \
+  do {                                                                                                   \
+    if (access_ == map_access::read_only)                                                                \
+      return detail::fail(errc::read_only, "%s: the mapping is read-only (map_options::access)", what); \
   } while (0)
 
 /// A move-only RAII shared mapping of a file range with a known durability
@@ -213,7 +280,12 @@ struct open_options {
 /// also every range other threads flushed before it (it waits for an msync
 /// already covering them, or issues one). Move, swap, close(),
 /// attach_persister() and clear_durability_error() must not run concurrently
-/// with any other call on the same object.
+/// with any other call on the same object. grow() and shrink() must not run
+/// concurrently with each other, move, swap or close(); while an in-place
+/// grow() runs, other threads may keep using the existing part: loads and
+/// stores through pointers into it, and read(), write(), persist(), flush(),
+/// drain(), copy_persist(), fill_persist() of ranges inside the old size (a
+/// relocating grow() and shrink() allow no concurrent use at all).
 ///
 /// Durability state is per file: a write-back error seen through any mapping,
 /// committer or seal of a file makes every later persist of that file, through
@@ -242,7 +314,8 @@ class direct_mapping {
     pthread_mutex_destroy(&pin_.lock);
   }
 
-  /// Maps [offset, offset+length) of fd (opened O_RDWR) with the strongest
+  /// Maps [offset, offset+length) of fd (opened O_RDWR; for
+  /// options.access == read_only, any readable descriptor) with the strongest
   /// mode options allow. length 0 maps to the end of the file. The mapping
   /// opens its own file description of the file (so that no other user of
   /// fd consumes its write-back errors), or falls back to a duplicate of fd
@@ -254,6 +327,7 @@ class direct_mapping {
   /// last_error_detail()), errc::granularity_unavailable, errc::sealed (ETXTBSY),
   /// errno codes (EACCES: fd not writable, ENOMEM, EBADF, ...); with
   /// options.seal, iomap_seal::acquire's errors (ENOSPC, errc::block_map_unverifiable, ...).
+  /// With options.reserve, ENOMEM when the address space cannot be reserved.
   static result<direct_mapping> map(int fd, std::uint64_t offset, std::size_t length, map_options options = {}) noexcept;
 
   /// Opens (or creates, atomically and durably) `path` and maps it; see
@@ -274,7 +348,12 @@ class direct_mapping {
   /// First byte of the mapping (nullptr when empty).
   std::byte* data() const noexcept { return data_; }
   /// Mapped length in bytes.
-  std::size_t size() const noexcept { return size_; }
+  std::size_t size() const noexcept { return size_.load(std::memory_order_acquire); }
+  /// Bytes the mapping can grow to in place (its reserved address space,
+  /// page-rounded; at least size()). 0 when empty.
+  std::size_t capacity() const noexcept { return data_ ? reserved_ : 0; }
+  /// read_write, or read_only (map_options::access).
+  map_access access() const noexcept { return access_; }
   /// True when this object holds a mapping.
   bool is_mapped() const noexcept { return data_ != nullptr; }
   explicit operator bool() const noexcept { return is_mapped(); }
@@ -299,6 +378,45 @@ class direct_mapping {
   const map_ladder& ladder() const noexcept { return ladder_; }
   /// The seal taken because options.seal was set (empty otherwise).
   const iomap_seal& seal() const noexcept { return seal_; }
+  /// The seal of the part grow() added to a sealed mapping: it covers the
+  /// file from the end of seal() to the mapping's end (empty otherwise).
+  const iomap_seal& grown_seal() const noexcept { return grown_seal_; }
+
+  /// Extends the mapping to new_length bytes in place: the file is extended
+  /// first when shorter (grow_options), the new part is mapped right after
+  /// the existing one, in the same mode (same mmap flags, MAP_SYNC included)
+  /// with the same granularity, inside the address space map_options::reserve
+  /// reserved. data() and every pointer into the mapping stay valid. A
+  /// mapping that owns a seal gets the new range sealed too (grown_seal()).
+  /// An extended file's new size is made durable (fdatasync) before grow()
+  /// returns. On failure nothing changes: size, mapping, file size (an
+  /// extension is put back; blocks it allocated stay allocated) and seals.
+  /// Growing past capacity() fails with errc::reservation_exhausted unless
+  /// options.allow_relocation (then the mapping moves: see grow_report).
+  /// On a read-only mapping, grows only over bytes the file already has
+  /// (another writer extended it); errc::read_only otherwise.
+  /// Errors: errc::not_mapped, errc::invalid_argument (new_length below
+  /// size(), overflow), errc::beyond_eof (file too short, extend_file off),
+  /// errc::read_only, errc::reservation_exhausted, errc::sealed (another seal
+  /// of this process covers the file, unless this mapping owns it), seal
+  /// errors, ENOSPC/EDQUOT/EFBIG (nothing changed), fdatasync codes (EIO),
+  /// mmap codes (ENOMEM; if the address space after the mapping could then not
+  /// be re-reserved exactly, capacity() drops to size(), said in the detail).
+  /// Thread-safety: see the class comment (readers of the old part may run).
+  result<grow_report> grow(std::size_t new_length, grow_options options = {}) noexcept;
+
+  /// Shrinks the mapping to new_length bytes (1..size()): the tail pages are
+  /// unmapped and re-reserved (capacity() is unchanged, so grow() can map them
+  /// again); with options.truncate the file is then cut to the new end.
+  /// Pointers into the tail become invalid. Refused with errc::sealed while
+  /// the mapping owns a seal. Should another thread map into the tail between
+  /// the unmap and the re-reservation, capacity() drops to the new size.
+  /// Errors: errc::not_mapped, errc::invalid_argument (0 or above size()),
+  /// errc::sealed, errc::read_only (truncate on a read-only mapping), munmap
+  /// codes (nothing changed), truncate_file's errors (the mapping is then
+  /// already shrunk and the file keeps its size: the detail says so).
+  /// Not concurrent-safe: no other call on the object may run meanwhile.
+  result<void> shrink(std::size_t new_length, shrink_options options = {}) noexcept;
   /// One line per rung, e.g. "sync: EOPNOTSUPP (not on a DAX file system (statx DAX=0))",
   /// plus a "descriptor:" line when the mapping shares the caller's description.
   std::string describe() const {
@@ -313,11 +431,12 @@ class direct_mapping {
 
   /// Makes [offset, offset+length) durable: a fence (byte), cache-line
   /// flushes and a fence (cache_line), or msync/the attached persister (page).
-  /// Errors: errc::out_of_range, errc::not_mapped, errc::durability_lost
+  /// Errors: errc::out_of_range, errc::not_mapped, errc::read_only, errc::durability_lost
   /// (an earlier flush of this file failed, through any mapping, committer or
   /// seal), msync errno codes (EIO, ENOSPC, ENOMEM). Thread-safe.
   result<void> persist(std::size_t offset, std::size_t length) noexcept {
     MAPDIRECT_TRY_RANGE(offset, length);
+    MAPDIRECT_TRY_WRITABLE("persist");
     switch (granularity_) {
       case granularity::byte: store_fence(); return outcome::success();
       case granularity::cache_line:
@@ -331,10 +450,11 @@ class direct_mapping {
 
   /// Starts writing back [offset, offset+length) (clamped to the mapping);
   /// durable only after the next drain(). Batch many flushes, then drain once.
-  /// Thread-safe.
+  /// Does nothing on a read-only mapping (drain() then reports it). Thread-safe.
   void flush(std::size_t offset, std::size_t length) noexcept {
-    if (!data_ || offset >= size_) return;
-    if (length > size_ - offset) length = size_ - offset;
+    const std::size_t now = size_.load(std::memory_order_acquire);
+    if (!data_ || offset >= now || access_ == map_access::read_only) return;
+    if (length > now - offset) length = now - offset;
     if (length == 0) return;
     switch (granularity_) {
       case granularity::byte: return;
@@ -347,10 +467,12 @@ class direct_mapping {
   /// granularity: every flush() made before it by any thread). Thread-safe:
   /// a concurrent drain waits for the msync in flight when that covers the
   /// caller's flushes, and otherwise issues the next one after it.
-  /// Errors: errc::not_mapped, errc::durability_lost, msync errno codes (also
-  /// when another thread's msync that covered this caller's flushes failed).
+  /// Errors: errc::not_mapped, errc::read_only, errc::durability_lost, msync
+  /// errno codes (also when another thread's msync that covered this caller's
+  /// flushes failed).
   result<void> drain() noexcept {
     if (!data_) return detail::fail(errc::not_mapped, "drain: no mapping");
+    MAPDIRECT_TRY_WRITABLE("drain");
     if (granularity_ == granularity::byte) {
       store_fence();
       return outcome::success();
@@ -366,6 +488,7 @@ class direct_mapping {
   /// Errors: as persist(). Thread-safe.
   result<void> copy_persist(std::size_t offset, const void* src, std::size_t n) noexcept {
     MAPDIRECT_TRY_RANGE(offset, n);
+    MAPDIRECT_TRY_WRITABLE("copy_persist");
     if (n == 0) return outcome::success();
     switch (granularity_) {
       case granularity::byte:
@@ -386,6 +509,7 @@ class direct_mapping {
   /// Errors: as persist(). Thread-safe.
   result<void> fill_persist(std::size_t offset, int byte, std::size_t n) noexcept {
     MAPDIRECT_TRY_RANGE(offset, n);
+    MAPDIRECT_TRY_WRITABLE("fill_persist");
     if (n == 0) return outcome::success();
     switch (granularity_) {
       case granularity::byte:
@@ -404,7 +528,8 @@ class direct_mapping {
 
   /// Routes page-granular persists through `p` (for example a group
   /// committer); nullptr restores msync. `p` must outlive the attachment.
-  /// Not concurrent-safe: attach before other threads use the mapping.
+  /// Not concurrent-safe: attach before other threads use the mapping. On a
+  /// read-only mapping it has no effect (every persist fails with errc::read_only).
   void attach_persister(page_persister* p) noexcept { persister_ = p; }
   /// The attached page persister, or nullptr.
   page_persister* persister() const noexcept { return persister_; }
@@ -440,9 +565,10 @@ class direct_mapping {
   }
   /// Stores n bytes from src at offset (not yet durable: persist() after);
   /// a SIGBUS (e.g. no block left on the file system) becomes an error.
-  /// Errors: as read() (a full file system gives errc::io_error).
+  /// Errors: as read() (a full file system gives errc::io_error), errc::read_only.
   access_result<void> write(std::size_t offset, const void* src, std::size_t n) noexcept {
     MAPDIRECT_TRY_RANGE(offset, n);
+    MAPDIRECT_TRY_WRITABLE("direct_mapping::write");
     const guard_range target{data_, size_, fd_, offset_};
     return detail::copy_guarded(data_ + offset, src, n, &target, nullptr, "direct_mapping::write");
   }
@@ -456,9 +582,11 @@ class direct_mapping {
   /// makes it durable (fdatasync) and checks that the mapping reads it back.
   /// Errors: errc::misaligned_offset, errc::out_of_range, errc::not_mapped,
   /// errc::invalid_argument, errc::media_error (the kernel could not clear the
-  /// poison, or the range still faults), errc::io_error, pwrite/fdatasync errno codes.
+  /// poison, or the range still faults), errc::io_error, errc::read_only,
+  /// pwrite/fdatasync errno codes.
   access_result<void> repair(std::size_t offset, const void* src, std::size_t n) noexcept {
     MAPDIRECT_TRY_RANGE(offset, n);
+    MAPDIRECT_TRY_WRITABLE("repair");
     return detail::repair_range(guard_range{data_, size_, fd_, offset_}, offset, src, n, detail::sys::page_size());
   }
   /// repair() from a whole byte range. Errors: as repair().
@@ -474,8 +602,10 @@ class direct_mapping {
   result<void> close() noexcept {
     if (!map_base_ && fd_ < 0) return outcome::success();
     std::error_code ec;
-    if (map_base_ && detail::sys::munmap(map_base_, map_length_) != 0) ec = detail::fail_errno(errno, "munmap");
+    // The reservation after the mapping goes too: it is ours (reserved_).
+    if (map_base_ && detail::sys::munmap(map_base_, reserved_) != 0) ec = detail::fail_errno(errno, "munmap");
     if (fd_ >= 0 && detail::close_keeping_locks(fd_) != 0 && !ec) ec = detail::fail_errno(errno, "close");
+    if (auto released = grown_seal_.release(); !released && !ec) ec = released.error();
     if (auto released = seal_.release(); !released && !ec) ec = released.error();
     reset_fields();
     if (ec) return ec;
@@ -487,9 +617,16 @@ class direct_mapping {
   void swap(direct_mapping& o) noexcept {
     using std::swap;
     swap(data_, o.data_);
-    swap(size_, o.size_);
+    o.size_.store(size_.exchange(o.size_.load(std::memory_order_relaxed), std::memory_order_relaxed),
+                  std::memory_order_relaxed);
     swap(map_base_, o.map_base_);
     swap(map_length_, o.map_length_);
+    swap(reserved_, o.reserved_);
+    swap(access_, o.access_);
+    swap(map_flags_, o.map_flags_);
+    swap(populate_, o.populate_);
+    swap(seal_options_, o.seal_options_);
+    swap(grown_seal_, o.grown_seal_);
     swap(offset_, o.offset_);
     swap(fd_, o.fd_);
     swap(own_description_, o.own_description_);
@@ -520,6 +657,48 @@ class direct_mapping {
     if (auto ec = climb(fd, 0, page, options, ladder, mapped, mode)) return ec;
     detail::sys::munmap(mapped, page);
     return mode;
+  }
+
+  /// What a writer would get, tested without writing: each rung from
+  /// options.strongest to options.weakest is mapped PROT_READ (one page at
+  /// offset 0) from `fd`, which may be O_RDONLY. The kernel checks MAP_SYNC
+  /// support on such a mapping as on a writable one, so a rung accepted here
+  /// is what a writer would get, with two things left untested (see probe()):
+  /// MAP_DIRECT (it needs a writable mapping: reported skipped) and whether a
+  /// writer may open the file at all. `ladder` receives every rung tried.
+  /// Errors: as try_modes.
+  static result<map_mode> try_modes_read_only(int fd, map_options options, map_ladder& ladder) noexcept {
+    detail::clear_detail();
+    ladder = map_ladder{};
+    const std::size_t page = detail::sys::page_size();
+    for (int rung = static_cast<int>(options.strongest); rung <= static_cast<int>(options.weakest); ++rung) {
+      const auto mode = static_cast<map_mode>(rung);
+      map_attempt& a = ladder.steps[ladder.count++];
+      a.mode = mode;
+      if (mode == map_mode::direct) {
+        const int flags = rung_flags(mode, a.cause);
+        if (flags != 0) a.cause = "not tested: MAP_DIRECT needs a writable mapping of a file opened O_RDWR";
+        continue;
+      }
+      const int flags = rung_flags(mode, a.cause);
+      if (flags == 0) continue;
+      a.attempted = true;
+      void* mapped = nullptr;
+      a.error = try_map(page, flags, fd, 0, false, mapped, PROT_READ);
+      if (a.error == 0) {
+        detail::sys::munmap(mapped, page);
+        return mode;
+      }
+      if (!classify_refusal(fd, a)) {
+        const std::string steps = describe_ladder(ladder);
+        detail::set_detail("probe: %s mapping failed with %s; tried:\n%s", to_string(mode),
+                           detail::errno_name(a.error), steps.c_str());
+        return detail::errno_code(a.error);
+      }
+    }
+    const std::string steps = describe_ladder(ladder);
+    return detail::fail(errc::mode_unavailable, "probe: no mode from %s to %s is available; tried:\n%s",
+                        to_string(options.strongest), to_string(options.weakest), steps.c_str());
   }
 
   /// Renders a ladder as text, one rung per line.
@@ -673,6 +852,11 @@ class direct_mapping {
     size_ = 0;
     map_base_ = nullptr;
     map_length_ = 0;
+    reserved_ = 0;
+    access_ = map_access::read_write;
+    map_flags_ = 0;
+    populate_ = false;
+    seal_options_ = std::nullopt;
     offset_ = 0;
     fd_ = -1;
     own_description_ = false;
@@ -714,10 +898,15 @@ class direct_mapping {
     return 0;
   }
 
+  static int prot_for(map_access a) noexcept {
+    return a == map_access::read_only ? PROT_READ : PROT_READ | PROT_WRITE;
+  }
+
   // Never MAP_FIXED: the kernel picks the address (see align_mapping).
-  static int try_map(std::size_t len, int flags, int fd, std::uint64_t off, bool populate, void*& out) noexcept {
+  static int try_map(std::size_t len, int flags, int fd, std::uint64_t off, bool populate, void*& out,
+                     int prot = PROT_READ | PROT_WRITE) noexcept {
     if (populate) flags |= MAP_POPULATE;
-    void* p = detail::sys::mmap(nullptr, len, PROT_READ | PROT_WRITE, flags, fd, static_cast<off_t>(off));
+    void* p = detail::sys::mmap(nullptr, len, prot, flags, fd, static_cast<off_t>(off));
     if (p == MAP_FAILED) return errno;
     out = p;
     return 0;
@@ -739,7 +928,7 @@ class direct_mapping {
       step_down = (e == EOPNOTSUPP || e == EINVAL);
       a.cause = sync_refusal_cause(fd, e);
     }
-    if (e == EACCES && !*a.cause) a.cause = "file descriptor not open O_RDWR (a writable shared mapping needs it)";
+    if (e == EACCES && !*a.cause) a.cause = "file descriptor not open O_RDWR (a writable shared mapping needs it; map_access::read_only maps a read-only one)";
     if (e == ETXTBSY) a.cause = "block map is sealed or busy";
     if (e == ENOMEM && !*a.cause) a.cause = "out of memory or address space";
     return step_down;
@@ -749,17 +938,28 @@ class direct_mapping {
   // wherever the kernel chooses, so that a refused rung (the kernel may unmap
   // the target before refusing MAP_SYNC) never touches anyone's memory. On
   // success sets mapped/mode; on failure returns the error with the detail set.
+  // A read-only mapping tries only MAP_SHARED (PROT_READ): the stronger
+  // rungs are reported as not applicable, weakest does not apply.
   static std::error_code climb(int fd, std::uint64_t offset, std::size_t map_length, const map_options& options,
                                map_ladder& ladder, void*& mapped, map_mode& mode_out) noexcept {
     ladder = map_ladder{};
-    for (int rung = static_cast<int>(options.strongest); rung <= static_cast<int>(options.weakest); ++rung) {
+    const bool reader = options.access == map_access::read_only;
+    const int weakest = reader ? static_cast<int>(map_mode::shared) : static_cast<int>(options.weakest);
+    for (int rung = static_cast<int>(options.strongest); rung <= weakest; ++rung) {
       const auto mode = static_cast<map_mode>(rung);
       map_attempt& a = ladder.steps[ladder.count++];
       a.mode = mode;
+      if (reader && mode != map_mode::shared) {
+        a.cause = mode == map_mode::sync
+                      ? "not applicable to a read-only mapping: MAP_SYNC makes write faults synchronous, and loads "
+                        "need none (a writer's rung is what probe() reports)"
+                      : "not applicable to a read-only mapping: MAP_DIRECT pins the block map for stores";
+        continue;
+      }
       const int flags = rung_flags(mode, a.cause);
       if (flags == 0) continue;
       a.attempted = true;
-      a.error = try_map(map_length, flags, fd, offset, options.populate, mapped);
+      a.error = try_map(map_length, flags, fd, offset, options.populate, mapped, prot_for(options.access));
       if (a.error == 0) {
         mode_out = mode;
         return {};
@@ -808,6 +1008,70 @@ class direct_mapping {
     }
   }
 
+  // Maps [offset_, offset_+new_map_length) with the mapping's own flags at the
+  // start of a fresh reservation of `capacity` bytes (2 MiB-aligned when that
+  // large), keeps the rest of the reservation as room to grow, and unmaps the
+  // old mapping and its room. Never over anything it does not own: the slot
+  // is carved out of the reservation and mapped with MAP_FIXED_NOREPLACE; on
+  // EEXIST (another thread mapped into the slot) it retries elsewhere. On
+  // failure nothing changes.
+  std::error_code relocate(std::size_t capacity, std::size_t new_map_length) noexcept {
+    constexpr std::size_t huge = MAPDIRECT_HUGE_ALIGN_THRESHOLD;
+    const std::size_t slack = capacity >= huge ? huge : 0;
+    const int flags = map_flags_ | MAP_FIXED_NOREPLACE | (populate_ ? MAP_POPULATE : 0);
+    int e = EEXIST;
+    for (int attempt = 0; attempt < 8 && e == EEXIST; ++attempt) {
+      auto slot = detail::address_reservation::reserve(capacity + slack);
+      if (!slot) {
+        e = errno;
+        break;
+      }
+      char* at = slot.aligned(slack ? huge : detail::sys::page_size());
+      if (!slot.carve(at, new_map_length)) {
+        e = errno;
+        break;
+      }
+      void* p = detail::sys::mmap(at, new_map_length, prot_for(access_), flags, fd_, static_cast<off_t>(offset_));
+      if (p == at) {
+        const std::size_t room = slot.detach(at + new_map_length);
+        (void)detail::sys::munmap(map_base_, reserved_);
+        map_base_ = p;
+        data_ = static_cast<std::byte*>(p);
+        map_length_ = new_map_length;
+        reserved_ = new_map_length + room;
+        return {};
+      }
+      if (p != MAP_FAILED) {  // a pre-4.17 kernel took the address as a hint
+        (void)detail::sys::munmap(p, new_map_length);
+        e = EINVAL;
+        break;
+      }
+      e = errno;
+    }
+    char what[160];
+    std::snprintf(what, sizeof what, "map: placing %zu mapped bytes in %zu bytes of reserved address space",
+                  new_map_length, capacity);
+    return detail::fail_errno(e, what);
+  }
+
+  // After a failed MAP_FIXED into [at, from) the range may be a hole another
+  // thread can map into, or still our reservation (newer kernels restore it):
+  // undecidable, so the room from `at` on is given up (never mapped over
+  // again); the part after `from`, certainly still ours, is unmapped.
+  void forfeit_room(char* from) noexcept {
+    char* end = static_cast<char*>(map_base_) + reserved_;
+    if (from < end) (void)detail::sys::munmap(from, static_cast<std::size_t>(end - from));
+    reserved_ = map_length_;
+  }
+
+  // Drops pending page flushes past `length` (shrink unmapped them).
+  void clamp_pending(std::size_t length) noexcept {
+    pthread_mutex_lock(&pin_.lock);
+    if (sync_.hi > length) sync_.hi = length;
+    if (sync_.lo >= sync_.hi) sync_.lo = sync_.hi = 0;
+    pthread_mutex_unlock(&pin_.lock);
+  }
+
   // Why MAP_SYNC was refused, in words, from statx's DAX attribute.
   static const char* sync_refusal_cause(int fd, int e) noexcept {
     if (e == EINVAL) return "kernel older than 4.15 (MAP_SHARED_VALIDATE unknown)";
@@ -823,9 +1087,17 @@ class direct_mapping {
   }
 
   std::byte* data_ = nullptr;
-  std::size_t size_ = 0;
+  // Atomic: an in-place grow() publishes the new size while other threads
+  // access (and range-check against) the old part.
+  std::atomic<std::size_t> size_{0};
   void* map_base_ = nullptr;
   std::size_t map_length_ = 0;
+  std::size_t reserved_ = 0;  // owned address space from map_base_: the mapping, then PROT_NONE room to grow
+  map_access access_ = map_access::read_write;
+  int map_flags_ = 0;         // the mmap flags of the obtained rung: the grown part uses exactly these
+  bool populate_ = false;
+  std::optional<seal_options> seal_options_;  // how seal_ was taken (grow seals the new part alike)
+  iomap_seal grown_seal_{};
   std::uint64_t offset_ = 0;
   int fd_ = -1;
   bool own_description_ = false;
@@ -850,6 +1122,9 @@ inline result<std::size_t> direct_mapping::check_map_request(int fd, std::uint64
   if (static_cast<int>(options.strongest) > static_cast<int>(options.weakest))
     return detail::fail(errc::invalid_argument, "map: options.strongest (%s) is weaker than options.weakest (%s)",
                         to_string(options.strongest), to_string(options.weakest));
+  if (options.access == map_access::read_only && options.seal)
+    return detail::fail(errc::invalid_argument, "map: a read-only mapping cannot take a seal (options.seal needs "
+                        "O_RDWR and changes the file)");
   const std::size_t page = detail::sys::page_size();
   if (offset % page != 0)
     return detail::fail(errc::misaligned_offset, "map: file offset %llu is not a multiple of the page size %zu",
@@ -871,6 +1146,8 @@ inline result<std::size_t> direct_mapping::check_map_request(int fd, std::uint64
                         "(direct_mapping::open with grow) so that no access can SIGBUS",
                         static_cast<unsigned long long>(offset),
                         static_cast<unsigned long long>(offset + length), static_cast<unsigned long long>(file_size));
+  if (options.reserve > std::numeric_limits<std::size_t>::max() - 2 * MAPDIRECT_HUGE_ALIGN_THRESHOLD)
+    return detail::fail(errc::invalid_argument, "map: options.reserve too large");
   if (length > std::numeric_limits<std::size_t>::max() - 2 * MAPDIRECT_HUGE_ALIGN_THRESHOLD)
     return detail::fail(errc::invalid_argument, "map: length too large");
   return length;
@@ -881,17 +1158,21 @@ inline std::error_code direct_mapping::take_descriptor(int fd, const struct stat
   // A reopen must never widen access (a read-only fd keeps mmap's EACCES),
   // nor break a lease: a seal's write lease needs the only description.
   const int fl = detail::sys::fcntl(fd, F_GETFL);
-  const bool not_rdwr = fl < 0 || (fl & O_ACCMODE) != O_RDWR;
+  const bool reader = options.access == map_access::read_only;
+  // A reader reopens O_RDONLY, and only from a readable descriptor.
+  const bool not_rdwr = reader ? (fl < 0 || (fl & O_ACCMODE) == O_WRONLY) : (fl < 0 || (fl & O_ACCMODE) != O_RDWR);
   const bool leased = detail::seal_registry::leased(st.st_dev, st.st_ino);
   const bool wants_lease = options.seal && options.seal->lease;
-  const detail::own_descriptor own = detail::reopen_description(fd, O_RDWR, not_rdwr || leased || wants_lease);
+  const detail::own_descriptor own =
+      detail::reopen_description(fd, reader ? O_RDONLY : O_RDWR, not_rdwr || leased || wants_lease);
   if (own.fd < 0) return detail::fail_errno(errno, "map: duplicating the file descriptor");
   fd_ = own.fd;
   own_description_ = own.own_description;
   dev_ = st.st_dev;
   ino_ = st.st_ino;
   if (own_description_) return {};
-  shared_cause_ = not_rdwr       ? "the caller's descriptor is not open O_RDWR"
+  shared_cause_ = not_rdwr && reader ? "the caller's descriptor is not open for reading"
+                  : not_rdwr     ? "the caller's descriptor is not open O_RDWR"
                   : leased       ? "a seal of this process holds a lease on the file; a reopen would break it"
                   : wants_lease  ? "options.seal.lease: a write lease needs the file's only description"
                   : own.reopen_error == EACCES ? "reopening through /proc/self/fd was refused (EACCES)"
@@ -913,6 +1194,7 @@ inline std::error_code direct_mapping::settle_granularity(const map_options& opt
   if (mode_ != map_mode::shared) domain_ = options.domain ? *options.domain : detail::domain_of_device(dev);
   granularity_ = granularity_for(mode_, domain_);
   flush_ = options.flush ? *options.flush : detect_flush_instruction();
+  if (options.access == map_access::read_only) return {};  // nothing is ever persisted through it
   if (granularity_ == granularity::cache_line && flush_ == flush_instruction::none)
     return detail::fail(errc::granularity_unavailable,
                         "map: %s mapping needs a cache-line flush instruction and this CPU has none",
@@ -948,12 +1230,25 @@ inline result<direct_mapping> direct_mapping::map(int fd, std::uint64_t offset, 
   m.size_ = length;
   m.map_length_ = (length + page - 1) & ~(page - 1);
   m.movnt_threshold_ = options.movnt_threshold;
+  m.access_ = options.access;
+  m.populate_ = options.populate;
+  m.seal_options_ = options.seal;
 
   void* mapped = nullptr;
   if (auto ec = climb(m.fd_, offset, m.map_length_, options, m.ladder_, mapped, m.mode_)) return ec;
   m.map_base_ = mapped;
   m.data_ = static_cast<std::byte*>(mapped);
-  if (m.map_length_ >= MAPDIRECT_HUGE_ALIGN_THRESHOLD) m.align_mapping(options.populate);
+  m.reserved_ = m.map_length_;
+  const char* unused = "";
+  m.map_flags_ = rung_flags(m.mode_, unused);
+  const std::size_t room = options.reserve > length ? (options.reserve + page - 1) & ~(page - 1) : 0;
+  if (room > m.map_length_) {
+    // The rung is settled (climb mapped it wherever the kernel chose): map
+    // the same range again, same flags, at the start of a reservation.
+    if (auto ec = m.relocate(room, m.map_length_)) return ec;
+  } else if (m.map_length_ >= MAPDIRECT_HUGE_ALIGN_THRESHOLD) {
+    m.align_mapping(options.populate);
+  }
   if (auto ec = m.settle_granularity(options, st.st_dev)) return ec;
   if (!m.own_description_) {
     // Not a failure: say so where a caller looks for why.
@@ -1009,6 +1304,9 @@ inline result<direct_mapping> open_existing_and_map(const parent_dir& parent, co
     size = static_cast<std::uint64_t>(st.st_size);
   }
   if (size > static_cast<std::uint64_t>(st.st_size)) {
+    if (options.map.access == map_access::read_only)
+      return fail(errc::beyond_eof, "open: %s has %lld bytes, fewer than the requested %llu (a read-only open never "
+                  "extends a file)", path, static_cast<long long>(st.st_size), static_cast<unsigned long long>(size));
     if (!options.grow)
       return fail(errc::beyond_eof, "open: %s has %lld bytes, fewer than the requested %llu; set grow to extend it",
                   path, static_cast<long long>(st.st_size), static_cast<unsigned long long>(size));
@@ -1050,6 +1348,165 @@ inline result<direct_mapping> open_existing_and_map(const parent_dir& parent, co
 }
 }  // namespace detail
 
+inline result<grow_report> direct_mapping::grow(std::size_t new_length, grow_options options) noexcept {
+  detail::clear_detail();
+  if (!data_) return detail::fail(errc::not_mapped, "grow: no mapping");
+  const std::size_t old_length = size_.load(std::memory_order_relaxed);
+  grow_report report;
+  if (new_length < old_length)
+    return detail::fail(errc::invalid_argument, "grow: %zu bytes is below the mapping's %zu; use shrink()", new_length,
+                        old_length);
+  if (new_length == old_length) return report;
+  const auto max_off = static_cast<std::uint64_t>(std::numeric_limits<off_t>::max());
+  if (new_length > std::numeric_limits<std::size_t>::max() - 2 * MAPDIRECT_HUGE_ALIGN_THRESHOLD ||
+      new_length > max_off - offset_)
+    return detail::fail(errc::invalid_argument, "grow: %zu bytes at file offset %llu overflow", new_length,
+                        static_cast<unsigned long long>(offset_));
+  const std::size_t page = detail::sys::page_size();
+  const std::size_t new_map = (new_length + page - 1) & ~(page - 1);
+  const bool in_place = new_map <= reserved_;
+  if (!in_place && !options.allow_relocation)
+    return detail::fail(errc::reservation_exhausted,
+                        "grow: %zu bytes need %zu bytes of address space and the mapping reserved %zu "
+                        "(map_options::reserve); nothing changed. Set grow_options::allow_relocation to let it move",
+                        new_length, new_map, reserved_);
+  struct stat st {};
+  if (detail::sys::fstat(fd_, &st) != 0) return detail::fail_errno(errno, "grow: fstat");
+  const auto old_file = static_cast<std::uint64_t>(st.st_size);
+  const std::uint64_t want_end = offset_ + new_length;
+  if (want_end > old_file) {
+    if (access_ == map_access::read_only)
+      return detail::fail(errc::read_only,
+                          "grow: the file has %llu bytes, fewer than the %llu that %zu mapped bytes at offset %llu "
+                          "need, and a read-only mapping cannot extend it (a writer must grow the file first)",
+                          static_cast<unsigned long long>(old_file), static_cast<unsigned long long>(want_end),
+                          new_length, static_cast<unsigned long long>(offset_));
+    if (!options.extend_file)
+      return detail::fail(errc::beyond_eof,
+                          "grow: the file has %llu bytes, fewer than the %llu needed; set grow_options::extend_file",
+                          static_cast<unsigned long long>(old_file), static_cast<unsigned long long>(want_end));
+  }
+
+  // 1. The file: extended (and the grown range sealed, when the mapping owns
+  //    a seal), all undone on a later failure.
+  iomap_seal new_seal;
+  bool extended = false;
+  const std::uint64_t sealed_end = seal_ ? seal_.offset() + seal_.length() : 0;
+  if (seal_ && want_end > sealed_end) {
+    // One seal of everything past seal(): what grown_seal() covered is stable
+    // already, so acquiring re-verifies it. No second lease: a lease is per
+    // file, and seal()'s already covers the new range.
+    seal_options so = seal_options_ ? *seal_options_ : seal_options{};
+    so.extend = true;
+    so.lease = false;
+    auto acquired = iomap_seal::acquire(fd_, sealed_end, want_end - sealed_end, so);
+    if (!acquired) return acquired.error();  // size and bytes unchanged (acquire's guarantee)
+    new_seal = std::move(acquired.value());
+    extended = new_seal.report().extended;
+  } else if (want_end > old_file) {
+    auto ext = extend_file(fd_, want_end, options.preallocate);
+    if (!ext) return ext.error();  // size unchanged (extend_file's guarantee)
+    extended = true;
+  }
+  auto undo_file = [&]() noexcept {
+    (void)new_seal.release();
+    if (extended) (void)detail::sys::ftruncate(fd_, static_cast<off_t>(old_file));
+  };
+  if (extended && detail::sys::fdatasync(fd_) != 0) {
+    // The new size must be durable before anything is stored past the old end.
+    const int e = errno;
+    note_flush_failure(detail::errno_code(e));
+    undo_file();
+    return detail::fail_errno(e, "grow: fdatasync (making the new size durable; the extension was undone)");
+  }
+
+  // 2. The mapping: the new pages, in the same mode, right after the old ones.
+  if (in_place) {
+    if (new_map > map_length_) {
+      char* at = static_cast<char*>(map_base_) + map_length_;
+      const std::size_t add = new_map - map_length_;
+      // MAP_FIXED only over our own reservation (atomic: no other thread can
+      // map into it meanwhile), with exactly the flags the existing part got.
+      void* p = detail::sys::mmap(at, add, prot_for(access_), map_flags_ | MAP_FIXED | (populate_ ? MAP_POPULATE : 0),
+                                  fd_, static_cast<off_t>(offset_ + map_length_));
+      if (p != at) {
+        const int e = p == MAP_FAILED ? errno : EINVAL;
+        const bool still_ours = detail::reserve_exactly(at, add);
+        if (!still_ours) forfeit_room(at + add);
+        undo_file();
+        char what[200];
+        std::snprintf(what, sizeof what,
+                      "grow: mapping %zu more bytes (%s) at the end of the mapping failed; size and file unchanged%s",
+                      add, to_string(mode_),
+                      still_ours ? "" : "; the reserved room after the mapping was given up (capacity() == size())");
+        return detail::fail_errno(e, what);
+      }
+      map_length_ = new_map;
+    }
+  } else {
+    std::size_t capacity = reserved_ > std::numeric_limits<std::size_t>::max() / 4 ? new_map : reserved_ * 2;
+    if (capacity < new_map) capacity = new_map;
+    if (auto ec = relocate(capacity, new_map)) {
+      undo_file();
+      return ec;
+    }
+    report.moved = true;
+  }
+  if (new_seal) {
+    (void)grown_seal_.release();
+    grown_seal_ = std::move(new_seal);
+  }
+  report.file_extended = extended;
+  size_.store(new_length, std::memory_order_release);
+  return report;
+}
+
+inline result<void> direct_mapping::shrink(std::size_t new_length, shrink_options options) noexcept {
+  detail::clear_detail();
+  if (!data_) return detail::fail(errc::not_mapped, "shrink: no mapping");
+  const std::size_t old_length = size_.load(std::memory_order_relaxed);
+  if (new_length == 0 || new_length > old_length)
+    return detail::fail(errc::invalid_argument, "shrink: new length %zu is not in 1..%zu (close() unmaps everything)",
+                        new_length, old_length);
+  if (seal_ || grown_seal_)
+    return detail::fail(errc::sealed,
+                        "shrink: the mapping owns a seal of its range; close() it (releasing the seal) before "
+                        "shrinking");
+  if (options.truncate && access_ == map_access::read_only)
+    return detail::fail(errc::read_only, "shrink: a read-only mapping cannot truncate the file");
+  const std::size_t page = detail::sys::page_size();
+  const std::size_t new_map = (new_length + page - 1) & ~(page - 1);
+  if (new_map < map_length_) {
+    char* at = static_cast<char*>(map_base_) + new_map;
+    const std::size_t tail = map_length_ - new_map;
+    // munmap, then re-reserve with MAP_FIXED_NOREPLACE: exact either way
+    // (a failed munmap changes nothing; a failed re-reservation means
+    // another thread mapped into the tail, which is then not ours).
+    if (detail::sys::munmap(at, tail) != 0) return detail::fail_errno(errno, "shrink: munmap of the tail (nothing changed)");
+    clamp_pending(new_length);
+    const std::size_t old_map = map_length_;
+    map_length_ = new_map;
+    if (!detail::reserve_exactly(at, tail)) {
+      char* rest = static_cast<char*>(map_base_) + old_map;
+      if (reserved_ > old_map) (void)detail::sys::munmap(rest, reserved_ - old_map);
+      reserved_ = new_map;
+    }
+  }
+  size_.store(new_length, std::memory_order_release);
+  if (options.truncate) {
+    struct stat st {};
+    if (detail::sys::fstat(fd_, &st) != 0) return detail::fail_errno(errno, "shrink: fstat (the mapping is shrunk)");
+    if (static_cast<std::uint64_t>(st.st_size) > offset_ + new_length) {
+      auto t = truncate_file(fd_, offset_ + new_length);
+      if (!t) {
+        detail::append_detail("shrink: the mapping is shrunk to %zu bytes; the file keeps its size", new_length);
+        return t.error();
+      }
+    }
+  }
+  return outcome::success();
+}
+
 inline result<direct_mapping> direct_mapping::open(const char* path, open_options options) noexcept {
   detail::clear_detail();
   if (options.created) *options.created = false;
@@ -1065,7 +1522,11 @@ inline result<direct_mapping> direct_mapping::open(const char* path, open_option
   rules.no_follow = options.no_follow;
   rules.allow_foreign_owner = options.allow_foreign_owner;
   rules.permissions = options.permissions;
-  rules.access = O_RDWR;
+  const bool reader = options.map.access == map_access::read_only;
+  if (reader && (options.create || options.grow))
+    return detail::fail(errc::invalid_argument, "open: %s with map.access read_only: a read-only open never creates "
+                        "or extends a file", options.create ? "create" : "grow");
+  rules.access = reader ? O_RDONLY : O_RDWR;
   // Without a size nothing can be created: such an open never passes O_CREAT.
   const bool may_create = options.create && options.size != 0;
   rules.may_create = may_create;
@@ -1172,6 +1633,7 @@ inline result<direct_mapping> direct_mapping::open(const char* path, open_option
 }
 
 #undef MAPDIRECT_TRY_RANGE
+#undef MAPDIRECT_TRY_WRITABLE
 
 MAPDIRECT_END_NAMESPACE
 

@@ -80,6 +80,21 @@ class address_reservation {
     return true;
   }
 
+  /// Gives up ownership of the piece that starts at `base` (after carve: the
+  /// trail right after the slot) without unmapping it, and returns its length
+  /// (0 when no owned piece starts there). The caller then owns that range:
+  /// direct_mapping keeps the trail as the room a mapping grows into.
+  std::size_t detach(char* base) noexcept {
+    for (auto& p : piece_) {
+      if (p.base == base && p.length) {
+        const std::size_t n = p.length;
+        p = piece{};
+        return n;
+      }
+    }
+    return 0;
+  }
+
   /// Unmaps everything still owned.
   void release() noexcept {
     for (auto& p : piece_) {
@@ -103,6 +118,20 @@ class address_reservation {
   };
   piece piece_[2];
 };
+
+/// Reserves exactly [at, at+length) (PROT_NONE, MAP_NORESERVE: no memory)
+/// with MAP_FIXED_NOREPLACE, so never over anything mapped there. True when
+/// the range is now owned by the caller; false (errno set) when anything
+/// occupies part of it or the kernel refused.
+inline bool reserve_exactly(char* at, std::size_t length) noexcept {
+  void* p = sys::mmap(at, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
+  if (p == at) return true;
+  if (p != MAP_FAILED) {  // a pre-4.17 kernel took the address as a hint
+    (void)sys::munmap(p, length);
+    errno = EEXIST;
+  }
+  return false;
+}
 
 }  // namespace detail
 MAPDIRECT_END_NAMESPACE
