@@ -8,7 +8,10 @@
 // PATH is looked at through an O_PATH descriptor first: only a regular file
 // or a directory is ever opened for real (a FIFO, device or socket, also
 // behind a symbolic link, is refused untouched), and a file that cannot be
-// opened for writing is probed read-only (the mode is then "unknown").
+// opened for writing (0444, another user's, a read-only mount) is probed with
+// read-only mappings: the mode a writer would get is then shown as inferred,
+// and whatever could not be tried is printed as "not tested (why)", never as
+// a plain "no".
 #include <mapdirect/mapdirect.hpp>
 
 #include <cstdio>
@@ -45,12 +48,16 @@ void print_json(const char* path, const mapdirect::probe_report& r) {
   std::printf("  \"kernel_release\": \"%s\",\n", json_escape(r.kernel_release).c_str());
   std::printf("  \"file_system\": \"%s\",\n", json_escape(r.file_system).c_str());
   std::printf("  \"directory\": %s,\n", r.directory ? "true" : "false");
-  std::printf("  \"mode\": %s%s%s,\n", r.mode_known ? "\"" : "", r.mode_known ? to_string(r.mode) : "null",
-              r.mode_known ? "\"" : "");
-  std::printf("  \"granularity\": %s%s%s,\n", r.mode_known ? "\"" : "",
-              r.mode_known ? to_string(r.store_granularity) : "null", r.mode_known ? "\"" : "");
+  const bool known = r.mode_known || r.mode_inferred;
+  std::printf("  \"mode\": %s%s%s,\n", known ? "\"" : "", known ? to_string(r.mode) : "null", known ? "\"" : "");
+  std::printf("  \"granularity\": %s%s%s,\n", known ? "\"" : "", known ? to_string(r.store_granularity) : "null",
+              known ? "\"" : "");
+  std::printf("  \"mode_inferred_read_only\": %s,\n", r.mode_inferred ? "true" : "false");
+  std::printf("  \"writable\": %s,\n", r.writable ? "true" : "false");
+  std::printf("  \"read_only_mount\": %s,\n", r.read_only_mount ? "true" : "false");
   std::printf("  \"ladder\": \"%s\",\n", json_escape(r.ladder).c_str());
-  std::printf("  \"map_sync\": %s,\n", r.map_sync ? "true" : "false");
+  std::printf("  \"map_sync\": %s,\n", !r.map_sync_tested ? "null" : r.map_sync ? "true" : "false");
+  std::printf("  \"untested\": \"%s\",\n", json_escape(r.untested).c_str());
   std::printf("  \"map_direct_configured\": %s,\n", r.map_direct_configured ? "true" : "false");
   std::printf("  \"dax\": %s,\n", !r.dax ? "null" : *r.dax ? "true" : "false");
   std::printf("  \"persistence_domain\": \"%s\",\n", to_string(r.persistence));
@@ -67,9 +74,19 @@ void print_table(const char* path, const mapdirect::probe_report& r) {
   std::printf("%-20s %s\n", "path", path);
   std::printf("%-20s %s%s\n", "file system", r.file_system.c_str(), r.directory ? " (probed via a temporary file)" : "");
   std::printf("%-20s %s\n", "kernel", r.kernel_release.c_str());
-  std::printf("%-20s %s\n", "mode", r.mode_known ? to_string(r.mode) : "unknown (not writable)");
-  std::printf("%-20s %s\n", "store granularity", r.mode_known ? to_string(r.store_granularity) : "unknown");
-  std::printf("%-20s %s\n", "MAP_SYNC", r.map_sync ? "yes" : "no");
+  const char* inferred = r.mode_inferred ? " (what a writer would get; tested with a read-only mapping)" : "";
+  const std::string not_tested = "not tested (" + (r.untested.empty() ? std::string("unknown reason") : r.untested) + ")";
+  std::printf("%-20s %s\n", "writable",
+              r.writable ? "yes" : r.read_only_mount ? "no (read-only mount)" : "no (not open for writing)");
+  std::printf("%-20s %s%s\n", "mode", r.mode_known || r.mode_inferred ? to_string(r.mode) : "unknown",
+              r.mode_known ? "" : r.mode_inferred ? inferred : (" " + not_tested).c_str());
+  std::printf("%-20s %s%s\n", "store granularity",
+              r.mode_known || r.mode_inferred ? to_string(r.store_granularity) : "unknown", inferred);
+  if (r.map_sync_tested)
+    std::printf("%-20s %s%s\n", "MAP_SYNC", r.map_sync ? "yes" : "no",
+                r.mode_inferred ? " (tested with a read-only mapping)" : "");
+  else
+    std::printf("%-20s %s\n", "MAP_SYNC", not_tested.c_str());
   std::printf("%-20s %s\n", "MAP_DIRECT", r.map_direct_configured ? "configured in this build" : "not configured (never probed)");
   std::printf("%-20s %s\n", "DAX (statx)", dax_text(r.dax));
   std::printf("%-20s %s (%d nd region%s)\n", "persistence domain", to_string(r.persistence), r.nd_regions,

@@ -14,6 +14,7 @@
 
 #include <linux/magic.h>
 #include <sys/statfs.h>
+#include <sys/statvfs.h>
 
 #include <cstdio>
 #include <optional>
@@ -36,9 +37,17 @@ struct probe_report {
   bool writable = false;                ///< the file could be opened for writing (needed to test the ladder)
   map_mode mode = map_mode::shared;     ///< what direct_mapping::map would obtain
   granularity store_granularity = granularity::page;  ///< and its store granularity
-  bool mode_known = false;              ///< false when the ladder could not be tested (read-only)
+  bool mode_known = false;              ///< true when mode was found with a writable mapping
+  /// True when mode/store_granularity are what a writer would get, found
+  /// without writing: the descriptor is read-only, so each rung was tried
+  /// with a PROT_READ mapping, for which the kernel checks MAP_SYNC support
+  /// as for a writer's (mode_known stays false; `untested` says what is left).
+  bool mode_inferred = false;
   std::string ladder;                   ///< each rung tried, with errno and cause
-  bool map_sync = false;                ///< MAP_SHARED_VALIDATE|MAP_SYNC accepted for this file
+  bool map_sync = false;                ///< MAP_SHARED_VALIDATE|MAP_SYNC accepted for this file (see map_sync_tested)
+  bool map_sync_tested = false;         ///< false: MAP_SYNC was not tried at all, map_sync means nothing (see untested)
+  bool read_only_mount = false;         ///< the file system is mounted read-only: no writer can map anything here
+  std::string untested;                 ///< what could not be tested and why ("" when everything was)
   bool map_direct_configured = false;   ///< the build defines MAPDIRECT_MAP_DIRECT_FLAG
   std::optional<bool> dax;              ///< statx STATX_ATTR_DAX, when the kernel reports it
   persistence_domain persistence = persistence_domain::unknown;  ///< of the nd regions behind the device
@@ -65,6 +74,19 @@ inline const char* file_system_name(unsigned long magic) noexcept {
     case 0x2fc12fc1: return "zfs";
     case 0xf2f52010: return "f2fs";
     default: return nullptr;
+  }
+}
+
+// Sets map_sync/map_sync_tested from the sync rung of a ladder.
+inline void note_map_sync(const map_ladder& ladder, probe_report& r) noexcept {
+  for (std::size_t i = 0; i < ladder.count; ++i) {
+    if (ladder.steps[i].mode != map_mode::sync || !ladder.steps[i].attempted) continue;
+    r.map_sync_tested = true;
+    r.map_sync = ladder.steps[i].error == 0;
+  }
+  if (!r.map_sync_tested && r.untested.empty()) {
+    for (std::size_t i = 0; i < ladder.count; ++i)
+      if (ladder.steps[i].mode == map_mode::sync) r.untested = std::string("MAP_SYNC: ") + ladder.steps[i].cause;
   }
 }
 
@@ -97,8 +119,9 @@ inline void probe_io_uring(probe_report& r) noexcept {
 /// release and io_uring availability. A directory is probed through an
 /// unnamed temporary file (O_TMPFILE) that vanishes afterwards; where none
 /// can be made (read-only directory, no O_TMPFILE) the ladder is reported as
-/// not tested, with the reason. A read-only fd is probed as far as possible
-/// (mode_known false). Never closes `fd` nor releases record locks.
+/// not tested, with the reason. A read-only fd (or a file on a read-only
+/// mount) is probed with read-only mappings: mode_inferred, map_sync_tested
+/// and `untested` say what a writer would get and what could not be tried. Never closes `fd` nor releases record locks.
 /// Errors: fstat errno codes (EBADF), errc::invalid_argument (neither a
 /// regular file nor a directory).
 inline result<probe_report> probe(int fd) noexcept {
@@ -109,6 +132,7 @@ inline result<probe_report> probe(int fd) noexcept {
   if (detail::sys::fstat(fd, &st) != 0) return detail::fail_errno(errno, "probe: fstat");
   struct statfs sfs {};
   if (detail::sys::fstatfs(fd, &sfs) == 0) {
+    r.read_only_mount = (sfs.f_flags & ST_RDONLY) != 0;
     const auto magic = static_cast<unsigned long>(sfs.f_type);
     if (const char* name = detail::file_system_name(magic)) r.file_system = name;
     else {
@@ -126,8 +150,9 @@ inline result<probe_report> probe(int fd) noexcept {
       owned = detail::sys::openat(fd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
     }
     if (owned < 0) {
-      r.ladder = std::string("not tested: no temporary file can be created in the directory (O_TMPFILE: ") +
-                 detail::errno_name(errno) + ")\n";
+      r.untested = std::string("no temporary file can be created in the directory (O_TMPFILE: ") +
+                   detail::errno_name(errno) + ")";
+      r.ladder = "not tested: " + r.untested + "\n";
       test_fd = -1;
     } else {
       test_fd = owned;
@@ -151,9 +176,7 @@ inline result<probe_report> probe(int fd) noexcept {
     map_ladder ladder;
     auto mode = direct_mapping::try_modes(test_fd, map_options{}, ladder);
     r.ladder = direct_mapping::describe_ladder(ladder);
-    for (std::size_t i = 0; i < ladder.count; ++i)
-      if (ladder.steps[i].mode == map_mode::sync && ladder.steps[i].attempted && ladder.steps[i].error == 0)
-        r.map_sync = true;
+    detail::note_map_sync(ladder, r);
     if (mode) {
       r.mode_known = true;
       r.mode = mode.value();
@@ -162,7 +185,29 @@ inline result<probe_report> probe(int fd) noexcept {
       r.ladder += std::string("error: ") + last_error_detail() + "\n";
     }
   } else if (test_fd >= 0) {
-    r.ladder = "not tested: the file is not open for writing (a shared writable mapping needs O_RDWR)\n";
+    // What a writer would get, without writing: the kernel validates
+    // MAP_SYNC on a PROT_READ mapping of an O_RDONLY descriptor as on a
+    // writable one (file system support, DAX, synchronous faults).
+    r.untested = r.read_only_mount
+                     ? "the file system is mounted read-only: no writer can map it until it is remounted read-write"
+                     : "a writable mapping: the file is not open for writing (a shared writable mapping needs O_RDWR)";
+#ifdef MAPDIRECT_MAP_DIRECT_FLAG
+    r.untested += "; MAP_DIRECT needs a writable mapping";
+#endif
+    map_ladder ladder;
+    auto mode = direct_mapping::try_modes_read_only(test_fd, map_options{}, ladder);
+    r.ladder = "not tested with a writable mapping (" + r.untested +
+               "); each rung was tried with a read-only mapping instead, which the kernel checks for MAP_SYNC "
+               "as it would a writer's:\n" +
+               direct_mapping::describe_ladder(ladder);
+    detail::note_map_sync(ladder, r);
+    if (mode) {
+      r.mode_inferred = true;
+      r.mode = mode.value();
+      r.store_granularity = granularity_for(r.mode, r.persistence);
+    } else {
+      r.ladder += std::string("error: ") + last_error_detail() + "\n";
+    }
   }
   if (owned >= 0) detail::close_keeping_locks_quietly(owned);
   detail::probe_io_uring(r);
@@ -225,9 +270,19 @@ inline result<probe_report> probe(const char* path) noexcept {
   if (fd < 0) return detail::fail_errno(open_errno, "probe: open");
   auto r = probe(fd);
   detail::close_keeping_locks_quietly(fd);
-  if (r && rw_errno != 0)
-    r.value().ladder = std::string("not tested: opening the file for writing was refused (") +
-                       detail::errno_name(rw_errno) + "); a shared writable mapping needs O_RDWR\n";
+  if (r && rw_errno != 0) {
+    // Say why the descriptor is read-only: the open for writing was refused.
+    probe_report& rep = r.value();
+    const std::string why = std::string("opening the file for writing was refused (") + detail::errno_name(rw_errno) +
+                            (rw_errno == EROFS ? ": read-only file system" : "") + ")";
+    const std::string old = rep.untested;
+    rep.untested = why + "; " + old;
+    const std::size_t cut = rep.ladder.find("); each rung");
+    if (rep.ladder.rfind("not tested with a writable mapping (", 0) == 0 && cut != std::string::npos)
+      rep.ladder = "not tested with a writable mapping (" + rep.untested + rep.ladder.substr(cut);
+    else
+      rep.ladder = "not tested: " + why + "\n" + rep.ladder;
+  }
   return r;
 }
 
