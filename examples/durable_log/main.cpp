@@ -21,6 +21,14 @@
 //   durable_log dump FILE
 //       Prints every intact record.
 //
+// --size BYTES is the log's maximum size (default 64M). A new log is created
+// sparse with min(BYTES, 1 MiB) and grows in place on demand
+// (direct_mapping::grow inside address space reserved up to BYTES: records
+// never move, the file stays sparse) until BYTES; only then is it "full". An
+// existing log keeps its size and grows the same way up to BYTES.
+// verify and dump map the log read-only (map_access::read_only): they work
+// on a 0444 file, another user's readable log and a read-only mount.
+//
 // The log is untrusted input: every read of the mapping is a guarded copy
 // (direct_mapping::read) into a local buffer that is validated and then used
 // (never read twice), and every length and offset from the file is checked
@@ -107,12 +115,13 @@ constexpr std::size_t kHeaderArea = 4096;            // records start here
 constexpr std::size_t kAlign = 8;
 constexpr std::uint32_t kMaxPayload = 1u << 20;
 constexpr std::uint32_t kFlagSynthetic = 1;  // payload = synthetic_byte(seq, i)
+constexpr std::uint64_t kInitialSize = 1u << 20;  // a new log starts this small (or --size if smaller)
 
 struct file_header {
   char magic[8];
   std::uint32_t version;
   std::uint32_t header_size;  // == kHeaderArea
-  std::uint64_t capacity;     // file size when created
+  std::uint64_t capacity;     // file size when created (the log grows later; informational)
   std::uint32_t chain_seed;   // prev_crc of the first record
   std::uint32_t crc;          // CRC32C of the bytes before this field
 };
@@ -342,17 +351,27 @@ struct log_writer {
   std::string ack_buffer;
   std::vector<std::byte> record_buffer;
 
-  // Opens FILE (creating a sparse file of `size` bytes if it does not exist),
-  // recovers it and positions the writer after the last intact record.
+  // The most the log may grow to (--size).
+  std::uint64_t cap = 0;
+  // A growth failed (not the cap): the writer stops with an error.
+  bool grow_failed = false;
+
+  // Opens FILE (creating a sparse file of min(cap, 1 MiB) bytes if it does
+  // not exist, with address space reserved for `cap`), recovers it and
+  // positions the writer after the last intact record.
   void open(const std::string& path, std::uint64_t size) {
     struct stat st;
     // An empty file is what a crash between creating and sizing leaves:
     // nothing was acknowledged yet, so start it afresh.
     const bool exists = ::stat(path.c_str(), &st) == 0 && st.st_size > 0;
+    cap = size;
     mapdirect::open_options o;
     o.create = true;
     o.grow = !exists;
-    o.size = exists ? 0 : size;  // an existing log keeps its size
+    const std::uint64_t initial = size < kInitialSize ? size : kInitialSize;
+    o.size = exists ? 0 : initial;  // an existing log keeps its size (and grows from there)
+    const std::uint64_t have = exists ? static_cast<std::uint64_t>(st.st_size) : initial;
+    o.map.reserve = static_cast<std::size_t>(cap > have ? cap : have);
     // Sparse: blocks are allocated by the first store to each page. With
     // map_mode::sync the page fault itself makes that allocation durable;
     // with map_mode::shared persist() (msync) does.
@@ -420,10 +439,35 @@ struct log_writer {
     std::exit(1);
   }
 
-  // Appends one record; returns false when the log is full.
+  // Grows the log in place so that `need` more bytes fit at `end`: doubling,
+  // at most to the cap. The file stays sparse (blocks come with the first
+  // store, as for the rest of the log); grow() makes the new size durable
+  // before any record is stored past the old end. False at the cap, or when
+  // growing failed (grow_failed, reported).
+  bool make_room(std::size_t need) {
+    const std::uint64_t want = static_cast<std::uint64_t>(end) + need;
+    if (want > cap) return false;
+    std::uint64_t next = static_cast<std::uint64_t>(map.size()) * 2;
+    if (next < want) next = want;
+    next = (next + 4095) & ~std::uint64_t{4095};
+    if (next > cap) next = cap;
+    mapdirect::grow_options g;
+    g.preallocate = false;
+    auto r = map.grow(static_cast<std::size_t>(next), g);
+    if (!r) {
+      std::fprintf(stderr, "durable_log: cannot grow the log to %" PRIu64 " bytes: %s (%s)\n", next,
+                   r.error().message().c_str(), mapdirect::last_error_detail());
+      grow_failed = true;
+      return false;
+    }
+    return true;
+  }
+
+  // Appends one record; returns false when the log is full (at --size) or
+  // could not grow (grow_failed).
   bool append(const void* payload, std::uint32_t length, std::uint32_t flags) {
     const std::size_t need = align_up(sizeof(record_header) + length);
-    if (end > map.size() || need > map.size() - end) {
+    if ((end > map.size() || need > map.size() - end) && (end > map.size() || !make_room(need))) {
       // Make what we have durable before reporting "full".
       commit();
       return false;
@@ -500,7 +544,8 @@ struct log_writer {
                "       durable_log verify  FILE [--expect-last N]\n"
                "       durable_log recover FILE\n"
                "       durable_log dump    FILE\n"
-               "BYTES takes a K, M or G suffix; --size applies when FILE is created (default 64M).\n");
+               "BYTES takes a K, M or G suffix; --size is the most the log grows to (default 64M): it starts\n"
+               "at 1M (or BYTES if smaller) and grows in place on demand.\n");
   std::exit(2);
 }
 
@@ -555,14 +600,18 @@ options parse(int argc, char** argv) {
   return o;
 }
 
-mapdirect::direct_mapping open_existing(const std::string& path) {
-  auto m = mapdirect::direct_mapping::open(path, mapdirect::open_options{});
+// verify and dump only read: a read-only mapping, so they work on a 0444
+// file, another user's readable log and a read-only mount.
+mapdirect::direct_mapping open_existing(const std::string& path, bool writable) {
+  mapdirect::open_options o;
+  if (!writable) o.map.access = mapdirect::map_access::read_only;
+  auto m = mapdirect::direct_mapping::open(path, o);
   if (!m) fail("open", m.error());
   return std::move(m).value();
 }
 
 int cmd_verify(const options& o, bool repair) {
-  auto m = open_existing(o.file);
+  auto m = open_existing(o.file, repair);
   scan_result r = scan(m);
   print_scan(r);
   bool ok = !(r.content_error || r.unreadable || std::strcmp(r.stop, "bad-header") == 0 ||
@@ -596,7 +645,7 @@ void print_record(const record_header& h, const std::byte* payload, void*) {
 }
 
 int cmd_dump(const options& o) {
-  auto m = open_existing(o.file);
+  auto m = open_existing(o.file, false);
   scan_result r = scan(m, print_record, nullptr);
   print_scan(r);
   return r.unreadable ? 1 : 0;
@@ -617,7 +666,8 @@ int cmd_write(const options& o) {
     payload.resize(len);
     for (std::uint32_t i = 0; i < len; ++i) payload[i] = synthetic_byte(seq, i);
     if (!w.append(payload.data(), len, kFlagSynthetic)) {
-      std::fprintf(stderr, "durable_log: log full at seq %" PRIu64 "\n", w.next_seq - 1);
+      if (w.grow_failed) return 1;
+      std::fprintf(stderr, "durable_log: log full at seq %" PRIu64 " (%zu bytes)\n", w.next_seq - 1, w.map.size());
       return 0;
     }
     ++written;
@@ -637,7 +687,7 @@ int cmd_append(const options& o) {
   while (std::getline(std::cin, line)) {
     if (line.size() > kMaxPayload) line.resize(kMaxPayload);
     if (!w.append(line.data(), static_cast<std::uint32_t>(line.size()), 0)) {
-      std::fprintf(stderr, "durable_log: log full\n");
+      if (!w.grow_failed) std::fprintf(stderr, "durable_log: log full\n");
       return 1;
     }
   }

@@ -8,6 +8,8 @@
 //   kv FILE del KEY         delete (durable when it returns)
 //   kv FILE list            print every live key and value
 //   kv FILE check           scan every slot; report torn or unreadable ones
+//                           (get, list and check map the table read-only:
+//                           they work on a 0444 file or a read-only mount)
 //   kv selftest DIR         exercise all of the above in a private directory
 //                           created in DIR (mkdtemp; the ctest test)
 //
@@ -141,9 +143,13 @@ class table {
     return 0;
   }
 
-  // Opens an existing table, checking its header.
-  static int open(const std::string& path, table& out) {
-    auto m = md::direct_mapping::open(path);
+  // Opens an existing table, checking its header. A reader (get, list,
+  // check) maps it read-only and takes no seal: that works on a 0444 file,
+  // another user's readable file and a read-only mount, and never changes it.
+  static int open(const std::string& path, table& out, bool writable = true) {
+    md::open_options o;
+    if (!writable) o.map.access = md::map_access::read_only;
+    auto m = md::direct_mapping::open(path, o);
     if (!m) return fail(("open " + path).c_str(), m.error());
     out.map_ = std::move(m).value();
     header h{};
@@ -162,7 +168,7 @@ class table {
       return 2;
     }
     out.slots_ = h.slots;
-    return out.seal();
+    return writable ? out.seal() : 0;
   }
 
   const md::direct_mapping& mapping() const { return map_; }
@@ -355,6 +361,11 @@ std::uint64_t scan(const table& t, bool print, std::uint64_t& live, std::uint64_
 }
 
 void describe(const table& t) {
+  if (t.mapping().access() == md::map_access::read_only) {
+    std::fprintf(stderr, "kv: %" PRIu64 " slots; mapping %s, read-only (no seal)\n", t.slots(),
+                 md::to_string(t.mapping().mode()));
+    return;
+  }
   std::fprintf(stderr, "kv: %" PRIu64 " slots; mapping %s, granularity %s; seal %s%s\n", t.slots(),
                md::to_string(t.mapping().mode()), md::to_string(t.mapping().store_granularity()),
                md::to_string(t.block_seal().kind()), t.block_seal().verified() ? " (verified)" : " (unverified)");
@@ -480,7 +491,8 @@ int main(int argc, char** argv) {
     return 0;
   }
   table t;
-  if (int rc = table::open(first, t)) return rc;
+  const bool reader = cmd == "get" || cmd == "list" || cmd == "check";
+  if (int rc = table::open(first, t, !reader)) return rc;
   if (cmd == "put" && argc == 5) return put(t, argv[3], argv[4]);
   if (cmd == "get" && argc == 4) {
     std::string v;

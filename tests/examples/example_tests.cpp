@@ -26,6 +26,7 @@
 #include <vector>
 
 #include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -58,7 +59,10 @@ struct outcome_t {
 
 // Runs argv with stdin from `input`, capturing stdout+stderr (the first MiB).
 // The child gets an anti-hang alarm of `alarm_s` seconds (kept across exec).
-outcome_t run(const std::vector<std::string>& argv, const std::string& input = {}, unsigned alarm_s = 120) {
+// as_uid >= 0: the child drops to that user (and group, no supplementary
+// groups) before exec, as an unprivileged reader would run the tool.
+outcome_t run(const std::vector<std::string>& argv, const std::string& input = {}, unsigned alarm_s = 120,
+              int as_uid = -1) {
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
@@ -72,6 +76,9 @@ outcome_t run(const std::vector<std::string>& argv, const std::string& input = {
     ::dup2(out[1], 1);
     ::dup2(out[1], 2);
     ::alarm(alarm_s);
+    if (as_uid >= 0 && (::setgroups(0, nullptr) != 0 || ::setgid(static_cast<gid_t>(as_uid)) != 0 ||
+                        ::setuid(static_cast<uid_t>(as_uid)) != 0))
+      ::_exit(126);
     ::execv(args[0], args.data());
     ::_exit(127);
   }
@@ -669,6 +676,130 @@ TEST_CASE("durable_log write and verify on a full tmpfs exit with an error inste
   const outcome_t d = run({tool("MDX_DURABLE_LOG"), "dump", f});
   REQUIRE(!d.signaled());
   REQUIRE(d.status <= 1);
+}
+
+// ---------------------------------------------------------------------------
+// Read-only use (issue 12 item 1): the readers map read-only
+// ---------------------------------------------------------------------------
+namespace {
+// A durable_log with records 1..n and a kv table holding k1=v1, k2=v2.
+void make_readonly_fixtures(const std::string& log, const std::string& table, int n) {
+  const outcome_t w = run({tool("MDX_DURABLE_LOG"), "write", log, "--count", std::to_string(n), "--size", "1M"});
+  INFO(w.output);
+  REQUIRE(w.status == 0);
+  REQUIRE(run({tool("MDX_KV"), table, "init", "16"}).status == 0);
+  REQUIRE(run({tool("MDX_KV"), table, "put", "k1", "v1"}).status == 0);
+  REQUIRE(run({tool("MDX_KV"), table, "put", "k2", "v2"}).status == 0);
+}
+
+// Every reader command works; `as_uid` < 0 runs them as the caller.
+void check_readers(const std::string& log, const std::string& table, int n, int as_uid) {
+  const std::string dl = tool("MDX_DURABLE_LOG"), kv = tool("MDX_KV");
+  const outcome_t v = run({dl, "verify", log, "--expect-last", std::to_string(n)}, {}, 120, as_uid);
+  INFO("verify: " << v.output);
+  CHECK(v.status == 0);
+  CHECK(v.output.find("recovered records=" + std::to_string(n) + " ") != std::string::npos);
+  const outcome_t d = run({dl, "dump", log}, {}, 120, as_uid);
+  INFO("dump: " << d.output);
+  CHECK(d.status == 0);
+  CHECK(d.output.find("\n" + std::to_string(n) + "\t(") != std::string::npos);
+  const outcome_t g = run({kv, table, "get", "k2"}, {}, 120, as_uid);
+  INFO("get: " << g.output);
+  CHECK(g.status == 0);
+  CHECK(g.output.find("v2\n") != std::string::npos);
+  const outcome_t c = run({kv, table, "check"}, {}, 120, as_uid);
+  INFO("check: " << c.output);
+  CHECK(c.status == 0);
+  CHECK(c.output.find("live=2 torn=0 unreadable=0") != std::string::npos);
+  const outcome_t l = run({kv, table, "list"}, {}, 120, as_uid);
+  INFO("list: " << l.output);
+  CHECK(l.status == 0);
+  CHECK(l.output.find("k1") != std::string::npos);
+  // The writers fail cleanly (no write access), never by a signal.
+  const outcome_t p = run({kv, table, "put", "k3", "v3"}, {}, 120, as_uid);
+  CHECK(!p.signaled());
+  CHECK(p.status != 0);
+  const outcome_t r = run({dl, "recover", log}, {}, 120, as_uid);
+  CHECK(!r.signaled());
+  CHECK(r.status != 0);
+}
+}  // namespace
+
+TEST_CASE("durable_log verify/dump and kv get/check/list read a 0444 file owned by another user",
+          "[examples][readonly]") {
+  REQUIRE_TOOLS();
+  if (::geteuid() != 0) {
+    WARN("skipped: needs root (to chown the files to another user and run the readers as nobody)");
+    return;
+  }
+  scratch_dir dir;
+  REQUIRE(::chmod(dir.path.c_str(), 0755) == 0);  // a private, non-sticky directory nobody may enter
+  const std::string log = dir / "ro.log", table = dir / "ro.kv";
+  make_readonly_fixtures(log, table, 40);
+  for (const std::string& f : {log, table}) {
+    REQUIRE(::chown(f.c_str(), 1234, 1234) == 0);
+    REQUIRE(::chmod(f.c_str(), 0444) == 0);
+  }
+  check_readers(log, table, 40, 65534);
+  // Unchanged by any of it.
+  const outcome_t v = run({tool("MDX_DURABLE_LOG"), "verify", log, "--expect-last", "40"});
+  CHECK(v.status == 0);
+}
+
+TEST_CASE("durable_log verify/dump and kv get/check/list read files on a read-only loop mount",
+          "[examples][readonly]") {
+  REQUIRE_TOOLS();
+  std::string why;
+  mdtest::loopfs_options o;
+  o.size = std::uint64_t{16} << 20;
+  auto fs = mdtest::loopfs::create(o, why);
+  if (!fs) {
+    WARN("skipped: a loop-mounted ext4 is unavailable: " << why);
+    return;
+  }
+  const std::string log = fs->path() + "/ro.log", table = fs->path() + "/ro.kv";
+  make_readonly_fixtures(log, table, 25);
+  REQUIRE(mdtest::run_command({"mount", "-o", "remount,ro", fs->path()}) == 0);
+  check_readers(log, table, 25, -1);  // root: EROFS is what stopped the readers before
+  REQUIRE(mdtest::run_command({"mount", "-o", "remount,rw", fs->path()}) == 0);
+}
+
+// ---------------------------------------------------------------------------
+// durable_log grows its log in place up to --size (issue 12 item 2)
+// ---------------------------------------------------------------------------
+TEST_CASE("durable_log starts small, grows its sparse log on demand and stops at --size", "[examples][durable_log][grow]") {
+  REQUIRE_TOOLS();
+  const std::string dl = tool("MDX_DURABLE_LOG");
+  scratch_dir dir;
+  const std::string f = dir / "growing.log";
+  // A few records: the log is created at 1 MiB, not at --size, and sparse.
+  const outcome_t small = run({dl, "write", f, "--size", "64M", "--count", "10"});
+  INFO(small.output);
+  REQUIRE(small.status == 0);
+  CHECK(file_size(f) == (std::uint64_t{1} << 20));
+  struct stat st {};
+  REQUIRE(::stat(f.c_str(), &st) == 0);
+  CHECK(static_cast<std::uint64_t>(st.st_blocks) * 512 < (std::uint64_t{1} << 20));
+  // Past 1 MiB the log grows instead of reporting "full" (the old writer stopped here).
+  const outcome_t more = run({dl, "write", f, "--size", "64M", "--count", "6000", "--group", "5"});
+  INFO(more.output);
+  REQUIRE(more.status == 0);
+  CHECK(more.output.find("full") == std::string::npos);
+  CHECK(file_size(f) > (std::uint64_t{1} << 20));
+  CHECK(file_size(f) <= (std::uint64_t{64} << 20));
+  const outcome_t v = run({dl, "verify", f, "--expect-last", "6010"});
+  INFO(v.output);
+  CHECK(v.status == 0);
+  // The cap holds: at --size the log is full, and everything before is intact.
+  const outcome_t capped = run({dl, "write", f, "--size", "6M", "--count", "100000"});
+  INFO(capped.output);
+  REQUIRE(capped.status == 0);
+  CHECK(capped.output.find("log full at seq") != std::string::npos);
+  CHECK(file_size(f) == (std::uint64_t{6} << 20));
+  const outcome_t v2 = run({dl, "verify", f});
+  INFO(v2.output);
+  CHECK(v2.status == 0);
+  CHECK(v2.output.find("stop=torn") == std::string::npos);
 }
 
 // ---------------------------------------------------------------------------
