@@ -79,7 +79,7 @@ void print_table(const char* path, const mapdirect::probe_report& r) {
   std::printf("%-20s %s\n", "writable",
               r.writable ? "yes" : r.read_only_mount ? "no (read-only mount)" : "no (not open for writing)");
   std::printf("%-20s %s%s\n", "mode", r.mode_known || r.mode_inferred ? to_string(r.mode) : "unknown",
-              r.mode_known ? "" : r.mode_inferred ? inferred : (" " + not_tested).c_str());
+              r.mode_known ? "" : r.mode_inferred ? inferred : (", " + not_tested).c_str());
   std::printf("%-20s %s%s\n", "store granularity",
               r.mode_known || r.mode_inferred ? to_string(r.store_granularity) : "unknown", inferred);
   if (r.map_sync_tested)

@@ -293,7 +293,9 @@ struct open_options {
 ///
 /// Fork: the child inherits the mapping (MAP_SHARED, same file pages) and the
 /// descriptor; persist in the child works, but a drain() must not be running
-/// in another parent thread at the time of fork().
+/// in another parent thread at the time of fork(). The reserved room after
+/// the mapping (map_options::reserve) is inherited as well: grow() in the
+/// child maps into the child's copy of it.
 class direct_mapping {
  public:
   /// An empty object (no mapping).

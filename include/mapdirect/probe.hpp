@@ -77,6 +77,14 @@ inline const char* file_system_name(unsigned long magic) noexcept {
   }
 }
 
+constexpr const char* kNotOpenForWriting = "(the descriptor is not open for writing)";
+
+// Replaces every `from` in `s` by `to`.
+inline void replace_all(std::string& s, const std::string& from, const std::string& to) {
+  for (std::size_t at = s.find(from); at != std::string::npos; at = s.find(from, at + to.size()))
+    s.replace(at, from.size(), to);
+}
+
 // Sets map_sync/map_sync_tested from the sync rung of a ladder.
 inline void note_map_sync(const map_ladder& ladder, probe_report& r) noexcept {
   for (std::size_t i = 0; i < ladder.count; ++i) {
@@ -188,16 +196,16 @@ inline result<probe_report> probe(int fd) noexcept {
     // What a writer would get, without writing: the kernel validates
     // MAP_SYNC on a PROT_READ mapping of an O_RDONLY descriptor as on a
     // writable one (file system support, DAX, synchronous faults).
-    r.untested = r.read_only_mount
-                     ? "the file system is mounted read-only: no writer can map it until it is remounted read-write"
-                     : "a writable mapping: the file is not open for writing (a shared writable mapping needs O_RDWR)";
+    r.untested = std::string("a writable mapping ") + detail::kNotOpenForWriting;
+    if (r.read_only_mount)
+      r.untested += "; the file system is mounted read-only: no writer can map it until it is remounted read-write";
 #ifdef MAPDIRECT_MAP_DIRECT_FLAG
-    r.untested += "; MAP_DIRECT needs a writable mapping";
+    r.untested += "; MAP_DIRECT (it needs a writable mapping)";
 #endif
     map_ladder ladder;
     auto mode = direct_mapping::try_modes_read_only(test_fd, map_options{}, ladder);
-    r.ladder = "not tested with a writable mapping (" + r.untested +
-               "); each rung was tried with a read-only mapping instead, which the kernel checks for MAP_SYNC "
+    r.ladder = "not tested: " + r.untested +
+               "; each rung was tried with a read-only mapping instead, which the kernel checks for MAP_SYNC "
                "as it would a writer's:\n" +
                direct_mapping::describe_ladder(ladder);
     detail::note_map_sync(ladder, r);
@@ -273,15 +281,10 @@ inline result<probe_report> probe(const char* path) noexcept {
   if (r && rw_errno != 0) {
     // Say why the descriptor is read-only: the open for writing was refused.
     probe_report& rep = r.value();
-    const std::string why = std::string("opening the file for writing was refused (") + detail::errno_name(rw_errno) +
-                            (rw_errno == EROFS ? ": read-only file system" : "") + ")";
-    const std::string old = rep.untested;
-    rep.untested = why + "; " + old;
-    const std::size_t cut = rep.ladder.find("); each rung");
-    if (rep.ladder.rfind("not tested with a writable mapping (", 0) == 0 && cut != std::string::npos)
-      rep.ladder = "not tested with a writable mapping (" + rep.untested + rep.ladder.substr(cut);
-    else
-      rep.ladder = "not tested: " + why + "\n" + rep.ladder;
+    const std::string why = std::string("(opening the file for writing was refused: ") +
+                            detail::errno_name(rw_errno) + (rw_errno == EROFS ? ", read-only file system" : "") + ")";
+    detail::replace_all(rep.untested, detail::kNotOpenForWriting, why);
+    detail::replace_all(rep.ladder, detail::kNotOpenForWriting, why);
   }
   return r;
 }
