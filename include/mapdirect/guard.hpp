@@ -434,14 +434,17 @@ inline access_result<void> repair_range(const guard_range& map, std::size_t offs
   for (std::size_t done = 0; done < n;) {
     const ssize_t w = sys::pwrite(out.fd, from + done, n - done, static_cast<off_t>(at + done));
     if (w < 0 && errno == EINTR) continue;
-    if (w < 0 && errno == EIO) {
+    // EIO, or EFAULT (the DAX recovery write of some drivers, QEMU's NFIT
+    // among them, reports a poisoned destination that way): not cleared.
+    if (w < 0 && (errno == EIO || errno == EFAULT)) {
+      const int e = errno;
       struct utsname u {};
       const char* release = sys::uname(&u) == 0 ? u.release : "unknown";
       return access_error(fail(errc::media_error,
-                               "repair: pwrite at file offset %llu failed with EIO: the kernel could not clear "
+                               "repair: pwrite at file offset %llu failed with %s: the kernel could not clear "
                                "the poison (DAX recovery writes need Linux 5.19 or later and driver support; "
                                "this kernel is %s). The range stays poisoned.",
-                               static_cast<unsigned long long>(at + done), release),
+                               static_cast<unsigned long long>(at + done), errno_name(e), release),
                           offset + done, n - done, nullptr);
     }
     if (w < 0) return access_error(fail_errno(errno, "repair: pwrite"));

@@ -4,9 +4,14 @@
 
 #include <mapdirect/mapdirect.hpp>
 
+#include <algorithm>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
+
+#include <dirent.h>
 
 using namespace mapdirect;
 using mdtest::temp_file;
@@ -21,6 +26,32 @@ std::string host_expectation(const char* var, const char* fallback) {
 // ordinary disk or tmpfs (no DAX) it is shared/page.
 std::string expected_mode() { return host_expectation("MAPDIRECT_EXPECT_MODE", "shared"); }
 std::string expected_granularity() { return host_expectation("MAPDIRECT_EXPECT_GRANULARITY", "page"); }
+
+// Descriptors open in this process (a leaked one shows up here).
+std::size_t open_fd_count() {
+  std::size_t n = 0;
+  if (DIR* d = ::opendir("/proc/self/fd")) {
+    while (const dirent* e = ::readdir(d))
+      if (e->d_name[0] != '.') ++n;
+    ::closedir(d);
+  }
+  return n;
+}
+
+std::vector<std::string> dir_entries(const std::string& dir) {
+  std::vector<std::string> names;
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (const dirent* e = ::readdir(d)) names.emplace_back(e->d_name);
+    ::closedir(d);
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
 }  // namespace
 
 TEST_CASE("map, write, persist, reopen and read back on the test directory's file system", "[mapping]") {
@@ -119,11 +150,20 @@ TEST_CASE("bad input gets a clear error and changes nothing", "[mapping]") {
     CHECK(m.error() == errc::invalid_argument);
   }
   SECTION("bad fd") {
+    // A negative descriptor is refused before any call: errc::invalid_argument, named in the detail.
     auto m = direct_mapping::map(-1, 0, 4096);
     REQUIRE_FALSE(m);
-    auto m2 = direct_mapping::map(9999, 0, 4096);
+    CHECK(m.error() == make_error_code(errc::invalid_argument));
+    CHECK(std::string(last_error_detail()).find("negative file descriptor -1") != std::string::npos);
+    // A closed descriptor: the kernel's EBADF, as a system error.
+    const int closed = ::dup(f.fd());
+    REQUIRE(closed >= 0);
+    REQUIRE(::close(closed) == 0);
+    auto m2 = direct_mapping::map(closed, 0, 4096);
     REQUIRE_FALSE(m2);
-    CHECK(m2.error() == std::errc::bad_file_descriptor);
+    CHECK(m2.error() == std::error_code(EBADF, std::system_category()));
+    CHECK(std::string(last_error_detail()).find("(errno " + std::to_string(EBADF) + ")") != std::string::npos);
+    CHECK(tracker.mmaps.empty());  // refused before mapping anything
   }
   SECTION("read-only fd: EACCES is a real error, not a fallback") {
     const int ro = ::open(f.path().c_str(), O_RDONLY | O_CLOEXEC);
@@ -240,27 +280,75 @@ TEST_CASE("open(): create, exclusive, grow, and rollback on failure", "[mapping]
     CHECK(static_cast<int>(m.value().data()[3 * 4096 + 100]) == 0);
   }
   SECTION("a failed map after growing keeps the new size (never shrinks: others may map it)") {
+    // The map is made to fail on every host (the seam refuses every file
+    // mmap), so the rollback is checked everywhere, DAX hosts included.
+    const std::size_t fds_before = open_fd_count();
     open_options g;
     g.size = 8 * 4096;
     g.grow = true;
-    g.map.weakest = map_mode::sync;
-    auto m = direct_mapping::open(path, g);
-    if (!m) {
-      REQUIRE(::stat(path.c_str(), &st) == 0);
-      CHECK(st.st_size == 8 * 4096);
+    mdtest::recording_interposer refuse;
+    refuse.on_file_mmap = [](int) { return ENOMEM; };
+    {
+      mapdirect::scoped_syscall_interposer scope(refuse);
+      auto m = direct_mapping::open(path, g);
+      REQUIRE_FALSE(m);
+      CHECK(m.error() == std::error_code(ENOMEM, std::system_category()));
     }
+    CHECK_FALSE(refuse.mmaps.empty());  // the failure came from the map, after the growth
+    CHECK(refuse.bytes_still_mapped() == 0);
+    CHECK_FALSE(mdtest::path_is_mapped(path));
+    CHECK(open_fd_count() == fds_before);
+    REQUIRE(::stat(path.c_str(), &st) == 0);
+    CHECK(st.st_size == 8 * 4096);
+    const std::string bytes = read_file(path);
+    REQUIRE(bytes.size() == 8 * 4096);
+    CHECK(bytes.substr(0, 3 * 4096 + 100) == std::string(3 * 4096 + 100, '\x5a'));
+    CHECK(bytes.substr(3 * 4096 + 100) == std::string(8 * 4096 - (3 * 4096 + 100), '\0'));
   }
   SECTION("a failed map removes a file open() created") {
     const std::string fresh = path + ".fresh";
+    const std::size_t fds_before = open_fd_count();
+    const std::vector<std::string> entries_before = dir_entries(mdtest::private_dir());
     open_options g;
     g.create = true;
     g.size = 4096;
-    g.map.coarsest = granularity::byte;  // unreachable off pmem with eADR
-    auto m = direct_mapping::open(fresh, g);
-    if (!m) {
-      CHECK(m.error() == errc::granularity_unavailable);
-      CHECK(::access(fresh.c_str(), F_OK) != 0);
+    bool created = true;
+    g.created = &created;
+    mdtest::recording_interposer refuse;
+    refuse.on_file_mmap = [](int) { return ENOMEM; };
+    {
+      mapdirect::scoped_syscall_interposer scope(refuse);
+      auto m = direct_mapping::open(fresh, g);
+      REQUIRE_FALSE(m);
+      CHECK(m.error() == std::error_code(ENOMEM, std::system_category()));
     }
+    CHECK_FALSE(refuse.mmaps.empty());
+    CHECK_FALSE(created);
+    CHECK(::access(fresh.c_str(), F_OK) != 0);
+    CHECK(dir_entries(mdtest::private_dir()) == entries_before);  // no stray temporary name either
+    CHECK(refuse.bytes_still_mapped() == 0);
+    CHECK_FALSE(mdtest::path_is_mapped(fresh));
+    CHECK(open_fd_count() == fds_before);
+    ::unlink(fresh.c_str());
+  }
+  SECTION("granularity refused after mapping: the created file is removed and nothing stays mapped") {
+    const std::string fresh = path + ".fresh";
+    const std::size_t fds_before = open_fd_count();
+    open_options g;
+    g.create = true;
+    g.size = 4096;
+    g.map.coarsest = granularity::byte;
+    g.map.domain = persistence_domain::memory_controller;  // never byte, on any host
+    mdtest::recording_interposer tracker;
+    {
+      mapdirect::scoped_syscall_interposer scope(tracker);
+      auto m = direct_mapping::open(fresh, g);
+      REQUIRE_FALSE(m);
+      CHECK(m.error() == make_error_code(errc::granularity_unavailable));
+    }
+    CHECK(::access(fresh.c_str(), F_OK) != 0);
+    CHECK(tracker.bytes_still_mapped() == 0);
+    CHECK(open_fd_count() == fds_before);
     ::unlink(fresh.c_str());
   }
   SECTION("missing file without create") {
