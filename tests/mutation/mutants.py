@@ -58,6 +58,35 @@ MUTANTS = [
     ("repair-writes-nothing", "guard", "repair pretends to pwrite and writes nothing", [
         ("guard.hpp", r"sys::pwrite\(out\.fd,[^;]*\)(?=;)", r"static_cast<ssize_t>(n - done)", 1, 1),
     ]),
+    # Documented claims (tests/unit/test_claims.cpp, test_mapping.cpp).
+    ("repair-efault-not-media", "claims", "repair treats EFAULT from the recovery write as a plain errno, not media_error", [
+        ("guard.hpp", r"\(errno == EIO \|\| errno == EFAULT\)", r"errno == EIO", 1, 1),
+    ]),
+    ("seal-no-free-space-check", "claims", "seal does not check free space before allocating", [
+        ("seal.hpp", r"if \(needed > free_bytes\)", r"if (false && needed > free_bytes)", 1, 1),
+    ]),
+    ("statx-mask-ignored", "claims", "STATX_ATTR_DAX trusted without its stx_attributes_mask bit", [
+        ("mapping.hpp", r"\(stx\.stx_attributes_mask & STATX_ATTR_DAX\)", r"(true)", 1, 1),
+        ("probe.hpp", r"\(stx\.stx_attributes_mask & STATX_ATTR_DAX\)", r"(true)", 1, 1),
+    ]),
+    ("populate-ignored", "claims", "map_options::populate does not pass MAP_POPULATE", [
+        ("mapping.hpp", r"if \(populate\) flags \|= MAP_POPULATE;", r"(void)populate;", 1, 1),
+    ]),
+    ("nd-mixed-as-cpu-cache", "claims", "mixed nd regions (cpu_cache + memory_controller) reported as cpu_cache", [
+        ("detail/nd.hpp", r"if \(scan\.cpu_cache == scan\.regions\)", r"if (scan.cpu_cache > 0)", 1, 1),
+    ]),
+    ("nd-stacked-ignored", "claims", "slaves of stacked block devices not followed", [
+        ("detail/nd.hpp", r"if \(found \|\| depth >= 4\) return;", r"(void)found; return;", 1, 1),
+    ]),
+    ("nd-unresolved-ignored", "claims", "an unresolvable component of a stacked device does not make the domain unknown", [
+        ("detail/nd.hpp", r"if \(scan\.regions == 0 \|\| scan\.unknown > 0\)", r"if (scan.regions == 0)", 1, 1),
+    ]),
+    ("edquot-not-writeback-error", "claims", "EDQUOT from a flush does not make durability lost", [
+        ("error.hpp", r"\|\| e == EDQUOT", r"|| false", 1, 1),
+    ]),
+    ("open-failure-keeps-named-file", "mapping", "open() leaves a file it created by name when the map fails", [
+        ("mapping.hpp", r"if \(!m\) return undo\(m\.error\(\)\);", r"if (!m) return m.error();", 1, 1),
+    ]),
     ("ladder-eacces-steps-down", "seam", "the mapping ladder treats EACCES as 'mode not offered, step down'", [
         ("mapping.hpp", r"step_down = \(", r"step_down = (e == EACCES || ", 1, 9),
     ]),

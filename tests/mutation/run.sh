@@ -39,6 +39,8 @@ group_src() {
     ring) echo "$root/tests/unit/test_ring_seam.cpp" ;;
     guard) echo "$root/tests/unit/test_guard.cpp" ;;
     seal) echo "$root/tests/unit/test_seal.cpp" ;;
+    claims) echo "$root/tests/unit/test_claims.cpp" ;;
+    mapping) echo "$root/tests/unit/test_mapping.cpp" ;;
     *) echo "unknown group $1" >&2; return 1 ;;
   esac
 }
@@ -58,6 +60,8 @@ group_filter() {
     ring) echo "[ring]" ;;
     guard) echo "[guard],[poison]" ;;
     seal) echo "[seal]" ;;
+    claims) echo "[claims]" ;;
+    mapping) echo "[mapping]" ;;
   esac
 }
 

@@ -834,9 +834,17 @@ TEST_CASE("memory poison on a mapped page: media_error at its offset, repair, da
   // Other pages are unaffected.
   REQUIRE(m.read(0, buf));
   CHECK(buf[5] == static_cast<unsigned char>(5 * 7 + 3));
-  auto fixed = m.repair(3 * p, good);
+  // Repair with bytes unlike the page's old ones: a repair that writes
+  // nothing (the file still holds `good`) must not pass.
+  std::vector<unsigned char> fresh(p);
+  for (std::size_t i = 0; i < p; ++i) fresh[i] = static_cast<unsigned char>(~good[i]);
+  REQUIRE(fresh != good);
+  auto fixed = m.repair(3 * p, fresh);
   INFO(last_error_detail());
   REQUIRE(fixed);
   REQUIRE(m.read(3 * p, buf));
-  CHECK(buf == good);
+  CHECK(buf == fresh);
+  std::vector<unsigned char> on_disk(p);
+  REQUIRE(::pread(f.fd(), on_disk.data(), p, static_cast<off_t>(3 * p)) == static_cast<ssize_t>(p));
+  CHECK(on_disk == fresh);
 }

@@ -331,6 +331,42 @@ TEST_CASE("open(): create, exclusive, grow, and rollback on failure", "[mapping]
     CHECK(open_fd_count() == fds_before);
     ::unlink(fresh.c_str());
   }
+  SECTION("a failed map removes a file created by name (no O_TMPFILE)") {
+    const std::string fresh = path + ".byname";
+    const std::size_t fds_before = open_fd_count();
+    const std::vector<std::string> entries_before = dir_entries(mdtest::private_dir());
+    open_options g;
+    g.create = true;
+    g.size = 4096;
+    bool created = true;
+    g.created = &created;
+    struct no_tmpfile : mdtest::recording_interposer {
+      int refused = 0;
+      int openat(int dirfd, const char* p, int flags, mode_t mode) noexcept override {
+        if ((flags & O_TMPFILE) == O_TMPFILE) {
+          ++refused;
+          errno = EOPNOTSUPP;
+          return -1;
+        }
+        return syscall_interposer::openat(dirfd, p, flags, mode);
+      }
+    } refuse;
+    refuse.on_file_mmap = [](int) { return ENOMEM; };
+    {
+      mapdirect::scoped_syscall_interposer scope(refuse);
+      auto m = direct_mapping::open(fresh, g);
+      REQUIRE_FALSE(m);
+      CHECK(m.error() == std::error_code(ENOMEM, std::system_category()));
+      CHECK(std::string(last_error_detail()).find("it was removed again") != std::string::npos);
+    }
+    CHECK(refuse.refused >= 1);
+    CHECK_FALSE(created);
+    CHECK(::access(fresh.c_str(), F_OK) != 0);
+    CHECK(dir_entries(mdtest::private_dir()) == entries_before);
+    CHECK(refuse.bytes_still_mapped() == 0);
+    CHECK(open_fd_count() == fds_before);
+    ::unlink(fresh.c_str());
+  }
   SECTION("granularity refused after mapping: the created file is removed and nothing stays mapped") {
     const std::string fresh = path + ".fresh";
     const std::size_t fds_before = open_fd_count();
