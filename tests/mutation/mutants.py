@@ -90,6 +90,10 @@ MUTANTS = [
     ("open-failure-keeps-named-file", "mapping", "open() leaves a file it created by name when the map fails", [
         ("mapping.hpp", r"if \(!m\) return undo\(m\.error\(\)\);", r"if (!m) return m.error();", 1, 1),
     ]),
+    ("failed-map-leaks-descriptor", "mapping", "a map that fails after taking its descriptor never closes it", [
+        ("mapping.hpp", r"if \(fd_ >= 0 && detail::close_keeping_locks\(fd_\) != 0 && !ec\)",
+         r"if (fd_ >= 0 && map_base_ && detail::close_keeping_locks(fd_) != 0 && !ec)", 1, 1),
+    ]),
     ("ladder-eacces-steps-down", "seam", "the mapping ladder treats EACCES as 'mode not offered, step down'", [
         ("mapping.hpp", r"step_down = \(", r"step_down = (e == EACCES || ", 1, 9),
     ]),
