@@ -72,6 +72,9 @@ MUTANTS = [
     ("populate-ignored", "claims", "map_options::populate does not pass MAP_POPULATE", [
         ("mapping.hpp", r"if \(populate\) flags \|= MAP_POPULATE;", r"(void)populate;", 1, 1),
     ]),
+    ("grow-populate-ignored", "claims", "grow() maps its in-place extension without MAP_POPULATE", [
+        ("mapping.hpp", r"(map_flags_ \| MAP_FIXED) \| \(populate_ \? MAP_POPULATE : 0\)", r"\1", 1, 1),
+    ]),
     ("nd-mixed-as-cpu-cache", "claims", "mixed nd regions (cpu_cache + memory_controller) reported as cpu_cache", [
         ("detail/nd.hpp", r"if \(scan\.cpu_cache == scan\.regions\)", r"if (scan.cpu_cache > 0)", 1, 1),
     ]),

@@ -14,7 +14,6 @@
 #include <fstream>
 #include <memory>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -55,23 +54,21 @@ std::uint64_t file_blocks(int fd) {
   return static_cast<std::uint64_t>(st.st_blocks);
 }
 
-// Resident bytes (smaps Rss) of the mappings overlapping [p, p+n).
+// Bytes of [p, p+n) whose pages are present in this process's page table
+// (/proc/self/pagemap bit 63): mapped in, not merely in the page cache.
 std::uint64_t resident_bytes(const void* p, std::size_t n) {
-  const auto lo = reinterpret_cast<std::uintptr_t>(p), hi = lo + n;
-  std::ifstream smaps("/proc/self/smaps");
-  std::string line;
-  bool inside = false;
+  const std::size_t pg = page();
+  const int fd = ::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+  REQUIRE(fd >= 0);
   std::uint64_t total = 0;
-  while (std::getline(smaps, line)) {
-    unsigned long b = 0, e = 0;
-    char dash = 0;
-    std::istringstream head(line);
-    if ((head >> std::hex >> b >> dash >> e) && dash == '-' && line.find(':') > line.find(' ')) {
-      inside = b < hi && e > lo;
-      continue;
-    }
-    if (inside && line.rfind("Rss:", 0) == 0) total += std::stoull(line.substr(4)) * 1024;
+  const auto first = reinterpret_cast<std::uintptr_t>(p) / pg;
+  for (std::size_t i = 0; i < (n + pg - 1) / pg; ++i) {
+    std::uint64_t entry = 0;
+    REQUIRE(::pread(fd, &entry, sizeof entry, static_cast<off_t>((first + i) * sizeof entry)) ==
+            static_cast<ssize_t>(sizeof entry));
+    if (entry >> 63) total += pg;
   }
+  ::close(fd);
   return total;
 }
 
@@ -203,6 +200,20 @@ TEST_CASE("claims: populate prefaults every page of the mapping; off by default"
     for (const auto& c : rec.mmaps) asked = asked || (c.flags & MAP_POPULATE) != 0;
     CHECK(asked);
     CHECK(resident_bytes(m.value().data(), n) == n);
+  }
+  SECTION("populate: what grow() adds in place is prefaulted too; without it, not") {
+    for (const bool populate : {false, true}) {
+      INFO("populate " << populate);
+      map_options o = mdtest::shared_only();
+      o.populate = populate;
+      o.reserve = 2 * n;
+      auto m = direct_mapping::map(f.fd(), 0, n / 2, o);
+      REQUIRE(m);
+      std::byte* const base = m.value().data();
+      REQUIRE(m.value().grow(n));  // the file already has these bytes
+      REQUIRE(m.value().data() == base);
+      CHECK(resident_bytes(base + n / 2, n / 2) == (populate ? n / 2 : 0));
+    }
   }
 }
 
