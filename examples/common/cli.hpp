@@ -17,9 +17,13 @@
 #include <cstdlib>
 #include <cstring>
 
-#ifndef MAPDIRECT_EXAMPLES_VERSION
-#define MAPDIRECT_EXAMPLES_VERSION "0.1.0"
-#endif
+#include <mapdirect/config.hpp>
+
+// The library's version (config.hpp), the one version number of the project.
+#define MDX_STR2(x) #x
+#define MDX_STR(x) MDX_STR2(x)
+#define MAPDIRECT_EXAMPLES_VERSION                                                                      \
+  MDX_STR(MAPDIRECT_VERSION_MAJOR) "." MDX_STR(MAPDIRECT_VERSION_MINOR) "." MDX_STR(MAPDIRECT_VERSION_PATCH)
 
 namespace mdx {
 
