@@ -12,6 +12,12 @@ set(MAPDIRECT_INSTALL_PKGCONFIGDIR "${CMAKE_INSTALL_DATADIR}/pkgconfig"
 
 install(DIRECTORY "${PROJECT_SOURCE_DIR}/include/mapdirect" DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}"
         FILES_MATCHING PATTERN "*.hpp")
+install(FILES "${PROJECT_SOURCE_DIR}/LICENSE" DESTINATION "${CMAKE_INSTALL_DATADIR}/doc/mapdirect")
+# mapdirect-info, when it was built (OPTIONAL: a configure-then-install with
+# nothing built installs the headers and package files only).
+if(MAPDIRECT_INSTALL_TOOLS AND TARGET mapdirect-info)
+  install(TARGETS mapdirect-info RUNTIME DESTINATION "${CMAKE_INSTALL_BINDIR}" OPTIONAL)
+endif()
 
 install(TARGETS mapdirect EXPORT mapdirectTargets)
 install(EXPORT mapdirectTargets NAMESPACE mapdirect:: DESTINATION "${MAPDIRECT_INSTALL_CMAKEDIR}")
@@ -20,11 +26,24 @@ if(TARGET mapdirect_uring)
   install(EXPORT mapdirectUringTargets NAMESPACE mapdirect:: DESTINATION "${MAPDIRECT_INSTALL_CMAKEDIR}")
 endif()
 
+# Why mapdirect::uring is absent from this install, for find_package's message.
+if(TARGET mapdirect_uring)
+  set(MAPDIRECT_URING_ABSENT_WHY "")
+else()
+  set(MAPDIRECT_URING_ABSENT_WHY "this mapdirect was installed without mapdirect::uring (MAPDIRECT_WITH_URING=${MAPDIRECT_WITH_URING}${_mapdirect_uring_why_sep}${_mapdirect_uring_why})")
+endif()
 configure_package_config_file("${CMAKE_CURRENT_LIST_DIR}/mapdirectConfig.cmake.in"
   "${PROJECT_BINARY_DIR}/mapdirectConfig.cmake"
   INSTALL_DESTINATION "${MAPDIRECT_INSTALL_CMAKEDIR}")
+# While the major version is 0, a minor release may break the API (semver):
+# only the same minor version is compatible.
+if(PROJECT_VERSION_MAJOR EQUAL 0)
+  set(_mapdirect_compat SameMinorVersion)
+else()
+  set(_mapdirect_compat SameMajorVersion)
+endif()
 write_basic_package_version_file("${PROJECT_BINARY_DIR}/mapdirectConfigVersion.cmake"
-  VERSION ${PROJECT_VERSION} COMPATIBILITY SameMajorVersion ARCH_INDEPENDENT)
+  VERSION ${PROJECT_VERSION} COMPATIBILITY ${_mapdirect_compat} ARCH_INDEPENDENT)
 install(FILES "${PROJECT_BINARY_DIR}/mapdirectConfig.cmake" "${PROJECT_BINARY_DIR}/mapdirectConfigVersion.cmake"
         DESTINATION "${MAPDIRECT_INSTALL_CMAKEDIR}")
 

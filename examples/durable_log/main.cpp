@@ -67,7 +67,10 @@
 // stale record after it no longer chains to its predecessor.
 #include <mapdirect/mapdirect.hpp>
 
+#include <boost/crc.hpp>
+
 #include <fcntl.h>
+#include <getopt.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -82,28 +85,19 @@
 #include <string>
 #include <vector>
 
+#include "../common/cli.hpp"
+
 namespace {
 
 // ---------------------------------------------------------------------------
-// CRC32C (Castagnoli polynomial, reflected 0x82F63B78), table driven.
+// CRC32C (Castagnoli, reflected, as iSCSI and ext4 use it), from Boost.CRC.
 // ---------------------------------------------------------------------------
-struct crc32c_table {
-  std::uint32_t t[256];
-  constexpr crc32c_table() : t{} {
-    for (std::uint32_t i = 0; i < 256; ++i) {
-      std::uint32_t c = i;
-      for (int k = 0; k < 8; ++k) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
-      t[i] = c;
-    }
-  }
-};
-constexpr crc32c_table kCrcTable;
+using crc32c_engine = boost::crc_optimal<32, 0x1EDC6F41, 0xFFFFFFFF, 0xFFFFFFFF, true, true>;
 
-std::uint32_t crc32c(std::uint32_t crc, const void* data, std::size_t n) {
-  const auto* p = static_cast<const unsigned char*>(data);
-  crc = ~crc;
-  while (n--) crc = kCrcTable.t[(crc ^ *p++) & 0xFF] ^ (crc >> 8);
-  return ~crc;
+std::uint32_t crc32c(const void* data, std::size_t n) {
+  crc32c_engine c;
+  c.process_bytes(data, n);
+  return c.checksum();
 }
 
 // ---------------------------------------------------------------------------
@@ -141,8 +135,10 @@ static_assert(sizeof(record_header) == 32, "record_header layout");
 std::size_t align_up(std::size_t n) { return (n + kAlign - 1) & ~(kAlign - 1); }
 
 std::uint32_t record_crc(const record_header& h, const std::byte* payload) {
-  std::uint32_t c = crc32c(0, &h, offsetof(record_header, crc));
-  return crc32c(c, payload, h.length);
+  crc32c_engine c;
+  c.process_bytes(&h, offsetof(record_header, crc));
+  c.process_bytes(payload, h.length);
+  return c.checksum();
 }
 
 // Synthetic payloads: byte i of record seq is a hash of (seq, i), and the
@@ -213,7 +209,7 @@ scan_result scan(const mapdirect::direct_mapping& m, record_visitor visit = null
   }
   if (all_zero(&fh, sizeof fh)) return r;  // never initialised: an empty log
   if (std::memcmp(fh.magic, kFileMagic, sizeof kFileMagic) != 0 || fh.version != 1 ||
-      fh.header_size != kHeaderArea || fh.crc != crc32c(0, &fh, offsetof(file_header, crc))) {
+      fh.header_size != kHeaderArea || fh.crc != crc32c(&fh, offsetof(file_header, crc))) {
     // The header is written and persisted before the first record, so a
     // torn header with no record after it is a crash during creation: the
     // log is empty (nothing was acknowledged yet).
@@ -381,10 +377,12 @@ struct log_writer {
     map = std::move(m).value();
     if (!exists) {
       // The new file's size and name must be durable before any record can
-      // be acknowledged: fsync the file, then its directory.
+      // be acknowledged: fsync the file, then its directory. A failure
+      // leaves no file behind (nothing was acknowledged in it).
       if (::fsync(map.native_handle()) != 0) {
-        std::perror("durable_log: fsync");
-        std::exit(1);
+        const int e = errno;
+        ::unlink(path.c_str());
+        fail("fsync of the new log", std::error_code(e, std::generic_category()));
       }
       sync_parent_dir(path);
     }
@@ -396,6 +394,7 @@ struct log_writer {
         std::strcmp(r.stop, "too-small") == 0) {
       print_scan(r);
       std::fprintf(stderr, "durable_log: refusing to append to a corrupt log\n");
+      if (!exists) ::unlink(path.c_str());  // ours, just created: leave nothing behind
       std::exit(1);
     }
     if (!r.header_ok) init_header();
@@ -416,7 +415,7 @@ struct log_writer {
     // A fresh random chain seed: records left in reused blocks by an older
     // log can never chain into this one.
     fh.chain_seed = static_cast<std::uint32_t>(std::random_device{}());
-    fh.crc = crc32c(0, &fh, offsetof(file_header, crc));
+    fh.crc = crc32c(&fh, offsetof(file_header, crc));
     // A guarded store: on a full file system the first store to a page of
     // this sparse file cannot get a block, and that is an error, not a SIGBUS.
     if (auto w = map.write(0, &fh, sizeof fh); !w) store_failed("the file header", 0, w.error());
@@ -536,32 +535,31 @@ struct log_writer {
 // ---------------------------------------------------------------------------
 // Command line
 // ---------------------------------------------------------------------------
-[[noreturn]] void usage() {
-  std::fprintf(stderr,
-               "usage: durable_log write   FILE [--size BYTES] [--count N] [--group N] [--print-acks] [--seed S]\n"
-               "                                [--unsafe-cpu-flush-only]\n"
-               "       durable_log append  FILE [--size BYTES] [--group N] [--print-acks]   (records from stdin)\n"
-               "       durable_log verify  FILE [--expect-last N]\n"
-               "       durable_log recover FILE\n"
-               "       durable_log dump    FILE\n"
-               "BYTES takes a K, M or G suffix; --size is the most the log grows to (default 64M): it starts\n"
-               "at 1M (or BYTES if smaller) and grows in place on demand.\n");
-  std::exit(2);
-}
+constexpr std::uint64_t kMinLogSize = kHeaderArea + 4096;  // the header and one page of records
+constexpr std::uint64_t kMaxLogSize = 1ull << 40;          // address space is reserved for --size
 
-std::uint64_t parse_size(const char* s) {
-  char* e = nullptr;
-  errno = 0;
-  unsigned long long v = std::strtoull(s, &e, 10);
-  if (errno || e == s) usage();
-  switch (*e) {
-    case 'K': case 'k': v <<= 10; ++e; break;
-    case 'M': case 'm': v <<= 20; ++e; break;
-    case 'G': case 'g': v <<= 30; ++e; break;
-    default: break;
-  }
-  if (*e) usage();
-  return v;
+[[noreturn]] void help() {
+  std::printf(
+      "usage: durable_log write   FILE [--size BYTES] [--count N] [--group N] [--print-acks] [--seed S]\n"
+      "                                [--quiet] [--unsafe-cpu-flush-only]\n"
+      "       durable_log append  FILE [--size BYTES] [--group N] [--print-acks] [--quiet]   (records from stdin)\n"
+      "       durable_log verify  FILE [--expect-last N]\n"
+      "       durable_log recover FILE\n"
+      "       durable_log dump    FILE\n"
+      "       durable_log --help | --version\n"
+      "\n"
+      "write appends synthetic records until --count N records are written (exit 1 if the log fills\n"
+      "first) or, without --count, until the log is full at --size (exit 0) or the process is killed.\n"
+      "append writes one record per line of standard input (a line holds at most 1 MiB).\n"
+      "verify scans the log read-only: exit 1 if it is corrupt before its tail or ends before N.\n"
+      "recover verifies, then clears a torn tail. dump prints every intact record (exit 1 if FILE is\n"
+      "not a durable_log log).\n"
+      "\n"
+      "BYTES takes a K, M, G or T suffix (powers of 1024), from 8K to 1T; --size is the most the log\n"
+      "grows to (default 64M): a new log starts at 1M (or BYTES if smaller) and grows in place on\n"
+      "demand. --group N persists every N records at once (1 to 1000000, default 1). On a terminal,\n"
+      "operations longer than 2 s show a progress line unless --quiet is given.\n");
+  std::exit(0);
 }
 
 struct options {
@@ -571,32 +569,71 @@ struct options {
   std::size_t group = 1;
   bool print_acks = false;
   bool cpu_flush_only = false;
+  bool quiet = false;
   std::uint64_t seed = 1;
   std::uint64_t expect_last = 0;
   bool has_expect_last = false;
 };
 
+// durable_log COMMAND FILE [options]; options may also come before FILE.
 options parse(int argc, char** argv) {
-  if (argc < 3) usage();
+  mdx::program_name() = "durable_log";
+  if (argc >= 2 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0)) help();
+  if (argc >= 2 && std::strcmp(argv[1], "--version") == 0) mdx::print_version();
+  if (argc < 2) mdx::usage_error("missing command (write, append, verify, recover or dump)");
   options o;
   o.cmd = argv[1];
-  o.file = argv[2];
-  for (int i = 3; i < argc; ++i) {
-    std::string a = argv[i];
-    auto next = [&]() -> const char* {
-      if (i + 1 >= argc) usage();
-      return argv[++i];
+  // Which options each command takes (a bit per option below).
+  enum : unsigned { SIZE = 1, COUNT = 2, GROUP = 4, ACKS = 8, SEED = 16, UNSAFE = 32, EXPECT = 64, QUIET = 128 };
+  unsigned allowed = 0;
+  if (o.cmd == "write") allowed = SIZE | COUNT | GROUP | ACKS | SEED | UNSAFE | QUIET;
+  else if (o.cmd == "append") allowed = SIZE | GROUP | ACKS | QUIET;
+  else if (o.cmd == "verify") allowed = EXPECT;
+  else if (o.cmd == "recover" || o.cmd == "dump") allowed = 0;
+  else mdx::usage_error("unknown command '%s' (write, append, verify, recover or dump)", o.cmd.c_str());
+  static const struct option longopts[] = {
+      {"size", required_argument, nullptr, 's'},        {"count", required_argument, nullptr, 'c'},
+      {"group", required_argument, nullptr, 'g'},       {"print-acks", no_argument, nullptr, 'a'},
+      {"seed", required_argument, nullptr, 'S'},        {"unsafe-cpu-flush-only", no_argument, nullptr, 'U'},
+      {"expect-last", required_argument, nullptr, 'e'}, {"quiet", no_argument, nullptr, 'q'},
+      {"help", no_argument, nullptr, 'h'},              {"version", no_argument, nullptr, 'V'},
+      {nullptr, 0, nullptr, 0}};
+  // getopt_long sees "durable_log FILE options..." (the command removed);
+  // opterr off: our own messages name the option.
+  argv[1] = argv[0];
+  argc -= 1;
+  argv += 1;
+  opterr = 0;
+  optind = 1;
+  int c;
+  while ((c = getopt_long(argc, argv, ":", longopts, nullptr)) != -1) {
+    const char* name = optind - 1 < argc ? argv[optind - 1] : "";
+    auto need = [&](unsigned bit, const char* opt) {
+      if (!(allowed & bit)) mdx::usage_error("%s is not an option of '%s'", opt, o.cmd.c_str());
     };
-    if (a == "--size") o.size = parse_size(next());
-    else if (a == "--count") o.count = parse_size(next());
-    else if (a == "--group") o.group = static_cast<std::size_t>(parse_size(next()));
-    else if (a == "--seed") o.seed = parse_size(next());
-    else if (a == "--print-acks") o.print_acks = true;
-    else if (a == "--unsafe-cpu-flush-only") o.cpu_flush_only = true;
-    else if (a == "--expect-last") { o.expect_last = parse_size(next()); o.has_expect_last = true; }
-    else usage();
+    switch (c) {
+      case 's': need(SIZE, "--size"); o.size = mdx::parse_number("--size", optarg, kMinLogSize, kMaxLogSize, true); break;
+      case 'c': need(COUNT, "--count"); o.count = mdx::parse_number("--count", optarg, 1, UINT64_MAX); break;
+      case 'g': need(GROUP, "--group"); o.group = static_cast<std::size_t>(mdx::parse_number("--group", optarg, 1, 1000000)); break;
+      case 'a': need(ACKS, "--print-acks"); o.print_acks = true; break;
+      case 'S': need(SEED, "--seed"); o.seed = mdx::parse_number("--seed", optarg, 0, UINT64_MAX); break;
+      case 'U': need(UNSAFE, "--unsafe-cpu-flush-only"); o.cpu_flush_only = true; break;
+      case 'e':
+        need(EXPECT, "--expect-last");
+        o.expect_last = mdx::parse_number("--expect-last", optarg, 0, UINT64_MAX);
+        o.has_expect_last = true;
+        break;
+      case 'q': need(QUIET, "--quiet"); o.quiet = true; break;
+      case 'h': help();
+      case 'V': mdx::print_version();
+      case ':': mdx::usage_error("%s needs a value", name);
+      default: mdx::usage_error("unknown option '%s'", name);
+    }
   }
-  if (o.group == 0) usage();
+  if (optind >= argc) mdx::usage_error("%s: missing FILE", o.cmd.c_str());
+  o.file = argv[optind++];
+  if (optind < argc) mdx::usage_error("unexpected argument '%s'", argv[optind]);
+  if (o.file.empty()) mdx::usage_error("%s: FILE is empty", o.cmd.c_str());
   return o;
 }
 
@@ -648,7 +685,11 @@ int cmd_dump(const options& o) {
   auto m = open_existing(o.file, false);
   scan_result r = scan(m, print_record, nullptr);
   print_scan(r);
-  return r.unreadable ? 1 : 0;
+  // Not a log (or a corrupt one) is an error, not an empty listing.
+  const bool bad = r.unreadable || r.content_error || std::strcmp(r.stop, "bad-header") == 0 ||
+                   std::strcmp(r.stop, "too-small") == 0;
+  if (bad) std::fprintf(stderr, "durable_log: %s is not an intact durable_log log (stop=%s)\n", o.file.c_str(), r.stop);
+  return bad ? 1 : 0;
 }
 
 int cmd_write(const options& o) {
@@ -659,20 +700,28 @@ int cmd_write(const options& o) {
   w.open(o.file, o.size);
   std::vector<unsigned char> payload;
   std::uint64_t written = 0;
+  // With --count: records of N; without: bytes of the log's capacity, in KiB.
+  mdx::progress_line progress(o.count ? "records" : "KiB", o.count ? o.count : w.cap / 1024, o.quiet);
   while (o.count == 0 || written < o.count) {
+    progress.update(o.count ? written : w.end / 1024);
     const std::uint64_t seq = w.next_seq;
     // 16..1039 bytes: records straddle cache lines and pages.
     const std::uint32_t len = 16 + static_cast<std::uint32_t>(mix(o.seed * 1000003 + seq) % 1024);
     payload.resize(len);
     for (std::uint32_t i = 0; i < len; ++i) payload[i] = synthetic_byte(seq, i);
     if (!w.append(payload.data(), len, kFlagSynthetic)) {
+      progress.finish();
       if (w.grow_failed) return 1;
       std::fprintf(stderr, "durable_log: log full at seq %" PRIu64 " (%zu bytes)\n", w.next_seq - 1, w.map.size());
-      return 0;
+      if (o.count == 0) return 0;  // "until full" was the request
+      std::fprintf(stderr, "durable_log: only %" PRIu64 " of the %" PRIu64 " records asked for were written\n",
+                   written, o.count);
+      return 1;
     }
     ++written;
   }
   w.commit();
+  progress.finish();
   std::fprintf(stderr, "durable_log: appended %" PRIu64 " records, last seq %" PRIu64 "\n", written,
                w.next_seq - 1);
   return 0;
@@ -684,14 +733,34 @@ int cmd_append(const options& o) {
   w.group = o.group;
   w.open(o.file, o.size);
   std::string line;
+  std::uint64_t lineno = 0;
+  mdx::progress_line progress("lines", 0, o.quiet);
   while (std::getline(std::cin, line)) {
-    if (line.size() > kMaxPayload) line.resize(kMaxPayload);
+    ++lineno;
+    progress.update(lineno);
+    if (line.size() > kMaxPayload) {
+      // Never store part of a record: what came before is made durable and
+      // acknowledged, this line and the rest are refused.
+      w.commit();
+      progress.finish();
+      std::fprintf(stderr,
+                   "durable_log: line %" PRIu64 " is %zu bytes; a record holds at most %" PRIu32
+                   " (lines before it are durable, it and the rest were not appended)\n",
+                   lineno, line.size(), kMaxPayload);
+      return 1;
+    }
     if (!w.append(line.data(), static_cast<std::uint32_t>(line.size()), 0)) {
-      if (!w.grow_failed) std::fprintf(stderr, "durable_log: log full\n");
+      progress.finish();
+      if (!w.grow_failed) std::fprintf(stderr, "durable_log: log full at line %" PRIu64 "\n", lineno);
       return 1;
     }
   }
   w.commit();
+  progress.finish();
+  if (std::cin.bad()) {
+    std::fprintf(stderr, "durable_log: reading standard input failed after line %" PRIu64 "\n", lineno);
+    return 1;
+  }
   return 0;
 }
 
@@ -703,6 +772,5 @@ int main(int argc, char** argv) {
   if (o.cmd == "append") return cmd_append(o);
   if (o.cmd == "verify") return cmd_verify(o, false);
   if (o.cmd == "recover") return cmd_verify(o, true);
-  if (o.cmd == "dump") return cmd_dump(o);
-  usage();
+  return cmd_dump(o);  // parse() accepted no other command
 }

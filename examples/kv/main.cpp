@@ -32,7 +32,10 @@
 // a deleted key keeps its slot (reused only when the same key returns), so a
 // table can fill up: "table full" then, and nothing changes.
 #include <mapdirect/mapdirect.hpp>
+
 #include <mapdirect/seal.hpp>
+
+#include <boost/crc.hpp>
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -47,6 +50,8 @@
 #include <string>
 #include <string_view>
 
+#include "../common/cli.hpp"
+
 namespace md = mapdirect;
 
 namespace {
@@ -57,15 +62,11 @@ constexpr std::size_t kMaxValue = 64;
 constexpr std::uint16_t kTombstone = 0xFFFF;
 constexpr char kMagic[8] = {'M', 'D', 'K', 'V', '0', '0', '0', '1'};
 
-// CRC32C (Castagnoli), bitwise: small, and fast enough for 128-byte records.
+// CRC32C (Castagnoli, reflected), from Boost.CRC.
 std::uint32_t crc32c(const void* data, std::size_t n) {
-  const auto* p = static_cast<const unsigned char*>(data);
-  std::uint32_t crc = 0xFFFFFFFFu;
-  for (std::size_t i = 0; i < n; ++i) {
-    crc ^= p[i];
-    for (int k = 0; k < 8; ++k) crc = (crc >> 1) ^ (0x82F63B78u & (0u - (crc & 1u)));
-  }
-  return ~crc;
+  boost::crc_optimal<32, 0x1EDC6F41, 0xFFFFFFFF, 0xFFFFFFFF, true, true> c;
+  c.process_bytes(data, n);
+  return c.checksum();
 }
 
 std::uint64_t fnv1a(std::string_view s) {
@@ -463,52 +464,79 @@ int selftest_in(const std::string& dir) {
   return 0;
 }
 
-int usage() {
-  std::fprintf(stderr,
-               "usage: kv FILE init [SLOTS] | put KEY VALUE | get KEY | del KEY | list | check\n"
-               "       kv selftest DIR\n");
-  return 2;
+[[noreturn]] void help() {
+  std::printf(
+      "usage: kv FILE init [SLOTS]    create a table (SLOTS from 1 to 16777216, default 1024)\n"
+      "       kv FILE put KEY VALUE   insert or replace (durable when it returns)\n"
+      "       kv FILE get KEY         print the value; exit 1 when absent\n"
+      "       kv FILE del KEY         delete (durable when it returns)\n"
+      "       kv FILE list            print every live key and value\n"
+      "       kv FILE check           scan every slot; report torn or unreadable ones\n"
+      "       kv selftest DIR         exercise all of the above in a private directory in DIR\n"
+      "       kv --help | --version\n"
+      "Keys hold 1 to %zu bytes, values up to %zu. Exit status: 0 ok, 1 absent or refused, 2 bad usage,\n"
+      "3 unreadable or torn slots.\n",
+      kMaxKey, kMaxValue);
+  std::exit(0);
+}
+
+// Exits 2 unless argc is exactly `want` for `cmd`.
+void expect_args(int argc, int want, const char* cmd, const char* form) {
+  if (argc < want) mdx::usage_error("%s: missing arguments (kv FILE %s)", cmd, form);
+  if (argc > want) mdx::usage_error("%s: too many arguments (kv FILE %s)", cmd, form);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 3) return usage();
+  mdx::program_name() = "kv";
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) help();
+    if (std::strcmp(argv[i], "--version") == 0) mdx::print_version();
+  }
+  if (argc < 2) mdx::usage_error("missing FILE and command");
+  if (argc < 3) mdx::usage_error("missing command (init, put, get, del, list or check)");
   const std::string first = argv[1];
   const std::string cmd = argv[2];
-  if (first == "selftest") return selftest(cmd);
+  if (first == "selftest") {
+    expect_args(argc, 3, "selftest", "DIR");
+    return selftest(cmd);
+  }
   if (cmd == "init") {
-    std::uint64_t slots = 1024;
-    if (argc > 3) {
-      char* end = nullptr;
-      errno = 0;
-      slots = std::strtoull(argv[3], &end, 10);
-      if (errno || !end || *end) return usage();
-    }
+    if (argc > 4) mdx::usage_error("init: too many arguments (kv FILE init [SLOTS])");
+    const std::uint64_t slots = argc > 3 ? mdx::parse_number("SLOTS", argv[3], 1, std::uint64_t{1} << 24) : 1024;
     table t;
     if (int rc = table::create(first, slots, t)) return rc;
     describe(t);
     return 0;
   }
+  if (cmd == "put") expect_args(argc, 5, "put", "put KEY VALUE");
+  else if (cmd == "get") expect_args(argc, 4, "get", "get KEY");
+  else if (cmd == "del") expect_args(argc, 4, "del", "del KEY");
+  else if (cmd == "list") expect_args(argc, 3, "list", "list");
+  else if (cmd == "check") expect_args(argc, 3, "check", "check");
+  else mdx::usage_error("unknown command '%s' (init, put, get, del, list, check or selftest)", cmd.c_str());
+  // Keys and values are checked before the table is opened: bad input changes nothing.
+  if (argc > 3 && (std::strlen(argv[3]) == 0 || std::strlen(argv[3]) > kMaxKey))
+    mdx::usage_error("%s: KEY must hold 1 to %zu bytes (got %zu)", cmd.c_str(), kMaxKey, std::strlen(argv[3]));
+  if (argc > 4 && std::strlen(argv[4]) > kMaxValue)
+    mdx::usage_error("put: VALUE holds at most %zu bytes (got %zu)", kMaxValue, std::strlen(argv[4]));
   table t;
   const bool reader = cmd == "get" || cmd == "list" || cmd == "check";
   if (int rc = table::open(first, t, !reader)) return rc;
-  if (cmd == "put" && argc == 5) return put(t, argv[3], argv[4]);
-  if (cmd == "get" && argc == 4) {
+  if (cmd == "put") return put(t, argv[3], argv[4]);
+  if (cmd == "get") {
     std::string v;
     const int rc = get(t, argv[3], v);
     if (rc == 0) std::printf("%s\n", v.c_str());
     return rc;
   }
-  if (cmd == "del" && argc == 4) return del(t, argv[3]);
+  if (cmd == "del") return del(t, argv[3]);
   std::uint64_t live = 0, torn = 0;
-  if (cmd == "list" && argc == 3) return scan(t, true, live, torn) ? 3 : 0;
-  if (cmd == "check" && argc == 3) {
-    describe(t);
-    const std::uint64_t bad = scan(t, false, live, torn);
-    std::printf("slots=%" PRIu64 " live=%" PRIu64 " torn=%" PRIu64 " unreadable=%" PRIu64 "\n", t.slots(), live,
-                torn, bad);
-    return bad ? 3 : 0;
-  }
-  return usage();
+  if (cmd == "list") return scan(t, true, live, torn) ? 3 : 0;
+  describe(t);
+  const std::uint64_t bad = scan(t, false, live, torn);
+  std::printf("slots=%" PRIu64 " live=%" PRIu64 " torn=%" PRIu64 " unreadable=%" PRIu64 "\n", t.slots(), live,
+              torn, bad);
+  return bad ? 3 : 0;
 }

@@ -44,6 +44,7 @@ struct probe_report {
   /// as for a writer's (mode_known stays false; `untested` says what is left).
   bool mode_inferred = false;
   std::string ladder;                   ///< each rung tried, with errno and cause
+  map_ladder rungs;                     ///< the same ladder as data: mode, attempted, errno, cause per rung
   bool map_sync = false;                ///< MAP_SHARED_VALIDATE|MAP_SYNC accepted for this file (see map_sync_tested)
   bool map_sync_tested = false;         ///< false: MAP_SYNC was not tried at all, map_sync means nothing (see untested)
   bool read_only_mount = false;         ///< the file system is mounted read-only: no writer can map anything here
@@ -184,6 +185,7 @@ inline result<probe_report> probe(int fd) noexcept {
     map_ladder ladder;
     auto mode = direct_mapping::try_modes(test_fd, map_options{}, ladder);
     r.ladder = direct_mapping::describe_ladder(ladder);
+    r.rungs = ladder;
     detail::note_map_sync(ladder, r);
     if (mode) {
       r.mode_known = true;
@@ -208,6 +210,7 @@ inline result<probe_report> probe(int fd) noexcept {
                "; each rung was tried with a read-only mapping instead, which the kernel checks for MAP_SYNC "
                "as it would a writer's:\n" +
                direct_mapping::describe_ladder(ladder);
+    r.rungs = ladder;
     detail::note_map_sync(ladder, r);
     if (mode) {
       r.mode_inferred = true;
