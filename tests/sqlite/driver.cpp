@@ -6,9 +6,11 @@
 // Exit 0 pass, 1 fail, 77 skip.
 // For the VM power-cut tier (not run by ctest):
 //   sqlite_vfs_driver powercut-write DB MODE    commits numbered transactions
-//     forever, printing "ack N" after each COMMIT returned;
+//     forever, printing "ack MODE N" after each COMMIT returned;
 //   sqlite_vfs_driver powercut-verify DB MODE LAST_ACK    after the cut:
-//     integrity_check ok, rows 1..K with no gap, K >= LAST_ACK.
+//     integrity_check ok, rows 1..K with no gap, K >= LAST_ACK (not checked
+//     for wal-normal, where SQLite documents that the last transactions may
+//     roll back after a power loss: the count is printed as lost=N).
 //   MODE: rollback-full | wal-full | wal-normal | control-off (synchronous=OFF,
 //   the negative control: acknowledges what was never synced).
 #include "mapdirect_vfs.h"
@@ -219,7 +221,7 @@ int powercut_write(const std::string& path, const std::string& mode) {
     char sql[160];
     std::snprintf(sql, sizeof sql, "BEGIN; INSERT INTO t VALUES(%lld, randomblob(100)); COMMIT;", n);
     if (exec(db, sql) != SQLITE_OK) return 1;
-    std::printf("ack %lld\n", n);  // only after COMMIT returned
+    std::printf("ack %s %lld\n", mode.c_str(), n);  // only after COMMIT returned
     std::fflush(stdout);
   }
 }
@@ -235,7 +237,10 @@ int powercut_verify(const std::string& path, const std::string& mode, long long 
               count, max, last_ack, last_ack > max ? last_ack - max : 0);
   CHECK(integrity == "ok", "integrity_check: %s", integrity.c_str());
   CHECK(count == max, "rows are not 1..%lld without gaps (%lld rows)", max, count);
-  CHECK(max >= last_ack, "%lld acknowledged transactions lost", last_ack - max);
+  // https://sqlite.org/pragma.html#pragma_synchronous: "A transaction
+  // committed in WAL mode with synchronous=NORMAL might roll back following a
+  // power loss or system crash."
+  if (mode != "wal-normal") CHECK(max >= last_ack, "%lld acknowledged transactions lost", last_ack - max);
   return failures ? 1 : 0;
 }
 
