@@ -82,6 +82,13 @@ run_sqlite_powerloss() {
     declare -gA SQ_LAST SQ_CUTS SQ_LOST SQ_ACKS
     SQ_CAUGHT=0
     for m in $SQ_MODES; do SQ_LAST[$m]=0 SQ_CUTS[$m]=0 SQ_LOST[$m]=0 SQ_ACKS[$m]=0; done
+    local b
+    for b in sqlite_vfs_driver mapdirect_vfs_bench; do
+        if [ ! -x "$bin_dir/$b" ] || ldd "$bin_dir/$b" 2>/dev/null | grep -q 'not found'; then
+            log "FAIL sqlite: $bin_dir/$b missing or its libraries are (build mapdirect_vm_binaries; needs libsqlite3-dev)"
+            SQ_SUMMARY="FAILED"; return 1
+        fi
+    done
     log "sqlite: power cuts with writers in modes $SQ_MODES (one guest, one database each)"
     new_disk
     while [ $cuts -lt $kills ]; do
