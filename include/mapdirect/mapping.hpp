@@ -185,8 +185,10 @@ struct map_ladder {
 /// (the group committer of mapdirect/async.hpp implements it).
 class page_persister {
  public:
-  /// Makes [file_offset, file_offset+length) of fd durable; `addr` is its mapped address.
-  virtual result<void> persist_pages(int fd, std::uint64_t file_offset, void* addr, std::size_t length) noexcept = 0;
+  /// Makes [file_offset, file_offset+length) of fd durable; `addr` is its mapped address, and
+  /// (dev, ino) fd's file as fstat gave them when it was mapped (no fstat per persist).
+  virtual result<void> persist_pages(int fd, dev_t dev, ino_t ino, std::uint64_t file_offset, void* addr,
+                                     std::size_t length) noexcept = 0;
 
  protected:
   ~page_persister() = default;
@@ -827,7 +829,7 @@ class direct_mapping {
     const std::size_t lo = offset & ~(page - 1);
     const std::size_t hi = (offset + length + page - 1) & ~(page - 1);
     if (persister_) {
-      auto r = persister_->persist_pages(fd_, offset_ + lo, data_ + lo, hi - lo);
+      auto r = persister_->persist_pages(fd_, dev_, ino_, offset_ + lo, data_ + lo, hi - lo);
       if (!r) note_flush_failure(r.error());
       return r;
     }
@@ -1106,6 +1108,7 @@ class direct_mapping {
   const char* shared_cause_ = "";  // why fd_ is a dup (static text)
   dev_t dev_ = 0;                  // the file, for the per-file durability state
   ino_t ino_ = 0;
+  friend class group_committer;    // reads dev_/ino_ (async.hpp: no fstat per request)
   map_mode mode_ = map_mode::shared;
   granularity granularity_ = granularity::page;
   persistence_domain domain_ = persistence_domain::unknown;

@@ -32,10 +32,10 @@ MUTANTS = [
          r"(void)0;", 1, 1),
     ]),
     ("ring-fsync-nop", "ring", "ring fsync replaced by a no-op (io_uring_prep_fsync -> io_uring_prep_nop)", [
-        ("async.hpp", r"io_uring_prep_fsync\(\s*(\w+)\s*,[^;]*\);", r"io_uring_prep_nop(\1);", 1, 9),
+        ("detail/uring_backend.hpp", r"io_uring_prep_fsync\(\s*(\w+)\s*,[^;]*\);", r"io_uring_prep_nop(\1);", 1, 9),
     ]),
     ("ring-covers-late", "async", "a flush completion also completes requests enqueued after it started", [
-        ("async.hpp", r"r->ticket <= cover\b", r"(r->ticket <= cover || true)", 1, 1),
+        ("detail/commit_core.hpp", r"r->ticket <= cover\b", r"(r->ticket <= cover || true)", 1, 1),
     ]),
     ("page-persist-no-msync", "seam", "msync removed from page-granular persist", [
         ("mapping.hpp", r"(?:detail::)?sys::msync\([^;]*?MS_SYNC\)", r"0", 1, 9),
