@@ -9,6 +9,7 @@
 #include "detail/address_reservation.hpp"
 #include "detail/descriptor.hpp"
 #include "detail/durability.hpp"
+#include "detail/file_io.hpp"
 #include "detail/nd.hpp"
 #include "detail/open_file.hpp"
 #include "detail/seal_registry.hpp"

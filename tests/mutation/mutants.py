@@ -56,7 +56,7 @@ MUTANTS = [
         ("detail/fiemap.hpp", r"!after\.stable\(\)", r"false", 1, 1),
     ]),
     ("repair-writes-nothing", "guard", "repair pretends to pwrite and writes nothing", [
-        ("guard.hpp", r"sys::pwrite\(out\.fd,[^;]*\)(?=;)", r"static_cast<ssize_t>(n - done)", 1, 1),
+        ("detail/file_io.hpp", r"sys::pwrite\(out\.fd,[^;]*\)(?=;)", r"static_cast<ssize_t>(n - done)", 1, 1),
     ]),
     ("ladder-eacces-steps-down", "seam", "the mapping ladder treats EACCES as 'mode not offered, step down'", [
         ("mapping.hpp", r"step_down = \(", r"step_down = (e == EACCES || ", 1, 9),
