@@ -2,6 +2,7 @@
 // backends, errors injected through the seam, destruction in flight.
 #if defined(MAPDIRECT_TEST_URING)
 #include "catch.hpp"
+#include "process_support.hpp"
 #include "test_support.hpp"
 
 #include <mapdirect/async.hpp>
@@ -634,7 +635,7 @@ struct refusing_interposer : gated_interposer {
   std::atomic<bool> refuse{true};
   std::atomic<int> refused{0};
   int open(const char* path, int flags, mode_t mode) noexcept override {
-    if (refuse && std::strncmp(path, "/proc/self/fd/", 14) == 0) {
+    if (refuse && mdtest::is_reopen_path(path)) {
       ++refused;
       errno = EACCES;
       return -1;

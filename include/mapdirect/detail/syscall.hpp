@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 
 #include <fcntl.h>
 #include <signal.h>
@@ -102,6 +103,14 @@ inline ssize_t read_text(const char* path, char* buf, std::size_t cap) noexcept 
   buf[len] = '\0';
   return static_cast<ssize_t>(len);
 }
+
+/// "/proc/self/fd/N": the path that reopens or links the file behind fd N
+/// (built in place, no allocation).
+struct proc_fd_path {
+  explicit proc_fd_path(int fd) noexcept { std::snprintf(text, sizeof text, "/proc/self/fd/%d", fd); }
+  const char* c_str() const noexcept { return text; }
+  char text[32];
+};
 }  // namespace sys
 }  // namespace detail
 
