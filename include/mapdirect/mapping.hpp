@@ -9,6 +9,7 @@
 #include "detail/address_reservation.hpp"
 #include "detail/descriptor.hpp"
 #include "detail/durability.hpp"
+#include "detail/file_io.hpp"
 #include "detail/nd.hpp"
 #include "detail/open_file.hpp"
 #include "detail/seal_registry.hpp"
@@ -185,8 +186,10 @@ struct map_ladder {
 /// (the group committer of mapdirect/async.hpp implements it).
 class page_persister {
  public:
-  /// Makes [file_offset, file_offset+length) of fd durable; `addr` is its mapped address.
-  virtual result<void> persist_pages(int fd, std::uint64_t file_offset, void* addr, std::size_t length) noexcept = 0;
+  /// Makes [file_offset, file_offset+length) of fd durable; `addr` is its mapped address, and
+  /// (dev, ino) fd's file as fstat gave them when it was mapped (no fstat per persist).
+  virtual result<void> persist_pages(int fd, dev_t dev, ino_t ino, std::uint64_t file_offset, void* addr,
+                                     std::size_t length) noexcept = 0;
 
  protected:
   ~page_persister() = default;
@@ -827,7 +830,7 @@ class direct_mapping {
     const std::size_t lo = offset & ~(page - 1);
     const std::size_t hi = (offset + length + page - 1) & ~(page - 1);
     if (persister_) {
-      auto r = persister_->persist_pages(fd_, offset_ + lo, data_ + lo, hi - lo);
+      auto r = persister_->persist_pages(fd_, dev_, ino_, offset_ + lo, data_ + lo, hi - lo);
       if (!r) note_flush_failure(r.error());
       return r;
     }
@@ -1106,6 +1109,7 @@ class direct_mapping {
   const char* shared_cause_ = "";  // why fd_ is a dup (static text)
   dev_t dev_ = 0;                  // the file, for the per-file durability state
   ino_t ino_ = 0;
+  friend class group_committer;    // reads dev_/ino_ (async.hpp: no fstat per request)
   map_mode mode_ = map_mode::shared;
   granularity granularity_ = granularity::page;
   persistence_domain domain_ = persistence_domain::unknown;
@@ -1509,6 +1513,98 @@ inline result<void> direct_mapping::shrink(std::size_t new_length, shrink_option
   return outcome::success();
 }
 
+namespace detail {
+// open() found the name taken: EEXIST under exclusive, else the existing
+// file is opened and mapped; `retry` is set when it vanished or was replaced
+// meanwhile (the caller tries creating again).
+inline result<direct_mapping> open_taken_name(const parent_dir& parent, const char* path, const open_options& options,
+                                              const open_rules& rules, bool& retry) noexcept {
+  retry = false;
+  if (options.exclusive) {
+    set_detail("open: %s exists (exclusive)", path);
+    return errno_code(EEXIST);
+  }
+  return open_existing_and_map(parent, path, options, rules, retry);
+}
+
+// open() creating the file unnamed (O_TMPFILE): sized, synced, mapped, then
+// linked into place. Sets `refused` (its errno) when O_TMPFILE is
+// unsupported here (the caller creates by name); `retry` as open_taken_name.
+inline result<direct_mapping> create_unnamed(const parent_dir& parent, const char* path, const open_options& options,
+                                             const open_rules& rules, int& refused, bool& retry) noexcept {
+  retry = false;
+  int raw = -1;
+  {
+    const stdio_placeholders low;
+    raw = sys::openat(parent.fd.get(), ".", O_TMPFILE | O_RDWR | O_CLOEXEC, options.permissions);
+  }
+  if (raw < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+    refused = errno;
+    return errno_code(refused);
+  }
+  if (raw < 0) return fail_errno(errno, "open: O_TMPFILE in the parent directory");
+  const scoped_fd tmp(raw);
+  if (auto ec = size_new_file(raw, options.size, options.preallocate)) return ec;
+  if (sys::fsync(raw) != 0) return fail_errno(errno, "open: fsync of the new file");
+  auto m = direct_mapping::map(raw, 0, static_cast<std::size_t>(options.size), options.map);
+  if (!m) return m.error();  // the unnamed file vanishes with its descriptors
+  const int e = link_tmpfile(raw, parent.fd.get(), parent.name);
+  if (e == 0) {
+    if (options.created) *options.created = true;
+    if (auto ec = fsync_dir(parent.fd.get(), path, "open")) return ec;
+    return m;
+  }
+  if (e != EEXIST) {
+    char text[128];
+    set_detail("open: linking the new file into place as %s: %s (errno %d)", path, ::strerror_r(e, text, sizeof text),
+               e);
+    return errno_code(e);
+  }
+  (void)m.value().close();
+  return open_taken_name(parent, path, options, rules, retry);
+}
+
+// open() where O_TMPFILE is unsupported (errno `refused`): creates the file
+// by name, exclusively; on failure removes it only if provably still ours.
+// `retry` as open_taken_name.
+inline result<direct_mapping> create_by_name(const parent_dir& parent, const char* path, const open_options& options,
+                                             const open_rules& rules, int refused, bool& retry) noexcept {
+  retry = false;
+  int raw = -1;
+  {
+    const stdio_placeholders low;
+    raw = sys::openat(parent.fd.get(), parent.name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY,
+                      options.permissions);
+  }
+  if (raw < 0) {
+    if (errno != EEXIST) return fail_errno(errno, "open: creating file (O_CREAT|O_EXCL)");
+    return open_taken_name(parent, path, options, rules, retry);
+  }
+  if (options.created) *options.created = true;
+  const scoped_fd fd(raw);
+  auto undo = [&](std::error_code ec) noexcept -> result<direct_mapping> {
+    char why[160] = "";
+    const bool removed = unlink_if_still_ours(parent.fd.get(), parent.name, raw, why, sizeof why);
+    if (removed) {
+      (void)sys::fsync(parent.fd.get());
+      if (options.created) *options.created = false;
+    }
+    append_detail("O_TMPFILE unsupported here (%s), so %s was created by name; %s%s", errno_name(refused), path,
+                  removed ? "it was removed again" : "it was left in place: ", why);
+    return ec;
+  };
+  if (auto ec = size_new_file(raw, options.size, options.preallocate)) return undo(ec);
+  if (sys::fsync(raw) != 0) return undo(fail_errno(errno, "open: fsync of the new file"));
+  auto m = direct_mapping::map(raw, 0, static_cast<std::size_t>(options.size), options.map);
+  if (!m) return undo(m.error());
+  if (auto ec = fsync_dir(parent.fd.get(), path, "open")) return ec;
+  set_detail("open: O_TMPFILE unsupported in the directory of %s (%s): created by name with "
+             "O_CREAT|O_EXCL (not atomic: the name existed before the file was complete)",
+             path, errno_name(refused));
+  return m;
+}
+}  // namespace detail
+
 inline result<direct_mapping> direct_mapping::open(const char* path, open_options options) noexcept {
   detail::clear_detail();
   if (options.created) *options.created = false;
@@ -1537,7 +1633,6 @@ inline result<direct_mapping> direct_mapping::open(const char* path, open_option
     if (options.exclusive) return detail::fail(errc::invalid_argument, "open: exclusive creation needs a size");
     return detail::open_existing_and_map(parent, path, options, rules, retry);
   }
-  const auto size = static_cast<std::size_t>(options.size);
   int tmpfile_refused = 0;  // errno of an unsupported O_TMPFILE
   for (int attempt = 0; attempt < 8; ++attempt) {
     // An existing name is opened directly: building (and preallocating) a
@@ -1545,90 +1640,19 @@ inline result<direct_mapping> direct_mapping::open(const char* path, open_option
     // copy's space. linkat below still catches a name that appears meanwhile.
     struct stat existing_entry {};
     if (detail::sys::fstatat(parent.fd.get(), parent.name, &existing_entry, AT_SYMLINK_NOFOLLOW) == 0) {
-      if (options.exclusive) {
-        detail::set_detail("open: %s exists (exclusive)", path);
-        return detail::errno_code(EEXIST);
-      }
-      auto existing = detail::open_existing_and_map(parent, path, options, rules, retry);
+      auto existing = detail::open_taken_name(parent, path, options, rules, retry);
       if (retry) continue;
       return existing;
     }
     if (!tmpfile_refused) {
-      int raw = -1;
-      {
-        const detail::stdio_placeholders low;
-        raw = detail::sys::openat(parent.fd.get(), ".", O_TMPFILE | O_RDWR | O_CLOEXEC, options.permissions);
-      }
-      if (raw < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) tmpfile_refused = errno;
-      else if (raw < 0) return detail::fail_errno(errno, "open: O_TMPFILE in the parent directory");
-      if (raw >= 0) {
-        const detail::scoped_fd tmp(raw);
-        if (auto ec = detail::size_new_file(raw, options.size, options.preallocate)) return ec;
-        if (detail::sys::fsync(raw) != 0) return detail::fail_errno(errno, "open: fsync of the new file");
-        auto m = map(raw, 0, size, options.map);
-        if (!m) return m.error();  // the unnamed file vanishes with its descriptors
-        const int e = detail::link_tmpfile(raw, parent.fd.get(), parent.name);
-        if (e == 0) {
-          if (options.created) *options.created = true;
-          if (auto ec = detail::fsync_dir(parent.fd.get(), path, "open")) return ec;
-          return m;
-        }
-        if (e != EEXIST) {
-          char text[128];
-          detail::set_detail("open: linking the new file into place as %s: %s (errno %d)", path,
-                             ::strerror_r(e, text, sizeof text), e);
-          return detail::errno_code(e);
-        }
-        (void)m.value().close();
-        if (options.exclusive) {
-          detail::set_detail("open: %s exists (exclusive)", path);
-          return detail::errno_code(EEXIST);
-        }
-        auto existing = detail::open_existing_and_map(parent, path, options, rules, retry);
-        if (retry) continue;
-        return existing;
-      }
+      auto created = detail::create_unnamed(parent, path, options, rules, tmpfile_refused, retry);
+      if (retry) continue;
+      if (!tmpfile_refused) return created;
     }
     // Fallback: create by name, exclusively.
-    int raw = -1;
-    {
-      const detail::stdio_placeholders low;
-      raw = detail::sys::openat(parent.fd.get(), parent.name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY,
-                                options.permissions);
-    }
-    if (raw < 0) {
-      if (errno != EEXIST) return detail::fail_errno(errno, "open: creating file (O_CREAT|O_EXCL)");
-      if (options.exclusive) {
-        detail::set_detail("open: %s exists (exclusive)", path);
-        return detail::errno_code(EEXIST);
-      }
-      auto existing = detail::open_existing_and_map(parent, path, options, rules, retry);
-      if (retry) continue;
-      return existing;
-    }
-    if (options.created) *options.created = true;
-    const detail::scoped_fd fd(raw);
-    auto undo = [&](std::error_code ec) noexcept -> result<direct_mapping> {
-      char why[160] = "";
-      const bool removed = detail::unlink_if_still_ours(parent.fd.get(), parent.name, raw, why, sizeof why);
-      if (removed) {
-        (void)detail::sys::fsync(parent.fd.get());
-        if (options.created) *options.created = false;
-      }
-      detail::append_detail("O_TMPFILE unsupported here (%s), so %s was created by name; %s%s",
-                            detail::errno_name(tmpfile_refused), path,
-                            removed ? "it was removed again" : "it was left in place: ", why);
-      return ec;
-    };
-    if (auto ec = detail::size_new_file(raw, options.size, options.preallocate)) return undo(ec);
-    if (detail::sys::fsync(raw) != 0) return undo(detail::fail_errno(errno, "open: fsync of the new file"));
-    auto m = map(raw, 0, size, options.map);
-    if (!m) return undo(m.error());
-    if (auto ec = detail::fsync_dir(parent.fd.get(), path, "open")) return ec;
-    detail::set_detail("open: O_TMPFILE unsupported in the directory of %s (%s): created by name with "
-                       "O_CREAT|O_EXCL (not atomic: the name existed before the file was complete)",
-                       path, detail::errno_name(tmpfile_refused));
-    return m;
+    auto created = detail::create_by_name(parent, path, options, rules, tmpfile_refused, retry);
+    if (retry) continue;
+    return created;
   }
   detail::set_detail("open: %s kept vanishing or being replaced while it was being opened; gave up", path);
   return detail::errno_code(EAGAIN);

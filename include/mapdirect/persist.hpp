@@ -47,6 +47,23 @@ constexpr const char* to_string(flush_instruction f) noexcept {
   return "?";
 }
 
+/// Where a store becomes persistent (the nd region's persistence_domain).
+enum class persistence_domain {
+  unknown,            ///< not persistent memory, or not resolvable: assume the least
+  memory_controller,  ///< ADR: stores persist once flushed from the CPU caches
+  cpu_cache,          ///< eADR: stores persist once globally visible (a fence suffices)
+};
+
+/// Name of a persistence domain ("cpu_cache").
+constexpr const char* to_string(persistence_domain d) noexcept {
+  switch (d) {
+    case persistence_domain::unknown: return "unknown";
+    case persistence_domain::memory_controller: return "memory_controller";
+    case persistence_domain::cpu_cache: return "cpu_cache";
+  }
+  return "?";
+}
+
 namespace detail {
 inline flush_instruction detect_flush_instruction_uncached() noexcept {
 #if defined(MAPDIRECT_ARCH_X86_64)

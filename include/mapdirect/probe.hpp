@@ -247,8 +247,8 @@ inline result<probe_report> probe(const char* path) noexcept {
   struct stat st {};
   const int stat_rc = detail::sys::fstat(opath, &st);
   const int stat_errno = errno;
-  char proc[40];
-  std::snprintf(proc, sizeof proc, "/proc/self/fd/%d", opath);
+  const detail::sys::proc_fd_path proc_path(opath);
+  const char* proc = proc_path.c_str();
   int fd = -1;
   int rw_errno = 0;
   if (stat_rc != 0) {
@@ -258,7 +258,7 @@ inline result<probe_report> probe(const char* path) noexcept {
     const detail::stdio_placeholders low;
     fd = detail::sys::open(proc, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
   } else if (S_ISREG(st.st_mode)) {
-    if (detail::deferred_closes::pending() != 0 && detail::process_holds_posix_lock(st.st_ino))
+    if (detail::deferred_closes::pending() != 0 && detail::proc_locks_lists_posix_lock(st.st_ino))
       fd = detail::deferred_closes::take(st.st_dev, st.st_ino, O_RDWR);
     const detail::stdio_placeholders low;
     if (fd < 0) fd = detail::sys::open(proc, O_RDWR | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0);

@@ -41,9 +41,6 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 
-#ifndef FALLOC_FL_UNSHARE_RANGE
-#define FALLOC_FL_UNSHARE_RANGE 0x40
-#endif
 
 MAPDIRECT_BEGIN_NAMESPACE
 
@@ -218,6 +215,15 @@ class iomap_seal {
   friend void swap(iomap_seal& a, iomap_seal& b) noexcept { a.swap(b); }
 
  private:
+  // The steps of acquire().
+  static std::error_code check_request(int fd, std::uint64_t offset, std::uint64_t& length, seal_options& options,
+                                       struct stat& st) noexcept;
+  std::error_code open_descriptor(int fd, const struct stat& st, bool lease) noexcept;
+  std::error_code pin_native(seal_method method, std::uint64_t old_size) noexcept;
+  std::error_code take_lease(int signal, std::uint64_t old_size) noexcept;
+  // A failure after stabilising must not leave the file grown.
+  void undo_growth(std::uint64_t old_size) noexcept;
+
   int fd_ = -1;
   std::uint64_t offset_ = 0;
   std::uint64_t length_ = 0;
@@ -235,278 +241,48 @@ inline result<bool> is_sealed(int fd) noexcept {
   return detail::seal_registry::count(st.st_dev, st.st_ino) != 0;
 }
 
-namespace detail {
-
-/// errno -> error code, with ETXTBSY as errc::sealed; records `what`.
-inline std::error_code seal_errno(int e, const char* what) noexcept {
-  if (e == ETXTBSY) return fail(errc::sealed, "%s: ETXTBSY (the file's block map is sealed)", what);
-  return fail_errno(e, what);
-}
-
-// fdatasync, retried on EINTR. A write-back error it reports may be the only
-// report of lost data (consumed for a description shared with the caller),
-// so it marks the file durability-lost process-wide (durability.hpp).
-inline int fdatasync_retry(int fd) noexcept {
-  int rc;
-  do {
-    rc = sys::fdatasync(fd);
-  } while (rc != 0 && errno == EINTR);
-  if (rc != 0 && is_writeback_error(errno)) {
-    const int saved = errno;
-    struct stat st {};
-    if (sys::fstat(fd, &st) == 0) durability_registry::mark_lost(st.st_dev, st.st_ino, fd);
-    errno = saved;
-  }
-  return rc;
-}
-
-// Dirties every page of [start, start+n) (clipped to `file_size`) without
-// changing a byte: through a shared mapping of fd, one compare-and-swap per
-// page of a byte with its own value. The CAS is atomic against every other
-// store to that byte (another process's write(2), a store through any
-// mapping), so unlike reading and writing data back it can never put stale
-// bytes over a concurrent store; and the description's O_APPEND/O_DIRECT do
-// not apply to mappings. The write fault and the caller's fdatasync then
-// convert unwritten extents, allocate holes and copy shared extents (on
-// ext4 and XFS, written-back dirty pages are what turns an unwritten extent
-// into a written one; FALLOC_FL_ZERO_RANGE would leave ext4 extents
-// unwritten and would zero a concurrent store). Returns 0, ENODEV when the
-// file cannot be mapped (caller falls back), EIO when a page faulted, or
-// the mmap errno.
-inline int dirty_range(int fd, std::uint64_t start, std::uint64_t n, std::uint64_t file_size) noexcept {
-  if (start >= file_size) return 0;
-  if (n > file_size - start) n = file_size - start;
-  const std::uint64_t page = sys::page_size();
-  const std::uint64_t end = start + n;
-  std::uint64_t pos = start - start % page;
-  constexpr std::uint64_t window = std::uint64_t{64} << 20;  // bounds address space, not I/O
-  while (pos < end) {
-    const std::size_t len = static_cast<std::size_t>(end - pos < window ? end - pos : window);
-    void* p = sys::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, static_cast<off_t>(pos));
-    if (p == MAP_FAILED) return errno == EINVAL || errno == EACCES ? ENODEV : errno;
-    unsigned char* base = static_cast<unsigned char*>(p);
-    auto touched = with_guard(guard_range{base, len, fd, pos}, [base, len, page]() noexcept {
-      for (std::size_t off = 0; off < len; off += static_cast<std::size_t>(page)) {
-        // volatile: an idempotent atomic must not be turned into a plain load.
-        volatile unsigned char* b = base + off;
-        unsigned char v = __atomic_load_n(b, __ATOMIC_RELAXED);
-        while (!__atomic_compare_exchange_n(b, &v, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
-        }
-      }
-    });
-    (void)sys::munmap(p, len);
-    if (!touched) {
-      const access_error& e = touched.error();
-      if (e.category() == error_category() && e.value() == static_cast<int>(errc::beyond_eof))
-        return 0;  // the file shrank under us: verify tells
-      if (!e.is_fault() && e.category() == std::system_category() && e.value() != 0) return e.value();
-      return EIO;  // a page faulted (I/O error, poison) or the guard was unavailable
-    }
-    pos += len;
-  }
-  return 0;
-}
-
-// Fallback where the file cannot be mapped: reads [start, start+n) and
-// writes the same bytes back (clipped to `file_size`). A store by another
-// process between a chunk's read and its write is overwritten with the old
-// bytes (window: one chunk of up to 1 MiB); so it runs only where
-// dirty_range cannot. Returns 0 or errno.
-inline int rewrite_range(int fd, std::uint64_t start, std::uint64_t n, std::uint64_t file_size) noexcept {
-  if (start >= file_size) return 0;
-  if (n > file_size - start) n = file_size - start;
-  // 1 MiB chunks keep the syscall count low on large ranges; a small stack
-  // buffer when the heap says no.
-  constexpr std::size_t big = std::size_t{1} << 20;
-  alignas(64) unsigned char small[16384];
-  unsigned char* heap = n > sizeof small ? new (std::nothrow) unsigned char[big] : nullptr;
-  unsigned char* buf = heap ? heap : small;
-  const std::size_t cap = heap ? big : sizeof small;
-  struct owner {
-    unsigned char* p;
-    ~owner() { delete[] p; }
-  } free_heap{heap};
-  while (n > 0) {
-    const std::size_t chunk = n < cap ? static_cast<std::size_t>(n) : cap;
-    const ssize_t r = sys::pread(fd, buf, chunk, static_cast<off_t>(start));
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return errno;
-    }
-    if (r == 0) return 0;  // the file shrank under us: nothing left to rewrite
-    std::size_t done = 0;
-    while (done < static_cast<std::size_t>(r)) {
-      const ssize_t w = sys::pwrite(fd, buf + done, static_cast<std::size_t>(r) - done,
-                                    static_cast<off_t>(start + done));
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        return errno;
-      }
-      done += static_cast<std::size_t>(w);
-    }
-    start += static_cast<std::uint64_t>(r);
-    n -= static_cast<std::uint64_t>(r);
-  }
-  return 0;
-}
-
-// Makes [offset, end) allocated, written and unshared, growing the file to
-// `end` when `extend`. On failure the file's size is restored and no byte
-// of existing data has changed (blocks allocated so far stay allocated and
-// read as zeros).
-inline std::error_code stabilise(int fd, std::uint64_t offset, std::uint64_t end, std::uint64_t old_size,
-                                 const seal_options& options, seal_report& report) noexcept {
-  const std::uint64_t length = end - offset;
-  bool grew = false;
-  auto fail_with = [&](std::error_code ec) noexcept {
-    if (grew) (void)sys::ftruncate(fd, static_cast<off_t>(old_size));
-    return ec;
-  };
-  // Dirty page-cache data over an unwritten extent reads back as data but
-  // FIEMAP still says "unwritten": write it back first so that the scan
-  // sees the truth (this also resolves delayed allocations).
-  if (fdatasync_retry(fd) != 0) return seal_errno(errno, "seal: fdatasync (before scanning)");
-
-  block_map_summary before{};
-  const int scan = summarise_block_map(fd, offset, length, before);
-  if (scan != 0 && !fiemap_unsupported(scan)) return seal_errno(scan, "seal: FS_IOC_FIEMAP");
-  if (scan != 0) {
-    if (!options.allow_unverifiable)
-      return fail(errc::block_map_unverifiable,
-                  "seal: the file system cannot report its block map (FS_IOC_FIEMAP: %s), so the range cannot be "
-                  "verified; nothing was changed (set seal_options::allow_unverifiable to allocate and sync "
-                  "without verification)",
-                  errno_name(scan));
-    // Unverifiable: allocate and sync, report verified = false.
-    if (sys::fallocate(fd, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset), static_cast<off_t>(length)) != 0 &&
-        errno != EOPNOTSUPP)
-      return seal_errno(errno, "seal: fallocate");
-    if (end > old_size) {
-      if (sys::ftruncate(fd, static_cast<off_t>(end)) != 0) return seal_errno(errno, "seal: ftruncate (extend)");
-      grew = true;
-      report.extended = true;
-    }
-    if (fdatasync_retry(fd) != 0) return fail_with(seal_errno(errno, "seal: fdatasync"));
-    report.verified = false;
-    return {};
-  }
-
-  // Refuse up front when the free space clearly cannot cover the holes and
-  // shared bytes (f_bfree: the most the file system could ever give us).
-  const std::uint64_t needed = before.hole_bytes + before.shared_bytes;
-  struct statfs sfs {};
-  if (needed > 0 && sys::fstatfs(fd, &sfs) == 0) {
-    const std::uint64_t free_bytes = static_cast<std::uint64_t>(sfs.f_bfree) * static_cast<std::uint64_t>(sfs.f_bsize);
-    if (needed > free_bytes) {
-      set_detail("seal: ENOSPC: the range needs %llu bytes of new blocks (%llu in holes, %llu shared) but the file "
-                 "system has %llu free; nothing was changed",
-                 static_cast<unsigned long long>(needed), static_cast<unsigned long long>(before.hole_bytes),
-                 static_cast<unsigned long long>(before.shared_bytes), static_cast<unsigned long long>(free_bytes));
-      return errno_code(ENOSPC);
-    }
-  }
-
-  // Where mapping is impossible, pages are written back with pwrite, which
-  // O_APPEND would turn into appends and O_DIRECT refuse unaligned.
-  const int fl = sys::fcntl(fd, F_GETFL);
-  const bool pwrite_unsafe = fl < 0 || (fl & (O_APPEND | O_DIRECT)) != 0;
-  bool refused = false;
-  auto make_written = [&](std::uint64_t start, std::uint64_t n, std::uint64_t file_size) noexcept {
-    const int r = dirty_range(fd, start, n, file_size);
-    if (r != ENODEV) return r;
-    if (pwrite_unsafe) {
-      refused = true;
-      return EINVAL;
-    }
-    return rewrite_range(fd, start, n, file_size);
-  };
-  auto refusal = [&]() noexcept {
-    return fail(errc::invalid_argument,
-                "seal: the file cannot be mapped here and its descriptor is open with O_APPEND or O_DIRECT, so its "
-                "blocks cannot be written in place; size and data are unchanged (pass a descriptor without "
-                "O_APPEND/O_DIRECT)");
-  };
-
-  // 1. Allocate holes (only holes), without changing the size.
-  int err = walk_block_map(fd, offset, length, 0, [&](std::uint64_t start, std::uint64_t n, unsigned p) {
-    if (!(p & extent_hole)) return 0;
-    if (sys::fallocate(fd, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(start), static_cast<off_t>(n)) == 0) {
-      report.allocated_bytes += n;
-      return 0;
-    }
-    // No fallocate here: dirtying the hole's pages allocates it (within EOF).
-    if (errno == EOPNOTSUPP) {
-      report.allocated_bytes += n;
-      return make_written(start, n, old_size);
-    }
-    return errno;
-  });
-  report.allocated_bytes += before.delalloc_bytes;
-  if (refused) return refusal();
-  if (err != 0) return seal_errno(err, "seal: allocating holes (fallocate)");
-
-  // 2. Grow the file now that every block it gains is reserved.
-  if (end > old_size) {
-    if (sys::ftruncate(fd, static_cast<off_t>(end)) != 0) return seal_errno(errno, "seal: ftruncate (extend)");
-    grew = true;
-    report.extended = true;
-  }
-  const std::uint64_t size = end > old_size ? end : old_size;
-
-  // 3. Unshare reflinked extents; 4. make unwritten ones written by dirtying
-  // their pages in place (dirty_range: no byte is ever written back, so a
-  // concurrent store is never lost).
-  bool unshare_supported = true;
-  err = walk_block_map(fd, offset, length, 0, [&](std::uint64_t start, std::uint64_t n, unsigned p) {
-    if (p & extent_shared) {
-      if (unshare_supported && sys::fallocate(fd, FALLOC_FL_UNSHARE_RANGE, static_cast<off_t>(start),
-                                              static_cast<off_t>(n)) == 0) {
-        report.unshared_bytes += n;
-      } else if (!unshare_supported || errno == EOPNOTSUPP || errno == EINVAL) {
-        unshare_supported = false;
-        report.rewrote_shared = true;
-        if (const int r = make_written(start, n, size)) return r;
-        report.unshared_bytes += n;
-      } else {
-        return errno;
-      }
-    }
-    if (p & (extent_unwritten | extent_not_plain)) {
-      if (const int r = make_written(start, n, size)) return r;
-      if (p & extent_unwritten) report.zeroed_bytes += n;
-    }
-    return 0;
-  });
-  if (refused) return fail_with(refusal());
-  if (err != 0) return fail_with(seal_errno(err, "seal: unsharing or writing extents"));
-
-  // 5. Make it durable, then 6. verify.
-  if (fdatasync_retry(fd) != 0) return fail_with(seal_errno(errno, "seal: fdatasync"));
-  block_map_summary after{};
-  if (const int e = summarise_block_map(fd, offset, length, after)) return fail_with(seal_errno(e, "seal: FIEMAP (verify)"));
-  if (!after.stable())
-    return fail_with(fail(errc::block_map_unstable,
-                          "seal: after stabilising, byte %llu of the range is still %s (%llu hole, %llu unwritten, "
-                          "%llu delalloc, %llu shared, %llu inline/encoded bytes)",
-                          static_cast<unsigned long long>(after.first_problem),
-                          extent_problem_name(after.first_problem_kind),
-                          static_cast<unsigned long long>(after.hole_bytes),
-                          static_cast<unsigned long long>(after.unwritten_bytes),
-                          static_cast<unsigned long long>(after.delalloc_bytes),
-                          static_cast<unsigned long long>(after.shared_bytes),
-                          static_cast<unsigned long long>(after.not_plain_bytes)));
-  report.extents = after.extents;
-  report.verified = true;
-  return {};
-}
-
-}  // namespace detail
-
 inline result<iomap_seal> iomap_seal::acquire(int fd, std::uint64_t offset, std::uint64_t length,
                                               seal_options options) noexcept {
   detail::clear_detail();
-  if (fd < 0) return detail::fail(errc::invalid_argument, "seal: negative file descriptor %d", fd);
   struct stat st {};
+  if (auto ec = check_request(fd, offset, length, options, st)) return ec;
+  const auto size = static_cast<std::uint64_t>(st.st_size);
+  iomap_seal s;
+  s.node_ = new (std::nothrow) detail::seal_node;
+  if (!s.node_) return detail::fail_errno(ENOMEM, "seal: allocating the registry entry");
+  if (auto ec = s.open_descriptor(fd, st, options.lease)) return ec;
+  s.offset_ = offset;
+  s.length_ = length;
+  s.kind_ = seal_kind::stabilised;
+  // Registered before stabilising, then wait for file.hpp helpers already
+  // past their seal check on this file: no helper change can interleave with
+  // (or follow) the stabilisation unseen. Removed again if acquire fails.
+  s.node_->dev = st.st_dev;
+  s.node_->ino = st.st_ino;
+  detail::seal_registry::add(s.node_);
+  detail::blockmap_changes::wait_idle(st.st_ino);
+
+  // Both kinds first make the range stable: a natively sealed file can no
+  // longer allocate, so a later fault on a hole could only fail.
+  detail::stabilise_report done{};
+  if (auto ec = detail::stabilise(s.fd_, offset, offset + length, size, options.allow_unverifiable, done)) return ec;
+  s.report_.extents = done.extents;
+  s.report_.allocated_bytes = done.allocated_bytes;
+  s.report_.zeroed_bytes = done.zeroed_bytes;
+  s.report_.unshared_bytes = done.unshared_bytes;
+  s.report_.rewrote_shared = done.rewrote_shared;
+  s.report_.verified = done.verified;
+  s.report_.extended = done.extended;
+  if (auto ec = s.pin_native(options.method, size)) return ec;
+  if (options.lease) {
+    if (auto ec = s.take_lease(options.lease_signal, size)) return ec;
+  }
+  return s;
+}
+
+inline std::error_code iomap_seal::check_request(int fd, std::uint64_t offset, std::uint64_t& length,
+                                                 seal_options& options, struct stat& st) noexcept {
+  if (fd < 0) return detail::fail(errc::invalid_argument, "seal: negative file descriptor %d", fd);
   if (detail::sys::fstat(fd, &st) != 0) return detail::fail_errno(errno, "seal: fstat");
   if (!S_ISREG(st.st_mode)) return detail::fail(errc::invalid_argument, "seal: not a regular file");
   const int access = detail::sys::fcntl(fd, F_GETFL);
@@ -543,96 +319,87 @@ inline result<iomap_seal> iomap_seal::acquire(int fd, std::uint64_t offset, std:
                         "seal: native seal not configured: the build does not define MAPDIRECT_F_MAY_SEAL_IOMAP and "
                         "MAPDIRECT_MAP_DIRECT_FLAG (the MAP_DIRECT series is not in mainline)");
 #endif
+  return {};
+}
 
-  iomap_seal s;
-  s.node_ = new (std::nothrow) detail::seal_node;
-  if (!s.node_) return detail::fail_errno(ENOMEM, "seal: allocating the registry entry");
-  if (options.lease) {
+inline std::error_code iomap_seal::open_descriptor(int fd, const struct stat& st, bool lease) noexcept {
+  if (lease) {
     // A write lease is granted only to the file's sole open file description:
     // a description of our own would leave the caller's open (EAGAIN). So the
     // lease goes on the caller's description, which the seal keeps a dup of.
-    s.fd_ = detail::sys::fcntl(fd, F_DUPFD_CLOEXEC, 3);
-    if (s.fd_ < 0) return detail::fail_errno(errno, "seal: fcntl(F_DUPFD_CLOEXEC)");
-  } else {
-    // A description of our own: none of the caller's O_APPEND/O_DIRECT, and
-    // write-back errors of its own. Never reopened while a seal of this
-    // process leases the file (the open would break that lease): then a dup.
-    const detail::own_descriptor own =
-        detail::reopen_description(fd, O_RDWR, detail::seal_registry::leased(st.st_dev, st.st_ino));
-    if (own.fd < 0) return detail::fail_errno(errno, "seal: reopening or duplicating the descriptor");
-    s.fd_ = own.fd;
+    fd_ = detail::sys::fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (fd_ < 0) return detail::fail_errno(errno, "seal: fcntl(F_DUPFD_CLOEXEC)");
+    return {};
   }
-  s.offset_ = offset;
-  s.length_ = length;
-  s.kind_ = seal_kind::stabilised;
-  // Registered before stabilising, then wait for file.hpp helpers already
-  // past their seal check on this file: no helper change can interleave with
-  // (or follow) the stabilisation unseen. Removed again if acquire fails.
-  s.node_->dev = st.st_dev;
-  s.node_->ino = st.st_ino;
-  detail::seal_registry::add(s.node_);
-  detail::blockmap_changes::wait_idle(st.st_ino);
+  // A description of our own: none of the caller's O_APPEND/O_DIRECT, and
+  // write-back errors of its own. Never reopened while a seal of this
+  // process leases the file (the open would break that lease): then a dup.
+  const detail::own_descriptor own =
+      detail::reopen_description(fd, O_RDWR, detail::seal_registry::leased(st.st_dev, st.st_ino));
+  if (own.fd < 0) return detail::fail_errno(errno, "seal: reopening or duplicating the descriptor");
+  fd_ = own.fd;
+  return {};
+}
 
-  // Both kinds first make the range stable: a natively sealed file can no
-  // longer allocate, so a later fault on a hole could only fail.
-  if (auto ec = detail::stabilise(s.fd_, offset, end, size, options, s.report_)) return ec;
-  // A later failure must not leave the file grown.
-  auto undo_growth = [&]() noexcept {
-    if (s.report_.extended) (void)detail::sys::ftruncate(s.fd_, static_cast<off_t>(size));
-  };
+inline void iomap_seal::undo_growth(std::uint64_t old_size) noexcept {
+  if (report_.extended) (void)detail::sys::ftruncate(fd_, static_cast<off_t>(old_size));
+}
 
+inline std::error_code iomap_seal::pin_native(seal_method method, std::uint64_t old_size) noexcept {
 #if defined(MAPDIRECT_F_MAY_SEAL_IOMAP) && defined(MAPDIRECT_MAP_DIRECT_FLAG)
-  if (options.method != seal_method::stabilised) {
-    if (detail::sys::fcntl(s.fd_, MAPDIRECT_F_MAY_SEAL_IOMAP, 1) == 0) {
-      s.kind_ = seal_kind::native;
-    } else {
-      const int e = errno;
-      if (e == EPERM || e == EACCES) {
-        undo_growth();
-        detail::set_detail("seal: fcntl(F_MAY_SEAL_IOMAP) refused with %s: sealing a block map needs "
-                           "CAP_LINUX_IMMUTABLE (or a descriptor passed by a process that has it)",
-                           detail::errno_name(e));
-        return detail::errno_code(e);
-      }
-      if (e == ETXTBSY) {
-        undo_growth();
-        return detail::seal_errno(e, "seal: fcntl(F_MAY_SEAL_IOMAP)");
-      }
-      const bool unknown = (e == EINVAL || e == EOPNOTSUPP || e == ENOTTY);
-      if (!unknown || options.method == seal_method::native) {
-        undo_growth();
-        if (unknown)
-          return detail::fail(errc::mode_unavailable,
-                              "seal: fcntl(F_MAY_SEAL_IOMAP) failed with %s: the kernel or file system has no native "
-                              "block-map seal",
-                              detail::errno_name(e));
-        return detail::fail_errno(e, "seal: fcntl(F_MAY_SEAL_IOMAP)");
-      }
-      // automatic: the kernel lacks the native seal; the stabilised one stands.
-    }
+  if (method == seal_method::stabilised) return {};
+  if (detail::sys::fcntl(fd_, MAPDIRECT_F_MAY_SEAL_IOMAP, 1) == 0) {
+    kind_ = seal_kind::native;
+    return {};
+  }
+  const int e = errno;
+  if (e == EPERM || e == EACCES) {
+    undo_growth(old_size);
+    detail::set_detail("seal: fcntl(F_MAY_SEAL_IOMAP) refused with %s: sealing a block map needs "
+                       "CAP_LINUX_IMMUTABLE (or a descriptor passed by a process that has it)",
+                       detail::errno_name(e));
+    return detail::errno_code(e);
+  }
+  if (e == ETXTBSY) {
+    undo_growth(old_size);
+    return detail::seal_errno(e, "seal: fcntl(F_MAY_SEAL_IOMAP)");
+  }
+  const bool unknown = (e == EINVAL || e == EOPNOTSUPP || e == ENOTTY);
+  if (!unknown || method == seal_method::native) {
+    undo_growth(old_size);
+    if (unknown)
+      return detail::fail(errc::mode_unavailable,
+                          "seal: fcntl(F_MAY_SEAL_IOMAP) failed with %s: the kernel or file system has no native "
+                          "block-map seal",
+                          detail::errno_name(e));
+    return detail::fail_errno(e, "seal: fcntl(F_MAY_SEAL_IOMAP)");
+  }
+  // automatic: the kernel lacks the native seal; the stabilised one stands.
+#else
+  (void)method;
+  (void)old_size;
+#endif
+  return {};
+}
+
+inline std::error_code iomap_seal::take_lease(int signal, std::uint64_t old_size) noexcept {
+  // Flag first: from the moment the lease exists, no part of mapdirect in
+  // this process may open the file again (that open would break it).
+  node_->leased.store(true, std::memory_order_release);
+  std::error_code ec = detail::file_lease::take(fd_, signal, lease_);
+  if (!ec) return {};
+  node_->leased.store(false, std::memory_order_release);
+#if defined(MAPDIRECT_F_MAY_SEAL_IOMAP) && defined(MAPDIRECT_MAP_DIRECT_FLAG)
+  // Unpin first: a natively sealed file refuses the ftruncate of undo_growth.
+  if (kind_ == seal_kind::native) {
+    const int saved = errno;
+    (void)detail::sys::fcntl(fd_, MAPDIRECT_F_MAY_SEAL_IOMAP, 0);
+    kind_ = seal_kind::stabilised;
+    errno = saved;
   }
 #endif
-
-  if (options.lease) {
-    // Flag first: from the moment the lease exists, no part of mapdirect in
-    // this process may open the file again (that open would break it).
-    s.node_->leased.store(true, std::memory_order_release);
-    if (auto ec = detail::file_lease::take(s.fd_, options.lease_signal, s.lease_)) {
-      s.node_->leased.store(false, std::memory_order_release);
-#if defined(MAPDIRECT_F_MAY_SEAL_IOMAP) && defined(MAPDIRECT_MAP_DIRECT_FLAG)
-      // Unpin first: a natively sealed file refuses the ftruncate of undo_growth.
-      if (s.kind_ == seal_kind::native) {
-        const int saved = errno;
-        (void)detail::sys::fcntl(s.fd_, MAPDIRECT_F_MAY_SEAL_IOMAP, 0);
-        s.kind_ = seal_kind::stabilised;
-        errno = saved;
-      }
-#endif
-      undo_growth();
-      return ec;
-    }
-  }
-  return s;
+  undo_growth(old_size);
+  return ec;
 }
 
 inline result<std::uint64_t> iomap_seal::verify() const noexcept {

@@ -32,10 +32,10 @@ MUTANTS = [
          r"(void)0;", 1, 1),
     ]),
     ("ring-fsync-nop", "ring", "ring fsync replaced by a no-op (io_uring_prep_fsync -> io_uring_prep_nop)", [
-        ("async.hpp", r"io_uring_prep_fsync\(\s*(\w+)\s*,[^;]*\);", r"io_uring_prep_nop(\1);", 1, 9),
+        ("detail/uring_backend.hpp", r"io_uring_prep_fsync\(\s*(\w+)\s*,[^;]*\);", r"io_uring_prep_nop(\1);", 1, 9),
     ]),
     ("ring-covers-late", "async", "a flush completion also completes requests enqueued after it started", [
-        ("async.hpp", r"r->ticket <= cover\b", r"(r->ticket <= cover || true)", 1, 1),
+        ("detail/commit_core.hpp", r"r->ticket <= cover\b", r"(r->ticket <= cover || true)", 1, 1),
     ]),
     ("page-persist-no-msync", "seam", "msync removed from page-granular persist", [
         ("mapping.hpp", r"(?:detail::)?sys::msync\([^;]*?MS_SYNC\)", r"0", 1, 9),
@@ -53,17 +53,17 @@ MUTANTS = [
     # The pass still runs (so the report keeps its extent count): only its
     # verdict is dropped, as a seal that never looked would do.
     ("seal-no-verify", "seam", "seal ignores its verify pass (block map after stabilising not checked)", [
-        ("seal.hpp", r"!after\.stable\(\)", r"false", 1, 1),
+        ("detail/fiemap.hpp", r"!after\.stable\(\)", r"false", 1, 1),
     ]),
     ("repair-writes-nothing", "guard", "repair pretends to pwrite and writes nothing", [
-        ("guard.hpp", r"sys::pwrite\(out\.fd,[^;]*\)(?=;)", r"static_cast<ssize_t>(n - done)", 1, 1),
+        ("detail/file_io.hpp", r"sys::pwrite\(out\.fd,[^;]*\)(?=;)", r"static_cast<ssize_t>(n - done)", 1, 1),
     ]),
     # Documented claims (tests/unit/test_claims.cpp, test_mapping.cpp).
     ("repair-efault-not-media", "claims", "repair treats EFAULT from the recovery write as a plain errno, not media_error", [
-        ("guard.hpp", r"\(errno == EIO \|\| errno == EFAULT\)", r"errno == EIO", 1, 1),
+        ("detail/file_io.hpp", r"\(errno == EIO \|\| errno == EFAULT\)", r"errno == EIO", 1, 1),
     ]),
     ("seal-no-free-space-check", "claims", "seal does not check free space before allocating", [
-        ("seal.hpp", r"if \(needed > free_bytes\)", r"if (false && needed > free_bytes)", 1, 1),
+        ("detail/fiemap.hpp", r"if \(needed <= free_bytes\) return \{\};", r"return {};", 1, 1),
     ]),
     ("statx-mask-ignored", "claims", "STATX_ATTR_DAX trusted without its stx_attributes_mask bit", [
         ("mapping.hpp", r"\(stx\.stx_attributes_mask & STATX_ATTR_DAX\)", r"(true)", 1, 1),

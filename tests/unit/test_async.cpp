@@ -2,6 +2,7 @@
 // backends, errors injected through the seam, destruction in flight.
 #if defined(MAPDIRECT_TEST_URING)
 #include "catch.hpp"
+#include "process_support.hpp"
 #include "test_support.hpp"
 
 #include <mapdirect/async.hpp>
@@ -521,6 +522,40 @@ TEST_CASE("async: bad input is refused with a clear error and changes nothing", 
   CHECK(f.read_all() == std::string(8192, '\0'));
 }
 
+// Review finding (issue 11): the mapping already knows its file's st_dev and
+// st_ino, so a request must not fstat the descriptor again.
+TEST_CASE("async: requests on a mapping do not fstat its descriptor per request", "[async]") {
+  struct counting_interposer : syscall_interposer {
+    std::atomic<int> target{-1};
+    std::atomic<int> fstats{0};
+    int fstat(int fd, struct stat* st) noexcept override {
+      if (fd == target.load()) fstats.fetch_add(1);
+      return syscall_interposer::fstat(fd, st);
+    }
+  };
+  temp_file f(mdtest::test_dir(), 8192);
+  for (const bool force_thread : {true, false}) {
+    auto g = make_committer(force_thread);
+    auto m = map_file(f, 8192);
+    counting_interposer ci;
+    scoped_syscall_interposer scope(ci);
+    std::memset(m.data(), 'x', 8192);
+    REQUIRE(g.persist(m, 0, 100));  // the file's first request opens its lane (once per file)
+    ci.target = m.native_handle();
+    for (int i = 0; i < 4; ++i) {
+      auto h = g.persist_async(m, 0, 100);
+      REQUIRE(h);
+      REQUIRE(h.value().wait());
+      REQUIRE(g.persist(m, 4096, 100));
+    }
+    g.attach(m);
+    REQUIRE(m.persist(0, 8192));
+    g.detach(m);
+    CHECK(ci.fstats.load() == 0);
+    CHECK(g.stats().requests == 10);
+  }
+}
+
 TEST_CASE("async: an event loop learns of completions through notify_fd", "[async]") {
   for (bool force : {true, false}) {
     if (!force && !io_uring_usable()) continue;
@@ -600,7 +635,7 @@ struct refusing_interposer : gated_interposer {
   std::atomic<bool> refuse{true};
   std::atomic<int> refused{0};
   int open(const char* path, int flags, mode_t mode) noexcept override {
-    if (refuse && std::strncmp(path, "/proc/self/fd/", 14) == 0) {
+    if (refuse && mdtest::is_reopen_path(path)) {
       ++refused;
       errno = EACCES;
       return -1;

@@ -4,6 +4,7 @@
 // and the second report success for data the kernel had dropped.
 #include "catch.hpp"
 #include "loopfs.hpp"
+#include "process_support.hpp"
 #include "test_support.hpp"
 
 #include <mapdirect/mapdirect.hpp>
@@ -132,15 +133,7 @@ TEST_CASE("map() takes an open file description of its own, or says why it share
   CHECK((::fcntl(b.value().native_handle(), F_GETFL) & O_NONBLOCK) == 0);
 
   SECTION("a refused reopen falls back to a dup and says so") {
-    struct refuse_reopen : syscall_interposer {
-      int open(const char* path, int flags, mode_t mode) noexcept override {
-        if (std::strncmp(path, "/proc/self/fd/", 14) == 0) {
-          errno = EACCES;
-          return -1;
-        }
-        return syscall_interposer::open(path, flags, mode);
-      }
-    } refuse;
+    mdtest::no_reopen refuse;
     scoped_syscall_interposer seam(refuse);
     auto c = direct_mapping::map(f.fd(), 0, 4096);
     REQUIRE(c);
@@ -164,21 +157,8 @@ TEST_CASE("close() of a mapping keeps the caller's POSIX record locks", "[mappin
     REQUIRE(m);
     REQUIRE(m.value().close());
   }
-  // Another process must still see the lock.
-  const pid_t pid = ::fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    const int fd = ::open(f.path().c_str(), O_RDWR | O_CLOEXEC);
-    struct flock q {};
-    q.l_type = F_WRLCK;
-    q.l_whence = SEEK_SET;
-    if (fd < 0 || ::fcntl(fd, F_GETLK, &q) != 0) ::_exit(2);
-    ::_exit(q.l_type == F_UNLCK ? 1 : 0);
-  }
-  int status = 0;
-  REQUIRE(::waitpid(pid, &status, 0) == pid);
-  REQUIRE(WIFEXITED(status));
-  CHECK(WEXITSTATUS(status) == 0);  // 1: the lock was dropped by close()
+  // Another process must still see the lock (false: it was dropped by close()).
+  CHECK(mdtest::child_sees_lock(f.path(), 0, 0));
   lk.l_type = F_UNLCK;
   ::fcntl(f.fd(), F_SETLK, &lk);
   mapdirect::detail::deferred_closes::retry();

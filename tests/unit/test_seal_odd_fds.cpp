@@ -3,6 +3,7 @@
 // conversion of unwritten extents (item 9), the process's POSIX record locks
 // (issue 17), and file.hpp's helpers racing an acquire in another thread.
 #include "catch.hpp"
+#include "process_support.hpp"
 #include "test_support.hpp"
 
 #include <mapdirect/mapdirect.hpp>
@@ -104,38 +105,11 @@ bool make_mixed(const temp_file& f, std::uint64_t size, std::string& why) {
   return true;
 }
 
-// Refuses every reopen through /proc/self/fd (an unprivileged worker's EACCES).
-struct no_reopen : syscall_interposer {
-  int open(const char* path, int flags, mode_t mode) noexcept override {
-    if (std::strncmp(path, "/proc/self/fd/", 14) == 0) {
-      errno = EACCES;
-      return -1;
-    }
-    return syscall_interposer::open(path, flags, mode);
-  }
-};
+using mdtest::no_reopen;
 
 // F_GETLK from another process: does it see this process's lock on [start, start+len)?
 bool child_sees_lock(const std::string& path, off_t start, off_t len) {
-  const pid_t parent = ::getpid();
-  const pid_t pid = ::fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    ::alarm(30);  // anti-hang only
-    const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
-    if (fd < 0) ::_exit(2);
-    struct flock l {};
-    l.l_type = F_WRLCK;
-    l.l_whence = SEEK_SET;
-    l.l_start = start;
-    l.l_len = len;
-    if (::fcntl(fd, F_GETLK, &l) != 0) ::_exit(3);
-    ::_exit(l.l_type != F_UNLCK && l.l_pid == parent ? 0 : 1);
-  }
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  return mdtest::child_sees_lock(path, start, len, ::getpid());
 }
 }  // namespace
 

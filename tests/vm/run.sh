@@ -55,7 +55,9 @@
 # instead of a failure), MAPDIRECT_VM_STEP_TIMEOUT (seconds per guest step,
 # default 300; MAPDIRECT_VM_GROUP_TIMEOUT, default 180, for the groups),
 # MAPDIRECT_VM_SMP (vCPUs, default 1), MAPDIRECT_VM_KILLS, MAPDIRECT_VM_SEED,
-# MAPDIRECT_VM_BIN_DIR, MAPDIRECT_VM_WORK_DIR, MAPDIRECT_VM_CACHE_DIR.
+# MAPDIRECT_VM_BIN_DIR, MAPDIRECT_VM_WORK_DIR, MAPDIRECT_VM_CACHE_DIR,
+# MAPDIRECT_VM_SQLITE (0: no SQLite power cuts, tests/vm/lib/powerloss-sqlite.sh),
+# MAPDIRECT_VM_SQLITE_BENCH (its benchmark's options; 0: none).
 #
 # Besides the steps' exit statuses, a configuration fails when the guest
 # kernel console shows BUG:, WARNING:, Oops or a general protection fault,
@@ -856,10 +858,14 @@ run_config() {
         PAYLOAD_BINS=durable_log boot final "$env" "$steps" 0 300
         pl_check_recovery "$cfgdir/final.results" recover "final boot" || { pl="FAILED"; status=1; }
     fi
+    if [ "${MAPDIRECT_VM_SQLITE:-1}" = 1 ]; then
+        run_sqlite_powerloss || status=1
+    fi
     [ "$CONSOLE_BAD" = 0 ] || status=1
     local summary="suite $su; powerloss $pl"
     [ "$do_powerloss" = 1 ] && summary+=" ($PL_KILLS kills, $PL_TOTAL_ACKS acknowledged records, highest seq $PL_MAX_ACK)"
     [ "$do_suite" = 1 ] && summary+="; ${SKIP_COUNT:-0} skipped tests (listed above, WARN lines)"
+    [ "${MAPDIRECT_VM_SQLITE:-1}" = 1 ] && summary+="; sqlite $SQ_SUMMARY"
     [ "$CONSOLE_BAD" = 0 ] || summary+="; kernel console reported a problem"
     if [ $status = 0 ]; then
         log "PASS in $((SECONDS - t0))s: $summary"
@@ -868,6 +874,9 @@ run_config() {
     fi
     return $status
 }
+
+# SQLite power cuts (issue 14): run_sqlite_powerloss, SQ_SUMMARY.
+. "$HERE/lib/powerloss-sqlite.sh"
 
 # ---------------------------------------------------------------------------
 main() {

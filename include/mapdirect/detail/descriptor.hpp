@@ -121,9 +121,6 @@ inline bool process_holds_posix_lock(int fd, const struct stat& st) noexcept {
   return proc_locks_lists_posix_lock(st.st_ino);
 }
 
-/// As process_holds_posix_lock(fd, st) for an inode known only by number.
-inline bool process_holds_posix_lock(ino_t ino) noexcept { return proc_locks_lists_posix_lock(ino); }
-
 /// The file offset mapdirect parks its own descriptions at. mapdirect never
 /// reads or writes through the offset of a description it opened (mmap,
 /// pread, pwrite), so the offset tags it: a descriptor number the
@@ -361,12 +358,11 @@ inline own_descriptor reopen_description(int fd, int access, bool avoid_reopen =
   if (avoid_reopen) why = EBUSY;
   else if (const int lease = sys::fcntl(fd, F_GETLEASE); lease > 0 && lease != F_UNLCK) why = EBUSY;
   if (why == 0) {
-    char path[40];
-    std::snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    const sys::proc_fd_path path(fd);
     int nfd = -1;
     {
       const stdio_placeholders low;  // never hand out 0..2 (see there)
-      nfd = sys::open(path, access | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0);
+      nfd = sys::open(path.c_str(), access | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0);
     }
     if (nfd >= 0) {
       struct stat got {};

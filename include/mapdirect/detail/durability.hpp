@@ -106,9 +106,7 @@ class durability_registry {
   static int pin_inode(int fd, dev_t dev, ino_t ino) noexcept {
     if (fd < 0) return -1;
     const int saved = errno;
-    char path[40];
-    std::snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
-    int pin = sys::open(path, O_PATH | O_CLOEXEC);
+    int pin = sys::open(sys::proc_fd_path(fd).c_str(), O_PATH | O_CLOEXEC);
     struct stat st {};
     if (pin >= 0 && (sys::fstat(pin, &st) != 0 || st.st_dev != dev || st.st_ino != ino)) {
       sys::close_quietly(pin);

@@ -4,6 +4,7 @@
 #define MAPDIRECT_DETAIL_ND_HPP
 
 #include "../config.hpp"
+#include "../persist.hpp"  // persistence_domain (public; defined next to flush_instruction)
 #include "syscall.hpp"
 
 #include <dirent.h>
@@ -13,23 +14,6 @@
 #include <cstring>
 
 MAPDIRECT_BEGIN_NAMESPACE
-
-/// Where a store becomes persistent (the nd region's persistence_domain).
-enum class persistence_domain {
-  unknown,            ///< not persistent memory, or not resolvable: assume the least
-  memory_controller,  ///< ADR: stores persist once flushed from the CPU caches
-  cpu_cache,          ///< eADR: stores persist once globally visible (a fence suffices)
-};
-
-/// Name of a persistence domain ("cpu_cache").
-constexpr const char* to_string(persistence_domain d) noexcept {
-  switch (d) {
-    case persistence_domain::unknown: return "unknown";
-    case persistence_domain::memory_controller: return "memory_controller";
-    case persistence_domain::cpu_cache: return "cpu_cache";
-  }
-  return "?";
-}
 
 namespace detail {
 // Aggregate over every region found: cpu_cache only if all say so.

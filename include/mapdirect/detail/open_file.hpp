@@ -133,10 +133,8 @@ inline std::error_code check_owner(const struct stat& dir, const struct stat& fi
 /// For a last component that is a symbolic link (followed): the stat of the
 /// directory that holds the file it resolved to (through /proc/self/fd).
 inline bool resolved_parent_stat(int opath, struct stat& dir) noexcept {
-  char link[40];
-  std::snprintf(link, sizeof link, "/proc/self/fd/%d", opath);
   char target[PATH_MAX];
-  const ssize_t n = sys::readlink(link, target, sizeof target - 1);
+  const ssize_t n = sys::readlink(sys::proc_fd_path(opath).c_str(), target, sizeof target - 1);
   if (n <= 0 || target[0] != '/') return false;
   target[n] = '\0';
   char* slash = std::strrchr(target, '/');
@@ -233,7 +231,7 @@ inline std::error_code open_existing(int dirfd, const char* name, const char* pa
   }
   // Reuse a descriptor kept open for the process's record locks (no new one
   // that could not be closed until they are released).
-  if (deferred_closes::pending() != 0 && process_holds_posix_lock(st.st_ino)) {
+  if (deferred_closes::pending() != 0 && proc_locks_lists_posix_lock(st.st_ino)) {
     const int again = deferred_closes::take(st.st_dev, st.st_ino, rules.access);
     if (again >= 0) {
       fd_out = again;
@@ -250,9 +248,7 @@ inline std::error_code open_existing(int dirfd, const char* name, const char* pa
       // fails (ELOOP) instead of creating its target.
       fd = sys::openat(dirfd, name, flags | O_CREAT | (last_is_link ? 0 : O_NOFOLLOW), rules.permissions);
     } else {
-      char proc[40];
-      std::snprintf(proc, sizeof proc, "/proc/self/fd/%d", opath.get());
-      fd = sys::open(proc, flags, 0);
+      fd = sys::open(sys::proc_fd_path(opath.get()).c_str(), flags, 0);
     }
   }
   if (fd < 0) {
@@ -305,9 +301,7 @@ inline int link_tmpfile(int fd, int dirfd, const char* name) noexcept {
   if (sys::linkat(fd, "", dirfd, name, AT_EMPTY_PATH) == 0) return 0;
   int e = errno;
   if (e != ENOENT && e != EPERM && e != EACCES && e != EINVAL) return e;
-  char proc[40];
-  std::snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
-  if (sys::linkat(AT_FDCWD, proc, dirfd, name, AT_SYMLINK_FOLLOW) == 0) return 0;
+  if (sys::linkat(AT_FDCWD, sys::proc_fd_path(fd).c_str(), dirfd, name, AT_SYMLINK_FOLLOW) == 0) return 0;
   e = errno;
   return e;
 }
