@@ -161,7 +161,9 @@ class persist_handle {
  public:
   /// An empty handle (valid() is false).
   persist_handle() noexcept = default;
+  /// Takes over `o`'s request; `o` becomes empty.
   persist_handle(persist_handle&& o) noexcept;
+  /// Releases this handle's request (as its destructor does), then takes over `o`'s.
   persist_handle& operator=(persist_handle&& o) noexcept;
   persist_handle(const persist_handle&) = delete;
   persist_handle& operator=(const persist_handle&) = delete;
@@ -210,7 +212,9 @@ class group_committer {
  public:
   /// An empty committer (every call fails with errc::not_mapped).
   group_committer() noexcept = default;
+  /// Takes over `o`'s committer; `o` becomes empty.
   group_committer(group_committer&& o) noexcept : core_(std::exchange(o.core_, nullptr)) {}
+  /// Stops this committer (as its destructor does), then takes over `o`'s.
   group_committer& operator=(group_committer&& o) noexcept;
   group_committer(const group_committer&) = delete;
   group_committer& operator=(const group_committer&) = delete;

@@ -88,12 +88,21 @@ class access_error {
   /// True when this error comes from a fault inside a guard.
   bool is_fault() const noexcept { return address_ != nullptr; }
 
+  /// The error value (an errc or errno value, as code() shows).
   int value() const noexcept { return value_; }
+  /// The error category of code().
   const std::error_category& category() const noexcept { return code().category(); }
+  /// code().message().
   std::string message() const { return code().message(); }
+  /// True when this holds an error.
   explicit operator bool() const noexcept { return value_ != 0; }
+  /// The error as a std::error_code (offset and length dropped).
   operator std::error_code() const noexcept { return code(); }  // NOLINT: implicit on purpose
 
+  /// @name Comparisons
+  /// @{
+
+  /// Compares code() with a std::error_code or std::error_condition (offset and length are not compared).
   friend bool operator==(const access_error& a, const std::error_code& b) noexcept { return a.code() == b; }
   friend bool operator==(const std::error_code& b, const access_error& a) noexcept { return a.code() == b; }
   friend bool operator!=(const access_error& a, const std::error_code& b) noexcept { return !(a.code() == b); }
@@ -102,6 +111,7 @@ class access_error {
   friend bool operator==(const std::error_condition& b, const access_error& a) noexcept { return a.code() == b; }
   friend bool operator!=(const access_error& a, const std::error_condition& b) noexcept { return !(a.code() == b); }
   friend bool operator!=(const std::error_condition& b, const access_error& a) noexcept { return !(a.code() == b); }
+  /// @}
 
  private:
   // Not a std::error_code member: its default constructor calls

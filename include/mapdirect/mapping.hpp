@@ -170,7 +170,7 @@ struct shrink_options {
 
 /// One rung of the ladder as map() tried it.
 struct map_attempt {
-  map_mode mode = map_mode::shared;
+  map_mode mode = map_mode::shared;  ///< the rung
   bool attempted = false;  ///< false: skipped (see cause)
   int error = 0;           ///< errno of the attempt, 0 on success
   const char* cause = "";  ///< likely cause, in words
@@ -178,8 +178,8 @@ struct map_attempt {
 
 /// What map() tried, strongest first.
 struct map_ladder {
-  map_attempt steps[3];
-  std::size_t count = 0;
+  map_attempt steps[3];  ///< the rungs tried or skipped, steps[0] first
+  std::size_t count = 0;  ///< how many of steps are filled in
 };
 
 /// Something that can make a page-granular range durable on map()'s behalf
@@ -303,7 +303,9 @@ class direct_mapping {
  public:
   /// An empty object (no mapping).
   direct_mapping() noexcept = default;
+  /// Takes over `other`'s mapping; `other` becomes empty.
   direct_mapping(direct_mapping&& other) noexcept { swap(other); }
+  /// Unmaps this object's mapping (as close(), errors dropped), then takes over `other`'s.
   direct_mapping& operator=(direct_mapping&& other) noexcept {
     if (this != &other) {
       direct_mapping tmp(std::move(other));
@@ -361,6 +363,7 @@ class direct_mapping {
   map_access access() const noexcept { return access_; }
   /// True when this object holds a mapping.
   bool is_mapped() const noexcept { return data_ != nullptr; }
+  /// is_mapped().
   explicit operator bool() const noexcept { return is_mapped(); }
   /// File offset of data()[0].
   std::uint64_t file_offset() const noexcept { return offset_; }
@@ -601,7 +604,7 @@ class direct_mapping {
   }
 
   /// Unmaps now (and closes the mapping's fd, keeping the process's POSIX
-  /// record locks on the file: see detail::close_keeping_locks). Closing an
+  /// record locks on the file: README "mapdirect and your record locks"). Closing an
   /// empty object succeeds and does nothing. Not concurrent-safe.
   /// Errors: munmap/close errno codes; the object is empty afterwards either way.
   result<void> close() noexcept {
@@ -648,6 +651,7 @@ class direct_mapping {
     swap(persister_, o.persister_);
     swap(seal_, o.seal_);
   }
+  /// Exchanges two mappings.
   friend void swap(direct_mapping& a, direct_mapping& b) noexcept { a.swap(b); }
 
   /// Which mode map() would obtain for fd (opened O_RDWR), found by mapping

@@ -124,7 +124,9 @@ class iomap_seal {
  public:
   /// An empty seal.
   iomap_seal() noexcept = default;
+  /// Takes over `o`'s seal; `o` becomes empty.
   iomap_seal(iomap_seal&& o) noexcept { swap(o); }
+  /// Releases this seal (as release(), errors dropped), then takes over `o`'s.
   iomap_seal& operator=(iomap_seal&& o) noexcept {
     if (this != &o) {
       iomap_seal tmp(std::move(o));
@@ -158,6 +160,7 @@ class iomap_seal {
 
   /// True when this object holds a seal.
   bool is_held() const noexcept { return fd_ >= 0; }
+  /// is_held().
   explicit operator bool() const noexcept { return is_held(); }
   /// Native or stabilised.
   seal_kind kind() const noexcept { return kind_; }
@@ -165,8 +168,9 @@ class iomap_seal {
   bool verified() const noexcept { return report_.verified; }
   /// What acquire() found and did.
   const seal_report& report() const noexcept { return report_; }
-  /// The sealed range.
+  /// Start of the sealed range.
   std::uint64_t offset() const noexcept { return offset_; }
+  /// Length of the sealed range.
   std::uint64_t length() const noexcept { return length_; }
   /// The seal's own descriptor (its own description, or with a lease a duplicate of acquire's fd), or -1.
   int native_handle() const noexcept { return fd_; }
@@ -212,6 +216,7 @@ class iomap_seal {
     swap(node_, o.node_);
     lease_.swap(o.lease_);
   }
+  /// Exchanges two seals.
   friend void swap(iomap_seal& a, iomap_seal& b) noexcept { a.swap(b); }
 
  private:

@@ -48,6 +48,10 @@ MAPDIRECT_BEGIN_NAMESPACE
 class syscall_interposer {
  public:
   virtual ~syscall_interposer() = default;
+  /// @name System calls
+  /// @{
+
+  /// Each of these makes the libc call of the same name; override one to inject an errno.
   virtual int open(const char* path, int flags, mode_t mode) noexcept { return ::open(path, flags, mode); }
   virtual int openat(int dirfd, const char* path, int flags, mode_t mode) noexcept {
     return ::openat(dirfd, path, flags, mode);
@@ -104,16 +108,18 @@ class syscall_interposer {
   virtual ssize_t read(int fd, void* buf, std::size_t n) noexcept { return ::read(fd, buf, n); }
   // Also called from seal.hpp's lease-break signal handler (write is async-signal-safe).
   virtual ssize_t write(int fd, const void* buf, std::size_t n) noexcept { return ::write(fd, buf, n); }
-  // The group committer's io_uring (async.hpp), observable and scriptable by tests:
-  // ring_sqe: each SQE, as queued (IORING_OP_* opcode, its fd, op flags such as
-  // IORING_FSYNC_DATASYNC, user_data); ring_submit: io_uring_submit's result, returns
-  // the one acted upon (a failure here leaves submitted SQEs in flight, as a real one
-  // can); ring_cqe: each CQE just before it is acted upon, on the reaping thread (may
-  // block to hold that completion, or change res to inject a failure).
+  /// @}
+  // The group committer's io_uring (async.hpp), observable and scriptable by tests.
+  /// Sees each SQE as queued: IORING_OP_* opcode, its fd, op flags such as
+  /// IORING_FSYNC_DATASYNC, user_data.
   virtual void ring_sqe(unsigned opcode, int fd, unsigned op_flags, std::uint64_t user_data) noexcept {
     (void)opcode, (void)fd, (void)op_flags, (void)user_data;
   }
+  /// Sees io_uring_submit's result and returns the one acted upon (a failure
+  /// here leaves submitted SQEs in flight, as a real one can).
   virtual int ring_submit(int result) noexcept { return result; }
+  /// Sees each CQE just before it is acted upon, on the reaping thread; may
+  /// block to hold that completion, or change res to inject a failure.
   virtual void ring_cqe(std::uint64_t& user_data, int& res) noexcept { (void)user_data, (void)res; }
 };
 
@@ -131,6 +137,7 @@ inline std::atomic<syscall_interposer*>& active_interposer() noexcept {
 /// interposer must outlive the scope and every call already routed to it.
 class scoped_syscall_interposer {
  public:
+  /// Installs `i` until this object is destroyed.
   explicit scoped_syscall_interposer(syscall_interposer& i) noexcept
       : previous_(detail::active_interposer().exchange(&i, std::memory_order_acq_rel)) {}
   ~scoped_syscall_interposer() { detail::active_interposer().store(previous_, std::memory_order_release); }
