@@ -187,85 +187,94 @@ inline bool file_facts(int fd, std::uint64_t& size, bool& fs_full) noexcept {
   return true;
 }
 
+// Offsets within a guarded object of addresses clamped to the window
+// [lo, hi) (the whole guarded object: the contract of access_error::offset()).
+struct fault_window {
+  std::uintptr_t base, lo, hi;
+  std::size_t rel(std::uintptr_t a) const noexcept {
+    a = a < lo ? lo : a > hi ? hi : a;
+    return static_cast<std::size_t>(a - base);
+  }
+};
+
+// BUS_MCEERR_AR: the kernel reports the poisoned range as si_addr with its
+// low si_addr_lsb bits cleared, 1 << si_addr_lsb bytes long.
+inline access_error poison_error(const fault_window& w, std::uintptr_t addr, int lsb, const char* what) noexcept {
+  unsigned shift = lsb > 0 && lsb < 48 ? static_cast<unsigned>(lsb) : 0;
+  if (shift == 0)
+    while ((std::size_t{1} << shift) < sys::page_size()) ++shift;
+  const std::uintptr_t lo = addr & ~((std::uintptr_t{1} << shift) - 1);
+  const std::size_t off = w.rel(lo);
+  const std::size_t len = w.rel(lo + (std::uintptr_t{1} << shift)) - off;
+  const void* fault_ptr = reinterpret_cast<const void*>(addr);
+  return access_error(fail(errc::media_error,
+                           "%s: poisoned media (BUS_MCEERR_AR) at offset %zu, %zu bytes (fault address %p); "
+                           "rewrite the range to clear it (direct_mapping::repair)",
+                           what, off, len, fault_ptr),
+                      off, len, fault_ptr);
+}
+
+// Where the faulting mapping's file ends now, as an address: from the
+// guard's descriptor, else from the VMA (/proc/self/maps) of the address.
+struct file_end {
+  bool known = false;    // the file could be examined
+  bool fs_full = false;  // its file system has no free block
+  std::uint64_t size = 0;
+  std::uintptr_t addr = 0;
+};
+inline file_end find_file_end(const guard_range& target, std::uintptr_t addr) noexcept {
+  file_end e;
+  const std::uintptr_t base = reinterpret_cast<std::uintptr_t>(target.data);
+  if (target.fd >= 0) {
+    e.known = file_facts(target.fd, e.size, e.fs_full);
+    if (e.known)
+      e.addr = e.size >= target.file_offset && e.size - target.file_offset < target.size
+                   ? base + static_cast<std::uintptr_t>(e.size - target.file_offset)
+               : e.size < target.file_offset ? base
+                                             : base + target.size;
+    return e;
+  }
+  vma_info v;
+  if (!find_vma(addr, v)) return e;
+  const int fd = open_vma_file(v);
+  if (fd < 0) return e;
+  e.known = file_facts(fd, e.size, e.fs_full);
+  sys::close_quietly(fd);
+  if (e.known) e.addr = e.size >= v.file_offset ? v.start + static_cast<std::uintptr_t>(e.size - v.file_offset) : v.start;
+  return e;
+}
+
 /// Turns the fault recorded in `f` into an access_error whose offsets are
 /// relative to `target` and clamped to [window, window+window_size) (the
 /// whole guarded object: the contract of access_error::offset()) and records
 /// the detail. Runs after the jump.
 inline access_error fault_error(const guard_frame& f, const guard_range& target, const void* window,
                                 std::size_t window_size, const char* what) noexcept {
-  const int code = f.fault_code;
   const std::uintptr_t addr = f.fault_addr;
-  const int lsb = f.fault_lsb;
-  const std::uintptr_t base = reinterpret_cast<std::uintptr_t>(target.data);
   const std::uintptr_t win_lo = reinterpret_cast<std::uintptr_t>(window);
-  const std::uintptr_t win_hi = win_lo + window_size;
-  const std::size_t size = target.size;
-  const std::size_t page = sys::page_size();
+  const fault_window w{reinterpret_cast<std::uintptr_t>(target.data), win_lo, win_lo + window_size};
   const void* fault_ptr = reinterpret_cast<const void*>(addr);
-  // Offset of address a within the target, after clamping a to the window.
-  auto rel = [&](std::uintptr_t a) -> std::size_t {
-    a = a < win_lo ? win_lo : a > win_hi ? win_hi : a;
-    return static_cast<std::size_t>(a - base);
-  };
-
-  if (code == BUS_MCEERR_AR) {
-    // The kernel reports the poisoned range as si_addr with its low
-    // si_addr_lsb bits cleared, 1 << si_addr_lsb bytes long.
-    unsigned shift = lsb > 0 && lsb < 48 ? static_cast<unsigned>(lsb) : 0;
-    if (shift == 0)
-      while ((std::size_t{1} << shift) < page) ++shift;
-    const std::uintptr_t lo = addr & ~((std::uintptr_t{1} << shift) - 1);
-    const std::size_t off = rel(lo);
-    const std::size_t len = rel(lo + (std::uintptr_t{1} << shift)) - off;
-    return access_error(fail(errc::media_error,
-                             "%s: poisoned media (BUS_MCEERR_AR) at offset %zu, %zu bytes (fault address %p); "
-                             "rewrite the range to clear it (direct_mapping::repair)",
-                             what, off, len, fault_ptr),
-                        off, len, fault_ptr);
-  }
-
+  if (f.fault_code == BUS_MCEERR_AR) return poison_error(w, addr, f.fault_lsb, what);
   // BUS_ADRERR (or OBJERR/ADRALN): past the end of the file, or a page the
   // kernel could not read or allocate. The file's current size tells which.
-  std::uint64_t file_size = 0;
-  bool fs_full = false;
-  bool known = false;
-  std::uintptr_t eof_addr = 0;  // address where the file ends
-  if (target.fd >= 0) {
-    known = file_facts(target.fd, file_size, fs_full);
-    if (known)
-      eof_addr = file_size >= target.file_offset && file_size - target.file_offset < size
-                     ? base + static_cast<std::uintptr_t>(file_size - target.file_offset)
-                 : file_size < target.file_offset ? base
-                                                  : base + size;
-  } else {
-    vma_info v;
-    if (find_vma(addr, v)) {
-      const int fd = open_vma_file(v);
-      if (fd >= 0) {
-        known = file_facts(fd, file_size, fs_full);
-        sys::close_quietly(fd);
-        if (known)
-          eof_addr = file_size >= v.file_offset ? v.start + static_cast<std::uintptr_t>(file_size - v.file_offset)
-                                                : v.start;
-      }
-    }
-  }
-  if (known && addr >= eof_addr) {
-    const std::size_t off = rel(eof_addr);
+  const file_end end = find_file_end(target, addr);
+  if (end.known && addr >= end.addr) {
+    const std::size_t off = w.rel(end.addr);
     return access_error(fail(errc::beyond_eof,
                              "%s: access past the end of the file at offset %zu (the file now has %llu bytes; "
                              "fault address %p): it was truncated",
-                             what, off, static_cast<unsigned long long>(file_size), fault_ptr),
-                        off, rel(win_hi) - off, fault_ptr);
+                             what, off, static_cast<unsigned long long>(end.size), fault_ptr),
+                        off, w.rel(w.hi) - off, fault_ptr);
   }
+  const std::size_t page = sys::page_size();
   const std::uintptr_t page_lo = addr & ~static_cast<std::uintptr_t>(page - 1);
-  const std::size_t off = rel(page_lo);
-  const std::size_t len = rel(page_lo + page) - off;
-  return access_error(fail(errc::io_error, "%s: SIGBUS (si_code %d) at offset %zu (fault address %p)%s", what, code,
-                           off, fault_ptr,
-                           fs_full   ? ": the file system is full, a store needed a block"
-                           : !known ? ": could not tell whether it is past EOF (file unknown)"
-                                     : ": the kernel could not read or allocate the page"),
+  const std::size_t off = w.rel(page_lo);
+  const std::size_t len = w.rel(page_lo + page) - off;
+  return access_error(fail(errc::io_error, "%s: SIGBUS (si_code %d) at offset %zu (fault address %p)%s", what,
+                           f.fault_code, off, fault_ptr,
+                           end.fs_full  ? ": the file system is full, a store needed a block"
+                           : !end.known ? ": could not tell whether it is past EOF (file unknown)"
+                                        : ": the kernel could not read or allocate the page"),
                       off, len, fault_ptr);
 }
 

@@ -29,6 +29,38 @@
 MAPDIRECT_BEGIN_NAMESPACE
 namespace detail {
 
+/// True when one /proc/locks line (NUL-terminated, changed in place) is a
+/// POSIX lock, held or waited for, of process `self` on inode `ino`. Lines:
+/// "1: POSIX  ADVISORY  WRITE 1234 08:02:56789 0 EOF", waiters "1: -> POSIX ...".
+inline bool proc_locks_line_matches(char* line, long self, ino_t ino) noexcept {
+  char* p = std::strchr(line, ':');
+  if (!p) return false;
+  ++p;
+  while (*p == ' ') ++p;
+  if (p[0] == '-' && p[1] == '>') p += 2;
+  while (*p == ' ') ++p;
+  if (std::strncmp(p, "POSIX", 5) != 0 || p[5] != ' ') return false;
+  // skip "POSIX", the advisory/mandatory word and the access word
+  char* q = p;
+  for (int field = 0; field < 3 && q; ++field) {
+    q = std::strchr(q, ' ');
+    while (q && *q == ' ') ++q;
+  }
+  if (!q || !*q) return false;
+  char* end = nullptr;
+  const long pid = std::strtol(q, &end, 10);
+  // device "MAJ:MIN:INODE" follows
+  char* dev = end;
+  while (dev && *dev == ' ') ++dev;
+  char* space = dev ? std::strchr(dev, ' ') : nullptr;
+  if (space) *space = '\0';  // search the device field only
+  char* colon = dev ? std::strrchr(dev, ':') : nullptr;
+  if (end == q || !colon) return false;
+  char* ino_end = nullptr;
+  const unsigned long long lock_ino = std::strtoull(colon + 1, &ino_end, 10);
+  return ino_end != colon + 1 && pid == self && lock_ino == static_cast<unsigned long long>(ino);
+}
+
 /// True when /proc/locks lists a POSIX record lock (held or waited for) of
 /// this process on inode `ino`. Conservative: any device with that inode
 /// number counts (st_dev and /proc/locks' device differ on btrfs), and an
@@ -40,7 +72,6 @@ inline bool proc_locks_lists_posix_lock(ino_t ino) noexcept {
   char buf[8192];
   std::size_t have = 0;
   bool held = false, eof = false;
-  // Line: "1: POSIX  ADVISORY  WRITE 1234 08:02:56789 0 EOF", waiters: "1: -> POSIX ...".
   while (!held && !(eof && have == 0)) {
     if (!eof) {
       const ssize_t n = sys::read(fd, buf + have, sizeof buf - 1 - have);
@@ -55,44 +86,14 @@ inline bool proc_locks_lists_posix_lock(ino_t ino) noexcept {
     buf[have] = '\0';
     char* line = buf;
     char* nl = nullptr;
-    while ((nl = std::strchr(line, '\n')) != nullptr || (eof && *line)) {
+    while (!held && ((nl = std::strchr(line, '\n')) != nullptr || (eof && *line))) {
       if (nl) *nl = '\0';
-      char* p = std::strchr(line, ':');
-      if (p) {
-        ++p;
-        while (*p == ' ') ++p;
-        if (p[0] == '-' && p[1] == '>') p += 2;
-        while (*p == ' ') ++p;
-        if (std::strncmp(p, "POSIX", 5) == 0 && p[5] == ' ') {
-          // skip "POSIX", the advisory/mandatory word and the access word
-          char* q = p;
-          for (int field = 0; field < 3 && q; ++field) {
-            q = std::strchr(q, ' ');
-            while (q && *q == ' ') ++q;
-          }
-          if (q && *q) {
-            char* end = nullptr;
-            const long pid = std::strtol(q, &end, 10);
-            // device "MAJ:MIN:INODE" follows
-            char* dev = end;
-            while (dev && *dev == ' ') ++dev;
-            char* space = dev ? std::strchr(dev, ' ') : nullptr;
-            if (space) *space = '\0';  // search the device field only
-            char* colon = dev ? std::strrchr(dev, ':') : nullptr;
-            if (end != q && colon) {
-              char* ino_end = nullptr;
-              const unsigned long long lock_ino = std::strtoull(colon + 1, &ino_end, 10);
-              if (ino_end != colon + 1 && pid == self && lock_ino == static_cast<unsigned long long>(ino)) held = true;
-            }
-          }
-        }
-      }
+      held = proc_locks_line_matches(line, self, ino);
       if (!nl) {
         line += std::strlen(line);
         break;
       }
       line = nl + 1;
-      if (held) break;
     }
     // keep the unfinished tail
     const std::size_t consumed = static_cast<std::size_t>(line - buf);
