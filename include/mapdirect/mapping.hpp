@@ -8,6 +8,7 @@
 #include "config.hpp"
 #include "detail/address_reservation.hpp"
 #include "detail/descriptor.hpp"
+#include "detail/devdax.hpp"
 #include "detail/durability.hpp"
 #include "detail/nd.hpp"
 #include "detail/open_file.hpp"
@@ -370,6 +371,11 @@ class direct_mapping {
   bool own_description() const noexcept { return own_description_; }
   /// The durability mode obtained.
   map_mode mode() const noexcept { return mode_; }
+  /// True when the mapping is of a device DAX character device (/dev/daxX.Y):
+  /// mode() is then map_mode::sync (no page cache, no file-system metadata:
+  /// every fault is synchronous without MAP_SYNC), file offsets are device
+  /// offsets, and grow/shrink/seal/repair are refused.
+  bool device_dax() const noexcept { return device_dax_; }
   /// The store granularity obtained.
   granularity store_granularity() const noexcept { return granularity_; }
   /// The nd persistence domain behind a sync/direct mapping (unknown for shared).
@@ -589,6 +595,11 @@ class direct_mapping {
   access_result<void> repair(std::size_t offset, const void* src, std::size_t n) noexcept {
     MAPDIRECT_TRY_RANGE(offset, n);
     MAPDIRECT_TRY_WRITABLE("repair");
+    if (device_dax_)
+      return access_error(detail::fail(errc::invalid_argument,
+                                       "repair: device DAX has no write(2) path that clears poison; clear the "
+                                       "region's bad blocks with the platform (ndctl clear-errors / ARS), then "
+                                       "rewrite the range through the mapping"));
     return detail::repair_range(guard_range{data_, size_, fd_, offset_}, offset, src, n, detail::sys::page_size());
   }
   /// repair() from a whole byte range. Errors: as repair().
@@ -644,6 +655,7 @@ class direct_mapping {
     swap(sync_, o.sync_);
     swap(persister_, o.persister_);
     swap(seal_, o.seal_);
+    swap(device_dax_, o.device_dax_);
   }
   friend void swap(direct_mapping& a, direct_mapping& b) noexcept { a.swap(b); }
 
@@ -867,6 +879,7 @@ class direct_mapping {
     ino_ = 0;
     sync_ = page_sync{};
     persister_ = nullptr;
+    device_dax_ = false;
   }
 
   // Validates map()'s arguments against the file; returns the length to map.
@@ -1116,6 +1129,11 @@ class direct_mapping {
   pinned_sync pin_{};
   page_persister* persister_ = nullptr;
   iomap_seal seal_{};
+  bool device_dax_ = false;  // a device DAX character device (map_device_dax)
+
+  // map() of a device DAX character device (detail/devdax_map.hpp).
+  static result<direct_mapping> map_device_dax(int fd, std::uint64_t offset, std::size_t length,
+                                               const map_options& options, const struct stat& st) noexcept;
 };
 
 inline result<std::size_t> direct_mapping::check_map_request(int fd, std::uint64_t offset, std::size_t length,
@@ -1217,6 +1235,7 @@ inline result<direct_mapping> direct_mapping::map(int fd, std::uint64_t offset, 
   detail::clear_detail();
   struct stat st {};
   auto checked = check_map_request(fd, offset, length, options, st);
+  if (!checked && S_ISCHR(st.st_mode)) return map_device_dax(fd, offset, length, options, st);
   if (!checked) return checked.error();
   length = checked.value();
 
@@ -1353,6 +1372,9 @@ inline result<direct_mapping> open_existing_and_map(const parent_dir& parent, co
 inline result<grow_report> direct_mapping::grow(std::size_t new_length, grow_options options) noexcept {
   detail::clear_detail();
   if (!data_) return detail::fail(errc::not_mapped, "grow: no mapping");
+  if (device_dax_)
+    return detail::fail(errc::invalid_argument, "grow: a device DAX mapping has the device's fixed size (no file to "
+                        "extend); map the range you need up front");
   const std::size_t old_length = size_.load(std::memory_order_relaxed);
   grow_report report;
   if (new_length < old_length)
@@ -1466,6 +1488,9 @@ inline result<grow_report> direct_mapping::grow(std::size_t new_length, grow_opt
 inline result<void> direct_mapping::shrink(std::size_t new_length, shrink_options options) noexcept {
   detail::clear_detail();
   if (!data_) return detail::fail(errc::not_mapped, "shrink: no mapping");
+  if (device_dax_)
+    return detail::fail(errc::invalid_argument, "shrink: not supported on a device DAX mapping (its length must stay "
+                        "a multiple of the device's align); close() and map again");
   const std::size_t old_length = size_.load(std::memory_order_relaxed);
   if (new_length == 0 || new_length > old_length)
     return detail::fail(errc::invalid_argument, "shrink: new length %zu is not in 1..%zu (close() unmaps everything)",
@@ -1638,5 +1663,8 @@ inline result<direct_mapping> direct_mapping::open(const char* path, open_option
 #undef MAPDIRECT_TRY_WRITABLE
 
 MAPDIRECT_END_NAMESPACE
+
+// direct_mapping::map_device_dax (kept apart: device DAX specifics).
+#include "detail/devdax_map.hpp"
 
 #endif  // MAPDIRECT_MAPPING_HPP
