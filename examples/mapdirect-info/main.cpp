@@ -48,6 +48,9 @@ void print_json(const char* path, const mapdirect::probe_report& r) {
   std::printf("  \"kernel_release\": \"%s\",\n", json_escape(r.kernel_release).c_str());
   std::printf("  \"file_system\": \"%s\",\n", json_escape(r.file_system).c_str());
   std::printf("  \"directory\": %s,\n", r.directory ? "true" : "false");
+  std::printf("  \"device_dax\": %s,\n", r.device_dax ? "true" : "false");
+  std::printf("  \"device_size\": %llu,\n  \"device_align\": %llu,\n", static_cast<unsigned long long>(r.device_size),
+              static_cast<unsigned long long>(r.device_align));
   const bool known = r.mode_known || r.mode_inferred;
   std::printf("  \"mode\": %s%s%s,\n", known ? "\"" : "", known ? to_string(r.mode) : "null", known ? "\"" : "");
   std::printf("  \"granularity\": %s%s%s,\n", known ? "\"" : "", known ? to_string(r.store_granularity) : "null",
@@ -74,6 +77,10 @@ void print_table(const char* path, const mapdirect::probe_report& r) {
   std::printf("%-20s %s\n", "path", path);
   std::printf("%-20s %s%s\n", "file system", r.file_system.c_str(), r.directory ? " (probed via a temporary file)" : "");
   std::printf("%-20s %s\n", "kernel", r.kernel_release.c_str());
+  if (r.device_dax)
+    std::printf("%-20s %llu bytes, align %llu (no page cache, no file-system metadata: MAP_SYNC not needed)\n",
+                "device DAX", static_cast<unsigned long long>(r.device_size),
+                static_cast<unsigned long long>(r.device_align));
   const char* inferred = r.mode_inferred ? " (what a writer would get; tested with a read-only mapping)" : "";
   const std::string not_tested = "not tested (" + (r.untested.empty() ? std::string("unknown reason") : r.untested) + ")";
   std::printf("%-20s %s\n", "writable",

@@ -3,7 +3,7 @@
 // and FIEMAP (fsdax), or to device offsets through the region (device DAX).
 // Host: fake sysfs trees and scripted FIEMAP extents (tests/support/fake_sysfs.hpp).
 // VM tier: bad sectors planted under a real file's extent on /dev/pmem0
-// (MAPDIRECT_TEST_BADBLOCKS=1, the NFIT configurations).
+// (MAPDIRECT_EXPECT_POISON=1: the NFIT configurations' [poison] step).
 #include "catch.hpp"
 #include "fake_sysfs.hpp"
 #include "test_support.hpp"
@@ -179,9 +179,9 @@ TEST_CASE("bad blocks: device DAX lists the region's entries in device offsets",
 // VM tier (NFIT fsdax configurations, root): plant bad sectors under a real
 // file's extent through /sys/block/pmem0/badblocks and find exactly them.
 TEST_CASE("bad blocks: planted sectors under a real file on pmem", "[badblocks][poison]") {
-  if (!mdtest::expected("MAPDIRECT_TEST_BADBLOCKS")) {
+  if (!mdtest::expected("MAPDIRECT_EXPECT_POISON")) {
     WARN("skipped: planting bad blocks needs root and a pmem device (the VM tier's NFIT configurations set "
-         "MAPDIRECT_TEST_BADBLOCKS)");
+         "MAPDIRECT_EXPECT_POISON)");
     return;
   }
   const std::string path = mdtest::private_dir() + "/badblocks.dat";
