@@ -7,6 +7,7 @@
 
 #include "config.hpp"
 #include "detail/address_reservation.hpp"
+#include "detail/badblocks.hpp"
 #include "detail/descriptor.hpp"
 #include "detail/devdax.hpp"
 #include "detail/durability.hpp"
@@ -564,7 +565,9 @@ class direct_mapping {
   access_result<void> read(std::size_t offset, void* dst, std::size_t n) const noexcept {
     MAPDIRECT_TRY_RANGE(offset, n);
     const guard_range target{data_, size_, fd_, offset_};
-    return detail::copy_guarded(dst, data_ + offset, n, nullptr, &target, "direct_mapping::read");
+    auto r = detail::copy_guarded(dst, data_ + offset, n, nullptr, &target, "direct_mapping::read");
+    if (!r && r.error().code() == errc::io_error) return media_error_if_listed(r.error(), "direct_mapping::read");
+    return r;
   }
   /// read() into a whole byte range (std::span, vector, string, array...). Errors: as read().
   template <class Buffer, class = std::enable_if_t<detail::is_byte_range<std::remove_reference_t<Buffer>>::value>>
@@ -756,6 +759,19 @@ class direct_mapping {
     pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
     pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
   };
+
+  // A plain SIGBUS (io_error) on a page the platform lists as bad (the pmem
+  // driver refuses such a page without a machine check) is poisoned media:
+  // errc::media_error with the listed range (detail/badblocks.hpp).
+  access_error media_error_if_listed(const access_error& e, const char* what) const noexcept {
+    bad_range hit;
+    if (!detail::listed_bad_range(fd_, offset_, e.offset(), e.length(), hit) || hit.offset < offset_) return e;
+    const std::uint64_t off = hit.offset - offset_;
+    detail::set_detail("%s: poisoned media at offset %llu, %llu bytes (listed in the device's bad blocks; the "
+                       "device refused the page); rewrite the range to clear it (direct_mapping::repair)",
+                       what, static_cast<unsigned long long>(off), static_cast<unsigned long long>(hit.length));
+    return access_error(make_error_code(errc::media_error), off, static_cast<std::size_t>(hit.length), e.address());
+  }
 
   static result<void> durability_lost(const char* what = "persist") noexcept {
     return detail::fail_durability_lost(what);

@@ -63,6 +63,7 @@ class fake_sysfs : public mapdirect::syscall_interposer {
     extents_ = std::move(extents);
   }
   int fiemap_errno = 0;  // nonzero: FIEMAP on the scripted file fails with it
+  off_t fake_size = -1;  // >= 0: fstat of the scripted file reports this size
 
   int open(const char* path, int flags, mode_t mode) noexcept override {
     return ::open(redirect(path).c_str(), flags, mode);
@@ -72,7 +73,10 @@ class fake_sysfs : public mapdirect::syscall_interposer {
   }
   int fstat(int fd, struct stat* st) noexcept override {
     const int rc = ::fstat(fd, st);
-    if (rc == 0 && ino_ != 0 && st->st_ino == ino_ && S_ISREG(st->st_mode)) st->st_dev = dev_;
+    if (rc == 0 && ino_ != 0 && st->st_ino == ino_ && S_ISREG(st->st_mode)) {
+      st->st_dev = dev_;
+      if (fake_size >= 0) st->st_size = fake_size;
+    }
     return rc;
   }
   int ioctl(int fd, unsigned long request, void* arg) noexcept override {
