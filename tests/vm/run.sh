@@ -141,7 +141,7 @@ config_vars() {
         PERSISTENCE= EXPECT_DOMAIN=none ;;
     # The NFIT namespace as device DAX (/dev/daxX.Y), no file system: the
     # [devdax] and host-translatable [badblocks] tests and mapdirect-info on
-    # the raw device; no power-loss cycles (tests/vm/README.md says why).
+    # the raw device; power-loss cycles with durable_log on /dev/dax0.0.
     devdax-nfit)
         DEVICE=nfit FS=none DAX=1 EXPECT_MODE=sync EXPECT_GRAN=cache_line POISON=0
         PERSISTENCE=mem-ctrl EXPECT_DOMAIN=memory_controller DEVDAX=1 ;;
@@ -599,7 +599,8 @@ EOF
 # exports MD_DEVDAX_DEV), the bad-block translation tests, mapdirect-info.
 devdax_steps() { # devdax_steps FILE
     local catch="--use-colour no --durations yes --warn NoTests"
-    cat > "$1" <<EOF
+    [ "$do_powerloss" = 1 ] && echo "step recover durable_log verify $PL_LOG" > "$1"
+    cat >> "$1" <<EOF
 mkdir -p /mnt/mdtests
 export MAPDIRECT_TEST_DIR=/mnt/mdtests
 export MAPDIRECT_TEST_DEVDAX=\$MD_DEVDAX_DEV
@@ -715,6 +716,9 @@ run_suite() {
     [ -n "$custom_steps" ] && { [ $fail = 0 ] || show_console suite; return $fail; }
     if [ "$DEVDAX" = 1 ]; then
         devdax_checks "$res" || fail=1
+        if [ "$do_powerloss" = 1 ]; then
+            pl_check_recovery "$res" recover "final boot" || fail=1
+        fi
         [ $fail = 0 ] || show_console suite
         return $fail
     fi
@@ -885,10 +889,8 @@ run_config() {
         run_self_test
         return $?
     fi
-    if [ "$DEVDAX" = 1 ] && [ "$do_powerloss" = 1 ]; then
-        log "powerloss: not run on device DAX (durable_log logs into a file; see tests/vm/README.md)"
-        do_powerloss=0
-    fi
+    # Device DAX: durable_log logs onto the raw device (no file system).
+    [ "$DEVDAX" = 1 ] && PL_LOG=/dev/dax0.0
     log "device=$DEVICE fs=$FS dax=$DAX expect mode=$EXPECT_MODE granularity=$EXPECT_GRAN poison=$POISON kills=$kills seed=$seed"
     local t0=$SECONDS status=0 pl="skipped" su="skipped"
     if [ "$do_powerloss" = 1 ]; then
