@@ -332,6 +332,11 @@ class direct_mapping {
   /// errno codes (EACCES: fd not writable, ENOMEM, EBADF, ...); with
   /// options.seal, iomap_seal::acquire's errors (ENOSPC, errc::block_map_unverifiable, ...).
   /// With options.reserve, ENOMEM when the address space cannot be reserved.
+  /// fd may be a device DAX character device (/dev/daxX.Y): size and
+  /// alignment then come from sysfs, the mode is sync (device_dax()), and
+  /// offset/length must be multiples of its align (errc::misaligned_offset,
+  /// errc::invalid_argument); seal and reserve are refused
+  /// (errc::invalid_argument); another character device: errc::invalid_argument.
   static result<direct_mapping> map(int fd, std::uint64_t offset, std::size_t length, map_options options = {}) noexcept;
 
   /// Opens (or creates, atomically and durably) `path` and maps it; see
@@ -560,7 +565,8 @@ class direct_mapping {
   /// Copies n bytes at offset into dst; a SIGBUS becomes an error whose
   /// offset() is relative to data(). On error dst's contents are unspecified.
   /// Errors: errc::beyond_eof (truncated: offset() is where the file now ends),
-  /// errc::media_error (offset()/length(): the poisoned range), errc::io_error,
+  /// errc::media_error (offset()/length(): the poisoned range; also a plain
+  /// SIGBUS on a page the device lists as bad, see list_bad_blocks), errc::io_error,
   /// errc::out_of_range, errc::not_mapped, sigaction errno codes.
   access_result<void> read(std::size_t offset, void* dst, std::size_t n) const noexcept {
     MAPDIRECT_TRY_RANGE(offset, n);
