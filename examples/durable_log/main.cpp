@@ -357,6 +357,7 @@ struct log_writer {
   // positions the writer after the last intact record.
   void open(const std::string& path, std::uint64_t size) {
     struct stat st;
+    if (::stat(path.c_str(), &st) == 0 && S_ISCHR(st.st_mode)) return open_device(path, size);
     // An empty file is what a crash between creating and sizing leaves:
     // nothing was acknowledged yet, so start it afresh.
     const bool exists = ::stat(path.c_str(), &st) == 0 && st.st_size > 0;
@@ -395,6 +396,38 @@ struct log_writer {
       print_scan(r);
       std::fprintf(stderr, "durable_log: refusing to append to a corrupt log\n");
       if (!exists) ::unlink(path.c_str());  // ours, just created: leave nothing behind
+      std::exit(1);
+    }
+    if (!r.header_ok) init_header();
+    else prev_crc = r.last_crc;
+    print_scan(r);
+    end = r.end;
+    next_seq = r.last_seq + 1;
+    group_start = end;
+    group_first_seq = next_seq;
+  }
+
+  // A device DAX (/dev/daxX.Y): the log is the first `size` bytes of the
+  // device (a multiple of its align), mapped with mode sync and no growth:
+  // no file to create, size or fsync.
+  void open_device(const std::string& path, std::uint64_t size) {
+    const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+      std::perror("durable_log: open");
+      std::exit(1);
+    }
+    auto m = mapdirect::direct_mapping::map(fd, 0, static_cast<std::size_t>(size));
+    ::close(fd);  // the mapping has its own descriptor
+    if (!m) fail("map (device DAX)", m.error());
+    map = std::move(m).value();
+    cap = map.size();
+    std::fprintf(stderr, "durable_log: %s (device DAX) mapped %zu bytes, mode=%s granularity=%s\n", path.c_str(),
+                 map.size(), mapdirect::to_string(map.mode()), mapdirect::to_string(map.store_granularity()));
+    scan_result r = scan(map);
+    if (std::strcmp(r.stop, "bad-header") == 0 || r.content_error || r.unreadable ||
+        std::strcmp(r.stop, "too-small") == 0) {
+      print_scan(r);
+      std::fprintf(stderr, "durable_log: refusing to append to a corrupt log\n");
       std::exit(1);
     }
     if (!r.header_ok) init_header();
@@ -640,6 +673,21 @@ options parse(int argc, char** argv) {
 // verify and dump only read: a read-only mapping, so they work on a 0444
 // file, another user's readable log and a read-only mount.
 mapdirect::direct_mapping open_existing(const std::string& path, bool writable) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0 && S_ISCHR(st.st_mode)) {
+    // Device DAX: map the whole device (the log's zeroed tail ends the scan).
+    const int fd = ::open(path.c_str(), (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+    if (fd < 0) {
+      std::perror("durable_log: open");
+      std::exit(1);
+    }
+    mapdirect::map_options mo;
+    if (!writable) mo.access = mapdirect::map_access::read_only;
+    auto m = mapdirect::direct_mapping::map(fd, 0, 0, mo);
+    ::close(fd);
+    if (!m) fail("map (device DAX)", m.error());
+    return std::move(m).value();
+  }
   mapdirect::open_options o;
   if (!writable) o.map.access = mapdirect::map_access::read_only;
   auto m = mapdirect::direct_mapping::open(path, o);

@@ -95,6 +95,9 @@ void print_json(const char* path, const mapdirect::probe_report& r) {
   std::printf("  \"kernel_release\": %s,\n", json_string(r.kernel_release).c_str());
   std::printf("  \"file_system\": %s,\n", json_string(r.file_system).c_str());
   std::printf("  \"directory\": %s,\n", json_bool(r.directory));
+  std::printf("  \"device_dax\": %s,\n", json_bool(r.device_dax));
+  std::printf("  \"device_size\": %llu,\n  \"device_align\": %llu,\n", static_cast<unsigned long long>(r.device_size),
+              static_cast<unsigned long long>(r.device_align));
   std::printf("  \"writable\": %s,\n", json_bool(r.writable));
   std::printf("  \"read_only_mount\": %s,\n", json_bool(r.read_only_mount));
   std::printf("  \"mode\": %s,\n", known ? json_string(to_string(r.mode)).c_str() : "null");
@@ -131,6 +134,10 @@ void print_table(const char* path, const mapdirect::probe_report& r) {
   std::printf("%-20s %s\n", "path", path);
   std::printf("%-20s %s%s\n", "file system", r.file_system.c_str(), r.directory ? " (probed via a temporary file)" : "");
   std::printf("%-20s %s\n", "kernel", r.kernel_release.c_str());
+  if (r.device_dax)
+    std::printf("%-20s %llu bytes, align %llu (no page cache, no file-system metadata: MAP_SYNC not needed)\n",
+                "device DAX", static_cast<unsigned long long>(r.device_size),
+                static_cast<unsigned long long>(r.device_align));
   const char* inferred = r.mode_inferred ? " (what a writer would get; tested with a read-only mapping)" : "";
   const std::string not_tested = "not tested (" + (r.untested.empty() ? std::string("unknown reason") : r.untested) + ")";
   std::printf("%-20s %s\n", "writable",

@@ -181,6 +181,7 @@ inline void set_guard_range(guard_frame& f, int slot, const void* data, std::siz
 inline bool file_facts(int fd, std::uint64_t& size, bool& fs_full) noexcept {
   struct stat st {};
   if (sys::fstat(fd, &st) != 0) return false;
+  if (!S_ISREG(st.st_mode)) return false;  // a device (DAX) has no st_size: never "past EOF"
   size = static_cast<std::uint64_t>(st.st_size);
   struct statfs sf {};
   fs_full = sys::fstatfs(fd, &sf) == 0 && sf.f_bavail == 0;

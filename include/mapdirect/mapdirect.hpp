@@ -11,5 +11,6 @@
 #include "file.hpp"
 #include "mapping.hpp"
 #include "probe.hpp"
+#include "badblocks.hpp"
 
 #endif  // MAPDIRECT_MAPDIRECT_HPP

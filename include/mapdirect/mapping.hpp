@@ -7,7 +7,9 @@
 
 #include "config.hpp"
 #include "detail/address_reservation.hpp"
+#include "detail/badblocks.hpp"
 #include "detail/descriptor.hpp"
+#include "detail/devdax.hpp"
 #include "detail/durability.hpp"
 #include "detail/file_io.hpp"
 #include "detail/nd.hpp"
@@ -335,6 +337,11 @@ class direct_mapping {
   /// errno codes (EACCES: fd not writable, ENOMEM, EBADF, ...); with
   /// options.seal, iomap_seal::acquire's errors (ENOSPC, errc::block_map_unverifiable, ...).
   /// With options.reserve, ENOMEM when the address space cannot be reserved.
+  /// fd may be a device DAX character device (/dev/daxX.Y): size and
+  /// alignment then come from sysfs, the mode is sync (device_dax()), and
+  /// offset/length must be multiples of its align (errc::misaligned_offset,
+  /// errc::invalid_argument); seal and reserve are refused
+  /// (errc::invalid_argument); another character device: errc::invalid_argument.
   static result<direct_mapping> map(int fd, std::uint64_t offset, std::size_t length, map_options options = {}) noexcept;
 
   /// Opens (or creates, atomically and durably) `path` and maps it; see
@@ -376,6 +383,11 @@ class direct_mapping {
   bool own_description() const noexcept { return own_description_; }
   /// The durability mode obtained.
   map_mode mode() const noexcept { return mode_; }
+  /// True when the mapping is of a device DAX character device (/dev/daxX.Y):
+  /// mode() is then map_mode::sync (no page cache, no file-system metadata:
+  /// every fault is synchronous without MAP_SYNC), file offsets are device
+  /// offsets, and grow/shrink/seal/repair are refused.
+  bool device_dax() const noexcept { return device_dax_; }
   /// The store granularity obtained.
   granularity store_granularity() const noexcept { return granularity_; }
   /// The nd persistence domain behind a sync/direct mapping (unknown for shared).
@@ -559,12 +571,15 @@ class direct_mapping {
   /// Copies n bytes at offset into dst; a SIGBUS becomes an error whose
   /// offset() is relative to data(). On error dst's contents are unspecified.
   /// Errors: errc::beyond_eof (truncated: offset() is where the file now ends),
-  /// errc::media_error (offset()/length(): the poisoned range), errc::io_error,
+  /// errc::media_error (offset()/length(): the poisoned range; also a plain
+  /// SIGBUS on a page the device lists as bad, see list_bad_blocks), errc::io_error,
   /// errc::out_of_range, errc::not_mapped, sigaction errno codes.
   access_result<void> read(std::size_t offset, void* dst, std::size_t n) const noexcept {
     MAPDIRECT_TRY_RANGE(offset, n);
     const guard_range target{data_, size_, fd_, offset_};
-    return detail::copy_guarded(dst, data_ + offset, n, nullptr, &target, "direct_mapping::read");
+    auto r = detail::copy_guarded(dst, data_ + offset, n, nullptr, &target, "direct_mapping::read");
+    if (!r && r.error().code() == errc::io_error) return media_error_if_listed(r.error(), "direct_mapping::read");
+    return r;
   }
   /// read() into a whole byte range (std::span, vector, string, array...). Errors: as read().
   template <class Buffer, class = std::enable_if_t<detail::is_byte_range<std::remove_reference_t<Buffer>>::value>>
@@ -595,6 +610,11 @@ class direct_mapping {
   access_result<void> repair(std::size_t offset, const void* src, std::size_t n) noexcept {
     MAPDIRECT_TRY_RANGE(offset, n);
     MAPDIRECT_TRY_WRITABLE("repair");
+    if (device_dax_)
+      return access_error(detail::fail(errc::invalid_argument,
+                                       "repair: device DAX has no write(2) path that clears poison; clear the "
+                                       "region's bad blocks with the platform (ndctl clear-errors / ARS), then "
+                                       "rewrite the range through the mapping"));
     return detail::repair_range(guard_range{data_, size_, fd_, offset_}, offset, src, n, detail::sys::page_size());
   }
   /// repair() from a whole byte range. Errors: as repair().
@@ -650,6 +670,7 @@ class direct_mapping {
     swap(sync_, o.sync_);
     swap(persister_, o.persister_);
     swap(seal_, o.seal_);
+    swap(device_dax_, o.device_dax_);
   }
   /// Exchanges two mappings.
   friend void swap(direct_mapping& a, direct_mapping& b) noexcept { a.swap(b); }
@@ -751,6 +772,19 @@ class direct_mapping {
     pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
     pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
   };
+
+  // A plain SIGBUS (io_error) on a page the platform lists as bad (the pmem
+  // driver refuses such a page without a machine check) is poisoned media:
+  // errc::media_error with the listed range (detail/badblocks.hpp).
+  access_error media_error_if_listed(const access_error& e, const char* what) const noexcept {
+    bad_range hit;
+    if (!detail::listed_bad_range(fd_, offset_, e.offset(), e.length(), hit) || hit.offset < offset_) return e;
+    const std::uint64_t off = hit.offset - offset_;
+    detail::set_detail("%s: poisoned media at offset %llu, %llu bytes (listed in the device's bad blocks; the "
+                       "device refused the page); rewrite the range to clear it (direct_mapping::repair)",
+                       what, static_cast<unsigned long long>(off), static_cast<unsigned long long>(hit.length));
+    return access_error(make_error_code(errc::media_error), off, static_cast<std::size_t>(hit.length), e.address());
+  }
 
   static result<void> durability_lost(const char* what = "persist") noexcept {
     return detail::fail_durability_lost(what);
@@ -874,6 +908,7 @@ class direct_mapping {
     ino_ = 0;
     sync_ = page_sync{};
     persister_ = nullptr;
+    device_dax_ = false;
   }
 
   // Validates map()'s arguments against the file; returns the length to map.
@@ -1124,6 +1159,11 @@ class direct_mapping {
   pinned_sync pin_{};
   page_persister* persister_ = nullptr;
   iomap_seal seal_{};
+  bool device_dax_ = false;  // a device DAX character device (map_device_dax)
+
+  // map() of a device DAX character device (detail/devdax_map.hpp).
+  static result<direct_mapping> map_device_dax(int fd, std::uint64_t offset, std::size_t length,
+                                               const map_options& options, const struct stat& st) noexcept;
 };
 
 inline result<std::size_t> direct_mapping::check_map_request(int fd, std::uint64_t offset, std::size_t length,
@@ -1225,6 +1265,7 @@ inline result<direct_mapping> direct_mapping::map(int fd, std::uint64_t offset, 
   detail::clear_detail();
   struct stat st {};
   auto checked = check_map_request(fd, offset, length, options, st);
+  if (!checked && S_ISCHR(st.st_mode)) return map_device_dax(fd, offset, length, options, st);
   if (!checked) return checked.error();
   length = checked.value();
 
@@ -1361,6 +1402,9 @@ inline result<direct_mapping> open_existing_and_map(const parent_dir& parent, co
 inline result<grow_report> direct_mapping::grow(std::size_t new_length, grow_options options) noexcept {
   detail::clear_detail();
   if (!data_) return detail::fail(errc::not_mapped, "grow: no mapping");
+  if (device_dax_)
+    return detail::fail(errc::invalid_argument, "grow: a device DAX mapping has the device's fixed size (no file to "
+                        "extend); map the range you need up front");
   const std::size_t old_length = size_.load(std::memory_order_relaxed);
   grow_report report;
   if (new_length < old_length)
@@ -1474,6 +1518,9 @@ inline result<grow_report> direct_mapping::grow(std::size_t new_length, grow_opt
 inline result<void> direct_mapping::shrink(std::size_t new_length, shrink_options options) noexcept {
   detail::clear_detail();
   if (!data_) return detail::fail(errc::not_mapped, "shrink: no mapping");
+  if (device_dax_)
+    return detail::fail(errc::invalid_argument, "shrink: not supported on a device DAX mapping (its length must stay "
+                        "a multiple of the device's align); close() and map again");
   const std::size_t old_length = size_.load(std::memory_order_relaxed);
   if (new_length == 0 || new_length > old_length)
     return detail::fail(errc::invalid_argument, "shrink: new length %zu is not in 1..%zu (close() unmaps everything)",
@@ -1666,5 +1713,8 @@ inline result<direct_mapping> direct_mapping::open(const char* path, open_option
 #undef MAPDIRECT_TRY_WRITABLE
 
 MAPDIRECT_END_NAMESPACE
+
+// direct_mapping::map_device_dax (kept apart: device DAX specifics).
+#include "detail/devdax_map.hpp"
 
 #endif  // MAPDIRECT_MAPPING_HPP

@@ -60,6 +60,12 @@ struct probe_report {
   /// Backend a group_committer (async.hpp) runs here: "io_uring", or
   /// "thread" (fdatasync on a committer thread) when io_uring is refused.
   std::string group_commit_backend = "thread";
+  /// A device DAX character device (/dev/daxX.Y): mode is sync (no page
+  /// cache, no file-system metadata; MAP_SYNC not needed), file_system is
+  /// "device_dax", and device_size/device_align come from sysfs.
+  bool device_dax = false;
+  std::uint64_t device_size = 0;   ///< bytes (sysfs `size`)
+  std::uint64_t device_align = 0;  ///< mapping offsets and lengths must be multiples (sysfs `align`)
 };
 
 namespace detail {
@@ -123,6 +129,42 @@ inline void probe_io_uring(probe_report& r) noexcept {
 }
 }  // namespace detail
 
+namespace detail {
+// probe() of a device DAX: sysfs facts, then one mapping of its first
+// `align` bytes (read-write when the descriptor allows, else read-only).
+inline result<probe_report> probe_device_dax(int fd, const struct stat& st, probe_report& r) noexcept {
+  devdax_info info;
+  if (const int q = query_devdax(st.st_rdev, info)) return fail_errno(q, "probe: device DAX sysfs attributes");
+  r.device_dax = true;
+  r.file_system = "device_dax";
+  r.device_size = info.size;
+  r.device_align = info.align;
+  r.persistence = info.domain;
+  r.nd_regions = info.region[0] ? 1 : 0;
+  r.dax = true;
+  r.flush = detect_flush_instruction();
+  r.cache_line = cache_line_size();
+  const int fl = sys::fcntl(fd, F_GETFL);
+  r.writable = fl >= 0 && (fl & O_ACCMODE) == O_RDWR;
+  r.untested = "MAP_SYNC: not needed on device DAX (no page cache, no file-system metadata: every fault is "
+               "synchronous)";
+  map_options o;
+  o.access = r.writable ? map_access::read_write : map_access::read_only;
+  auto m = direct_mapping::map(fd, 0, static_cast<std::size_t>(info.align), o);
+  if (m) {
+    r.ladder = m.value().describe();
+    r.mode = m.value().mode();
+    r.store_granularity = granularity_for(r.mode, r.persistence);
+    (r.writable ? r.mode_known : r.mode_inferred) = true;
+    if (!r.writable) r.untested += std::string("; a writable mapping ") + kNotOpenForWriting;
+  } else {
+    r.ladder = std::string("error: ") + last_error_detail() + "\n";
+  }
+  probe_io_uring(r);
+  return r;
+}
+}  // namespace detail
+
 /// Probes an open file or directory: the mode and granularity map() would
 /// give there and why, DAX, persistence domain, flush instruction, kernel
 /// release and io_uring availability. A directory is probed through an
@@ -131,8 +173,10 @@ inline void probe_io_uring(probe_report& r) noexcept {
 /// not tested, with the reason. A read-only fd (or a file on a read-only
 /// mount) is probed with read-only mappings: mode_inferred, map_sync_tested
 /// and `untested` say what a writer would get and what could not be tried. Never closes `fd` nor releases record locks.
+/// A device DAX character device is probed by mapping its first `align`
+/// bytes (probe_report::device_dax).
 /// Errors: fstat errno codes (EBADF), errc::invalid_argument (neither a
-/// regular file nor a directory).
+/// regular file, a directory nor device DAX).
 inline result<probe_report> probe(int fd) noexcept {
   probe_report r;
   struct utsname u {};
@@ -166,8 +210,10 @@ inline result<probe_report> probe(int fd) noexcept {
     } else {
       test_fd = owned;
     }
+  } else if (S_ISCHR(st.st_mode) && detail::is_device_dax(st.st_rdev)) {
+    return detail::probe_device_dax(fd, st, r);
   } else if (!S_ISREG(st.st_mode)) {
-    return detail::fail(errc::invalid_argument, "probe: not a regular file or directory");
+    return detail::fail(errc::invalid_argument, "probe: not a regular file, directory or device DAX");
   }
   const int fl = test_fd >= 0 ? detail::sys::fcntl(test_fd, F_GETFL) : -1;
   r.writable = fl >= 0 && (fl & O_ACCMODE) == O_RDWR;
@@ -233,8 +279,8 @@ inline result<probe_report> probe(int fd) noexcept {
 /// report then says what could not be tested). Never releases the process's
 /// record locks on the file.
 /// Errors: open errno codes (ENOENT, EACCES, ELOOP), errc::invalid_argument
-/// (not a regular file or directory; character devices: device DAX is not
-/// supported yet), and those of probe(int).
+/// (not a regular file, directory or device DAX; a device DAX is opened
+/// read-write when permitted, else read-only), and those of probe(int).
 inline result<probe_report> probe(const char* path) noexcept {
   detail::clear_detail();
   if (!path || !*path) return detail::fail(errc::invalid_argument, "probe: empty path");
@@ -266,12 +312,18 @@ inline result<probe_report> probe(const char* path) noexcept {
       rw_errno = errno;
       fd = detail::sys::open(proc, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0);
     }
+  } else if (S_ISCHR(st.st_mode) && detail::is_device_dax(st.st_rdev)) {
+    const detail::stdio_placeholders low;
+    fd = detail::sys::open(proc, O_RDWR | O_CLOEXEC | O_NOCTTY, 0);
+    if (fd < 0 && (errno == EACCES || errno == EPERM)) {
+      rw_errno = errno;
+      fd = detail::sys::open(proc, O_RDONLY | O_CLOEXEC | O_NOCTTY, 0);
+    }
   } else {
     detail::sys::close_quietly(opath);
     if (S_ISCHR(st.st_mode))
       return detail::fail(errc::invalid_argument,
-                          "probe: %s is a character device: refused without opening it (device DAX is not supported "
-                          "yet)",
+                          "probe: %s is a character device but not a device DAX: refused without opening it",
                           path);
     return detail::fail(errc::invalid_argument, "probe: %s is %s, not a regular file or directory: refused without "
                         "opening it", path, detail::file_type_name(st.st_mode));

@@ -75,7 +75,7 @@ REQUIRED_BINS="mapdirect_tests durable_log mapdirect-info nc_writer"
 # Linked dynamically (static libpmem2 needs ndctl archives Debian lacks).
 PMEM2_BIN=mapdirect_pmem2_tests
 PAYLOAD_BINS=            # what the next boot's initramfs carries (empty: all of BIN_DIR)
-ALL_CONFIGS="ext4-nfit-memctrl xfs-nfit-cpu ext4-virtio-pmem ext4-virtio-blk"
+ALL_CONFIGS="ext4-nfit-memctrl xfs-nfit-cpu ext4-virtio-pmem ext4-virtio-blk devdax-nfit"
 
 configs=()
 bin_dir=${MAPDIRECT_VM_BIN_DIR:-}
@@ -127,6 +127,7 @@ done
 # must report there.
 # ---------------------------------------------------------------------------
 config_vars() {
+    DEVDAX=0
     case "$1" in
     ext4-nfit-memctrl)
         DEVICE=nfit FS=ext4 DAX=1 EXPECT_MODE=sync EXPECT_GRAN=cache_line POISON=1
@@ -140,6 +141,12 @@ config_vars() {
     ext4-virtio-blk)
         DEVICE=virtio-blk FS=ext4 DAX=0 EXPECT_MODE=shared EXPECT_GRAN=page POISON=0
         PERSISTENCE= EXPECT_DOMAIN=none ;;
+    # The NFIT namespace as device DAX (/dev/daxX.Y), no file system: the
+    # [devdax] and host-translatable [badblocks] tests and mapdirect-info on
+    # the raw device; power-loss cycles with durable_log on /dev/dax0.0.
+    devdax-nfit)
+        DEVICE=nfit FS=none DAX=1 EXPECT_MODE=sync EXPECT_GRAN=cache_line POISON=0
+        PERSISTENCE=mem-ctrl EXPECT_DOMAIN=memory_controller DEVDAX=1 ;;
     *) return 1 ;;
     esac
 }
@@ -371,6 +378,7 @@ MD_FS=$FS
 MD_MKFS=$2
 MD_LOOP=${3:-0}
 MD_DAX=$DAX
+MD_DEVDAX=$DEVDAX
 MD_CONFIG=$cfg
 MD_STEP_TIMEOUT=${MAPDIRECT_VM_STEP_TIMEOUT:-300}
 EOF
@@ -589,6 +597,39 @@ EOF
     } > "$f"
 }
 
+# The devdax-nfit suite: the device DAX tests on the real /dev/daxX.Y (init
+# exports MD_DEVDAX_DEV), the bad-block translation tests, mapdirect-info.
+devdax_steps() { # devdax_steps FILE
+    local catch="--use-colour no --durations yes --warn NoTests"
+    [ "$do_powerloss" = 1 ] && echo "step recover durable_log verify $PL_LOG" > "$1"
+    cat >> "$1" <<EOF
+mkdir -p /mnt/mdtests
+export MAPDIRECT_TEST_DIR=/mnt/mdtests
+export MAPDIRECT_TEST_DEVDAX=\$MD_DEVDAX_DEV
+export MAPDIRECT_EXPECT_GRANULARITY=$EXPECT_GRAN
+step sysfs sh -c 'd=\$(basename \$MD_DEVDAX_DEV); for a in size align resource; do echo "\$d \$a: \$(cat /sys/bus/dax/devices/\$d/\$a)"; done; echo "region0 resource: \$(cat /sys/bus/nd/devices/region0/resource)"; echo "region0 badblocks: [\$(cat /sys/bus/nd/devices/region0/badblocks)]"'
+step devdax mapdirect_tests $catch -s '[devdax]'
+step badblocks mapdirect_tests $catch '[badblocks]~[poison]'
+step info mapdirect-info \$MD_DEVDAX_DEV
+EOF
+}
+
+# devdax_checks RESULTS: mapdirect-info must say device DAX, sync, the granularity.
+devdax_checks() {
+    local info fail=0
+    info=$(section "$1" info)
+    info_expect "$info" "mode" "$EXPECT_MODE" || fail=1
+    info_expect "$info" "store granularity" "$EXPECT_GRAN" || fail=1
+    info_expect "$info" "file system" "device_dax" || fail=1
+    info_expect "$info" "persistence domain" "$EXPECT_DOMAIN" || fail=1
+    # The real-device test ran (not skipped).
+    if section "$1" devdax | grep -q 'skipped: no device DAX' ||
+       ! section "$1" devdax | grep -q 'device DAX: the real device of the VM tier'; then
+        log "FAIL devdax: the real-device test did not run"; fail=1
+    fi
+    return $fail
+}
+
 # The step names a steps file runs (step NAME ... / step_t SECONDS NAME ...).
 planned_steps() {
     sed -n 's/^step_t [0-9][0-9]* \([^ ]*\) .*/\1/p; s/^step \([^ ]*\) .*/\1/p' "$1"
@@ -636,7 +677,9 @@ run_suite() {
         new_disk
         write_env "$env" 1 1
     fi
-    if [ -n "$custom_steps" ]; then cp "$custom_steps" "$steps"; else suite_steps "$steps"; fi
+    if [ -n "$custom_steps" ]; then cp "$custom_steps" "$steps"
+    elif [ "$DEVDAX" = 1 ]; then devdax_steps "$steps"
+    else suite_steps "$steps"; fi
     boot suite "$env" "$steps" 0 900
     log "suite boot took ${BOOT_SECONDS}s (status $BOOT_STATUS)"
     sed 's/^/    | /' "$res"
@@ -673,6 +716,14 @@ run_suite() {
     SKIP_COUNT=0
     skip_report "$res"
     [ -n "$custom_steps" ] && { [ $fail = 0 ] || show_console suite; return $fail; }
+    if [ "$DEVDAX" = 1 ]; then
+        devdax_checks "$res" || fail=1
+        if [ "$do_powerloss" = 1 ]; then
+            pl_check_recovery "$res" recover "final boot" || fail=1
+        fi
+        [ $fail = 0 ] || show_console suite
+        return $fail
+    fi
     # The libpmem2 differential must really compare on the NFIT devices: a
     # "libpmem2 cannot map it" skip there is a failure.
     # And libpmem2's answer there must be the configuration's granularity
@@ -840,6 +891,8 @@ run_config() {
         run_self_test
         return $?
     fi
+    # Device DAX: durable_log logs onto the raw device (no file system).
+    [ "$DEVDAX" = 1 ] && PL_LOG=/dev/dax0.0
     log "device=$DEVICE fs=$FS dax=$DAX expect mode=$EXPECT_MODE granularity=$EXPECT_GRAN poison=$POISON kills=$kills seed=$seed"
     local t0=$SECONDS status=0 pl="skipped" su="skipped"
     if [ "$do_powerloss" = 1 ]; then

@@ -91,7 +91,7 @@ printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:
 printf 'root:x:0:\nnogroup:x:65534:\n' > "$root/etc/group"
 
 # --- modules ---------------------------------------------------------------
-mods="libnvdimm nfit nd_btt nd_pmem dax_pmem crc32c_generic crc16 mbcache jbd2
+mods="libnvdimm nfit nd_btt nd_pmem dax_pmem device_dax crc32c_generic crc16 mbcache jbd2
       ext4 libcrc32c xfs virtio virtio_ring virtio_pci virtio_pci_modern_dev
       virtio_pci_legacy_dev nd_virtio virtio_pmem virtio_blk loop"
 msrc="$work/kpkg/lib/modules/$kver"
