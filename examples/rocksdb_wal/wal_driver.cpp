@@ -7,7 +7,9 @@
 //
 //   rocksdb_wal_driver write  DIR FS COUNT [RECOVERY]   (COUNT 0: until killed)
 //   rocksdb_wal_driver verify DIR FS ACKED [RECOVERY]   exit 0: all ACKED keys present
-//   rocksdb_wal_driver recovery-modes                   list RECOVERY names
+//   rocksdb_wal_driver write-noclose DIR FS COUNT        as write, then _exit without closing the DB
+//   rocksdb_wal_driver fill FILE.log FS                  appends to one WAL file through FS until it fails
+//                                                        (prints the IOStatus; exit 0 when it is NoSpace)
 //
 // FS: "default" (RocksDB's POSIX file system), "mapdirect",
 // "mapdirect-nopersist". RECOVERY: point-in-time (RocksDB 7.8's default),
@@ -17,6 +19,8 @@
 #include <rocksdb/env.h>
 #include <rocksdb/file_system.h>
 #include <rocksdb/options.h>
+
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -63,9 +67,31 @@ int usage() {
 
 }  // namespace
 
+// Appends 64 KiB chunks to one WAL through the file system, bypassing
+// RocksDB's WritableFileWriter (whose debug build asserts after a failed WAL
+// append), to check the IOStatus the plugin returns on a full file system.
+int fill(const std::string& file, const std::string& fsname) {
+  std::shared_ptr<rdb::FileSystem> fs;
+  rdb::Status st = rdb::FileSystem::CreateFromString(rdb::ConfigOptions(), fsname, &fs);
+  if (!st.ok()) return 2;
+  std::unique_ptr<rdb::FSWritableFile> f;
+  rdb::IOStatus s = fs->NewWritableFile(file, rdb::FileOptions(), &f, nullptr);
+  long chunks = 0;
+  if (s.ok()) {
+    const std::string chunk(65536, 'w');
+    while ((s = f->Append(chunk, rdb::IOOptions(), nullptr)).ok() && (s = f->Sync(rdb::IOOptions(), nullptr)).ok())
+      ++chunks;
+    (void)f->Close(rdb::IOOptions(), nullptr);
+  }
+  std::printf("fill: %ld chunks of 64 KiB, then %s nospace=%d ioerror=%d\n", chunks, s.ToString().c_str(),
+              s.IsNoSpace() ? 1 : 0, s.IsIOError() ? 1 : 0);
+  return s.IsNoSpace() ? 0 : 1;
+}
+
 int main(int argc, char** argv) {
-  if (argc < 5) return usage();
   (void)mapdirect_rocksdb_registered();
+  if (argc == 4 && std::strcmp(argv[1], "fill") == 0) return fill(argv[2], argv[3]);
+  if (argc < 5) return usage();
   const std::string cmd = argv[1], dir = argv[2], fsname = argv[3];
   const long count = std::strtol(argv[4], nullptr, 10);
   rdb::Options options;
@@ -81,15 +107,17 @@ int main(int argc, char** argv) {
     env = rdb::NewCompositeEnv(fs);
     options.env = env.get();
   }
-  options.create_if_missing = cmd == "write";
+  const bool noclose = cmd == "write-noclose";
+  options.create_if_missing = cmd == "write" || noclose;
   rdb::DB* raw = nullptr;
   rdb::Status s = rdb::DB::Open(options, dir, &raw);
   if (!s.ok()) {
-    std::fprintf(stderr, "rocksdb_wal_driver: open %s: %s\n", dir.c_str(), s.ToString().c_str());
+    std::fprintf(stderr, "rocksdb_wal_driver: open %s: %s%s\n", dir.c_str(), s.ToString().c_str(),
+                 s.IsNoSpace() ? " [nospace]" : "");
     return 3;
   }
   std::unique_ptr<rdb::DB> db(raw);
-  if (cmd == "write") {
+  if (cmd == "write" || noclose) {
     rdb::WriteOptions wo;
     wo.sync = true;
     // Continue after any keys a previous run left (so repeated cuts keep adding).
@@ -102,12 +130,14 @@ int main(int argc, char** argv) {
       b.Put("next", std::to_string(i + 1));
       s = db->Write(wo, &b);
       if (!s.ok()) {
-        std::fprintf(stderr, "rocksdb_wal_driver: put %ld: %s\n", i, s.ToString().c_str());
+        std::fprintf(stderr, "rocksdb_wal_driver: put %ld: %s%s\n", i, s.ToString().c_str(),
+                     s.IsNoSpace() ? " [nospace]" : s.IsIOError() ? " [ioerror]" : "");
         return 4;
       }
       std::printf("ack %ld\n", i);
       std::fflush(stdout);
     }
+    if (noclose) _exit(0);  // the WAL keeps its preallocated zero-filled window, as after a crash
     s = db->Close();
     if (!s.ok()) {
       std::fprintf(stderr, "rocksdb_wal_driver: close: %s\n", s.ToString().c_str());
