@@ -11,6 +11,7 @@
 //   rocksdb_wal_driver fill FILE.log FS                  appends to one WAL file through FS until it fails
 //                                                        (prints the IOStatus; exit 0 when it is NoSpace)
 //
+// RK_ACK_TAG=T in the environment prints "ack T N" (several writers, one console).
 // FS: "default" (RocksDB's POSIX file system), "mapdirect",
 // "mapdirect-nopersist". RECOVERY: point-in-time (RocksDB 7.8's default),
 // tolerate-tail, absolute, skip-any.
@@ -121,6 +122,7 @@ int main(int argc, char** argv) {
     rdb::WriteOptions wo;
     wo.sync = true;
     // Continue after any keys a previous run left (so repeated cuts keep adding).
+    const char* tag = std::getenv("RK_ACK_TAG");  // "ack TAG N" when several writers share a console
     long start = 0;
     std::string v;
     if (db->Get(rdb::ReadOptions(), "next", &v).ok()) start = std::strtol(v.c_str(), nullptr, 10);
@@ -134,7 +136,8 @@ int main(int argc, char** argv) {
                      s.IsNoSpace() ? " [nospace]" : s.IsIOError() ? " [ioerror]" : "");
         return 4;
       }
-      std::printf("ack %ld\n", i);
+      if (tag) std::printf("ack %s %ld\n", tag, i);
+      else std::printf("ack %ld\n", i);
       std::fflush(stdout);
     }
     if (noclose) _exit(0);  // the WAL keeps its preallocated zero-filled window, as after a crash

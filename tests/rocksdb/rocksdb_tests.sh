@@ -1,7 +1,7 @@
 #!/bin/sh
 # Host tests of examples/rocksdb_wal (ctest label "rocksdb").
 #   rocksdb_tests.sh CASE PLUGIN.so DRIVER WORKDIR
-# CASE: dbbench | driver | crash | tail | enospc
+# CASE: dbbench | driver | group | crash | tail | enospc
 # Exit 0 pass, 1 fail, 77 skip (with the reason on stdout).
 set -u
 case_=$1 plugin=$2 driver=$3 work=$4
@@ -44,6 +44,18 @@ driver)
   "$driver" write "$dir/db" mapdirect 500 >"$dir/w2.out" || fail "second writer (reopen, new WAL)"
   "$driver" verify "$dir/db" mapdirect 2500 || fail "verify"
   echo "PASS driver"
+  ;;
+group)
+  # "mapdirect-group": WAL persists through a group_committer.
+  "$driver" write "$dir/db" mapdirect-group 1000 >"$dir/w.out" 2>"$dir/w.err"
+  rc=$?
+  if [ $rc -eq 2 ] && grep -q "file system mapdirect-group" "$dir/w.err"; then
+    skip "the plugin was built without mapdirect::uring (liburing-dev): no mapdirect-group"
+  fi
+  [ $rc -eq 0 ] || { cat "$dir/w.err"; fail "writer"; }
+  grep -q "mapdirect: WAL .*group commit: " "$dir/db/LOG" || fail "no group-commit note in the info log"
+  "$driver" verify "$dir/db" mapdirect-group 1000 || fail "verify"
+  echo "PASS group"
   ;;
 crash)
   # SIGKILL the writer mid-run (page-cache level: the kernel keeps the

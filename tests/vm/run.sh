@@ -55,7 +55,8 @@
 # instead of a failure), MAPDIRECT_VM_STEP_TIMEOUT (seconds per guest step,
 # default 300; MAPDIRECT_VM_GROUP_TIMEOUT, default 180, for the groups),
 # MAPDIRECT_VM_SMP (vCPUs, default 1), MAPDIRECT_VM_KILLS, MAPDIRECT_VM_SEED,
-# MAPDIRECT_VM_BIN_DIR, MAPDIRECT_VM_WORK_DIR, MAPDIRECT_VM_CACHE_DIR.
+# MAPDIRECT_VM_BIN_DIR, MAPDIRECT_VM_WORK_DIR, MAPDIRECT_VM_CACHE_DIR,
+# MAPDIRECT_VM_ROCKSDB (0: no RocksDB power cuts, tests/vm/lib/powerloss-rocksdb.sh).
 #
 # Besides the steps' exit statuses, a configuration fails when the guest
 # kernel console shows BUG:, WARNING:, Oops or a general protection fault,
@@ -856,10 +857,16 @@ run_config() {
         PAYLOAD_BINS=durable_log boot final "$env" "$steps" 0 300
         pl_check_recovery "$cfgdir/final.results" recover "final boot" || { pl="FAILED"; status=1; }
     fi
+    local rk=0
+    [ "${MAPDIRECT_VM_ROCKSDB:-1}" = 1 ] && [ -x "$bin_dir/rocksdb_wal_driver" ] && rk=1
+    if [ $rk = 1 ]; then
+        run_rocksdb_powerloss || status=1
+    fi
     [ "$CONSOLE_BAD" = 0 ] || status=1
     local summary="suite $su; powerloss $pl"
     [ "$do_powerloss" = 1 ] && summary+=" ($PL_KILLS kills, $PL_TOTAL_ACKS acknowledged records, highest seq $PL_MAX_ACK)"
     [ "$do_suite" = 1 ] && summary+="; ${SKIP_COUNT:-0} skipped tests (listed above, WARN lines)"
+    [ $rk = 1 ] && summary+="; rocksdb $RK_SUMMARY"
     [ "$CONSOLE_BAD" = 0 ] || summary+="; kernel console reported a problem"
     if [ $status = 0 ]; then
         log "PASS in $((SECONDS - t0))s: $summary"
@@ -868,6 +875,9 @@ run_config() {
     fi
     return $status
 }
+
+# RocksDB power cuts (issue 13): run_rocksdb_powerloss, RK_SUMMARY.
+. "$HERE/lib/powerloss-rocksdb.sh"
 
 # ---------------------------------------------------------------------------
 main() {
