@@ -19,8 +19,15 @@
 #        survives a SIGKILL of QEMU whether or not it was flushed: loss there
 #        is counted, not required.
 #
+# The boot after the last cut checks once more and, when the bin dir has
+# db_bench and libmapdirect_rocksdb.so, runs Debian's db_bench (fillseq and
+# fillrandom --sync=1, 1 and 8 threads) with RocksDB's POSIX file system and
+# with --fs_uri=mapdirect, alternating, in the same guest, into
+# $cfgdir/rocksdb-bench.txt.
+#
 # Environment: MAPDIRECT_VM_ROCKSDB=0 skips these cycles (default 1 when the
-# bin dir has rocksdb_wal_driver).
+# bin dir has rocksdb_wal_driver); MAPDIRECT_VM_ROCKSDB_BENCH: db_bench --num
+# per thread (default 300; 0 skips the benchmark).
 
 RK_SUMMARY="skipped"
 
@@ -120,14 +127,41 @@ run_rocksdb_powerloss() {
         cuts=$((cuts + 1))
         log "rocksdb boot $boots (${BOOT_SECONDS}s): killed ${KILL_DELAY_MS} ms after the first ack; acks:$line"
     done
-    # The check after the last cut.
+    # The check after the last cut, then the benchmark in the same guest.
+    local bench=${MAPDIRECT_VM_ROCKSDB_BENCH:-300} bins=rocksdb_wal_driver
+    [ -x "$bin_dir/db_bench" ] && [ -f "$bin_dir/libmapdirect_rocksdb.so" ] || bench=0
     write_env "$env" 0
-    rk_verify_steps > "$steps"
-    PAYLOAD_BINS=rocksdb_wal_driver boot rkfinal "$env" "$steps" 0 900
+    {
+        rk_verify_steps
+        echo "step walmode sh -c 'cat /mnt/rk/md/LOG.old.* /mnt/rk/md/LOG 2>/dev/null | grep \"mapdirect: WAL\" | tail -n1'"
+        if [ "$bench" != 0 ]; then
+            bins="rocksdb_wal_driver db_bench libmapdirect_rocksdb.so"
+            echo "step bench sh -c 'for t in 1 8; do for b in fillseq fillrandom; do for fs in posix mapdirect; do u=; [ \$fs = posix ] || u=--fs_uri=\$fs; rm -rf /mnt/rkb; echo \"== \$b threads=\$t fs=\$fs\"; LD_PRELOAD=/payload/bin/libmapdirect_rocksdb.so db_bench \$u --db=/mnt/rkb --wal_dir=/mnt/rkb --benchmarks=\$b --sync=1 --threads=\$t --num=$bench --histogram=1 --compression_type=none 2>&1 | grep -E \"^(fillseq|fillrandom) |^Percentiles\" || exit 1; done; done; done'"
+        fi
+    } > "$steps"
+    PAYLOAD_BINS=$bins boot rkfinal "$env" "$steps" 0 1800
     res="$cfgdir/rkfinal.results"
     local fail=0
     [ "$CONSOLE_BAD" = 1 ] && fail=1
     rk_check_verify "$res" "final boot" || fail=1
+    # The WAL got this configuration's mode and granularity (info log line).
+    local wm
+    wm=$(section "$res" walmode)
+    echo "$wm" | sed 's/^/    /'
+    if echo "$wm" | grep -q "mode=$EXPECT_MODE granularity=$EXPECT_GRAN"; then
+        log "rocksdb: the WAL was mapped mode=$EXPECT_MODE granularity=$EXPECT_GRAN, as expected here"
+    else
+        log "FAIL rocksdb: expected the WAL mapped mode=$EXPECT_MODE granularity=$EXPECT_GRAN (info log above)"; fail=1
+    fi
+    if [ "$bench" != 0 ]; then
+        if [ "$(step_rc "$res" bench)" = 0 ]; then
+            { echo "$cfg (QEMU TCG guest, $(date -u +%Y-%m-%d), db_bench --num=$bench):"; section "$res" bench; } > "$cfgdir/rocksdb-bench.txt"
+            log "rocksdb bench (POSIX vs mapdirect, same guest; TCG: ratios only):"
+            sed 's/^/    /' "$cfgdir/rocksdb-bench.txt"
+        else
+            log "FAIL rocksdb bench: exit status $(step_rc "$res" bench)"; section "$res" bench | tail -n 20 | sed 's/^/    /'; fail=1
+        fi
+    fi
     local nc_note="caught ${RK_CAUGHT}x, ${RK_LOST[nc]} keys lost"
     if [ "$DEVICE" = virtio-blk ] && [ "$RK_CAUGHT" = 0 ]; then
         log "FAIL rocksdb: negative control never caught on virtio-blk: the test cannot tell a persisted WAL from one that is not"
