@@ -989,13 +989,22 @@ class direct_mapping {
     constexpr std::size_t huge = MAPDIRECT_HUGE_ALIGN_THRESHOLD;
     if (reinterpret_cast<std::uintptr_t>(map_base_) % huge == 0) return;
     const char* unused = "";
-    const int flags = rung_flags(mode_, unused) | MAP_FIXED_NOREPLACE | (populate ? MAP_POPULATE : 0);
+    const int base_flags = rung_flags(mode_, unused);
+    // MAP_SHARED_VALIDATE refuses MAP_FIXED_NOREPLACE (EOPNOTSUPP): MAP_FIXED
+    // over the slot, still our reservation, instead (see relocate()).
+    const bool validated = (base_flags & MAP_TYPE) == MAP_SHARED_VALIDATE;
+    const int flags = base_flags | (validated ? MAP_FIXED : MAP_FIXED_NOREPLACE) | (populate ? MAP_POPULATE : 0);
     for (int attempt = 0; attempt < 8; ++attempt) {
       auto slot = detail::address_reservation::reserve(map_length_ + huge);
       if (!slot) return;
       char* at = slot.aligned(huge);
-      if (!slot.carve(at, map_length_)) return;
+      if (!slot.carve(at, map_length_, /*unmap=*/!validated)) return;
       void* p = detail::sys::mmap(at, map_length_, PROT_READ | PROT_WRITE, flags, fd_, static_cast<off_t>(offset_));
+      if (validated && p != at) {
+        if (p != MAP_FAILED) (void)detail::sys::munmap(p, map_length_);
+        if (detail::reserve_exactly(at, map_length_)) (void)detail::sys::munmap(at, map_length_);
+        return;
+      }
       if (p == at) {
         (void)detail::sys::munmap(map_base_, map_length_);
         map_base_ = p;

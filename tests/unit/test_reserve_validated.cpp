@@ -9,6 +9,7 @@
 #include <mapdirect/mapdirect.hpp>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <string>
 
@@ -87,4 +88,33 @@ TEST_CASE("reserve: a MAP_SYNC mapping is placed in its reservation without MAP_
   std::string back(text.size(), '\0');
   std::memcpy(back.data(), m.data() + 12 * kib, back.size());
   CHECK(back == text);
+}
+
+TEST_CASE("align: a large MAP_SYNC mapping is moved to a 2 MiB boundary despite MAP_SHARED_VALIDATE", "[mapping][seam]") {
+  // Mapped from a 4 KiB offset: a kernel that aligns large file mappings
+  // itself (THP) places it congruent to the offset, i.e. not 2 MiB-aligned,
+  // so that map() has to move it.
+  mdtest::temp_file f(mdtest::test_dir(), 4 * 1024 * kib + 4 * kib);
+  void* probe = ::mmap(nullptr, 4 * kib, PROT_READ, MAP_SHARED_VALIDATE | MAP_FIXED_NOREPLACE, f.fd(), 0);
+  if (probe != MAP_FAILED) {
+    ::munmap(probe, 4 * kib);
+    WARN("skipped: this kernel accepts MAP_SHARED_VALIDATE|MAP_FIXED_NOREPLACE");
+    return;
+  }
+  dax_emulation dax;
+  scoped_syscall_interposer scope(dax);
+  map_options o;
+  o.strongest = map_mode::sync;
+  o.weakest = map_mode::sync;
+  o.domain = persistence_domain::memory_controller;
+  // Several tries: the kernel may place the first mapping aligned by chance.
+  for (int i = 0; i < 4; ++i) {
+    auto r = direct_mapping::map(f.fd(), 4 * kib, 4 * 1024 * kib, o);
+    INFO(last_error_detail());
+    REQUIRE(r);
+    CHECK(r.value().mode() == map_mode::sync);
+    CHECK(reinterpret_cast<std::uintptr_t>(r.value().data()) % MAPDIRECT_HUGE_ALIGN_THRESHOLD == 0);
+    REQUIRE(r.value().copy_persist(1024 * kib, "aligned", 7));
+  }
+  CHECK(dax.noreplace_refused == 0);
 }
