@@ -26,4 +26,4 @@ MAPDIRECT_BUILD_PACKAGES=(g++ cmake make pkg-config libboost-dev liburing-dev)
 # loop-mounted xfs/ext4, the QEMU pmem tier, and the aarch64 cross check.
 MAPDIRECT_TEST_PACKAGES=(catch2 libpmem-dev libpmem2-dev libbenchmark-dev xfsprogs e2fsprogs util-linux
   gnuplot-nox python3 file busybox-static qemu-system-x86 cpio xz-utils kmod g++-aarch64-linux-gnu qemu-user libsqlite3-dev sqlite3
-  doxygen chromium)
+  librocksdb-dev rocksdb-tools doxygen chromium)

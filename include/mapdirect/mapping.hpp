@@ -1031,13 +1031,22 @@ class direct_mapping {
     constexpr std::size_t huge = MAPDIRECT_HUGE_ALIGN_THRESHOLD;
     if (reinterpret_cast<std::uintptr_t>(map_base_) % huge == 0) return;
     const char* unused = "";
-    const int flags = rung_flags(mode_, unused) | MAP_FIXED_NOREPLACE | (populate ? MAP_POPULATE : 0);
+    const int base_flags = rung_flags(mode_, unused);
+    // MAP_SHARED_VALIDATE refuses MAP_FIXED_NOREPLACE (EOPNOTSUPP): MAP_FIXED
+    // over the slot, still our reservation, instead (see relocate()).
+    const bool validated = (base_flags & MAP_TYPE) == MAP_SHARED_VALIDATE;
+    const int flags = base_flags | (validated ? MAP_FIXED : MAP_FIXED_NOREPLACE) | (populate ? MAP_POPULATE : 0);
     for (int attempt = 0; attempt < 8; ++attempt) {
       auto slot = detail::address_reservation::reserve(map_length_ + huge);
       if (!slot) return;
       char* at = slot.aligned(huge);
-      if (!slot.carve(at, map_length_)) return;
+      if (!slot.carve(at, map_length_, /*unmap=*/!validated)) return;
       void* p = detail::sys::mmap(at, map_length_, PROT_READ | PROT_WRITE, flags, fd_, static_cast<off_t>(offset_));
+      if (validated && p != at) {
+        if (p != MAP_FAILED) (void)detail::sys::munmap(p, map_length_);
+        if (detail::reserve_exactly(at, map_length_)) (void)detail::sys::munmap(at, map_length_);
+        return;
+      }
       if (p == at) {
         (void)detail::sys::munmap(map_base_, map_length_);
         map_base_ = p;
@@ -1062,7 +1071,11 @@ class direct_mapping {
   std::error_code relocate(std::size_t capacity, std::size_t new_map_length) noexcept {
     constexpr std::size_t huge = MAPDIRECT_HUGE_ALIGN_THRESHOLD;
     const std::size_t slack = capacity >= huge ? huge : 0;
-    const int flags = map_flags_ | MAP_FIXED_NOREPLACE | (populate_ ? MAP_POPULATE : 0);
+    // MAP_SHARED_VALIDATE (sync, direct) refuses MAP_FIXED_NOREPLACE with
+    // EOPNOTSUPP (it is not in the kernel's LEGACY_MAP_MASK): map those with
+    // MAP_FIXED over the slot, which is our own reservation (atomic, as grow()).
+    const bool validated = (map_flags_ & MAP_TYPE) == MAP_SHARED_VALIDATE;
+    const int flags = map_flags_ | (validated ? MAP_FIXED : MAP_FIXED_NOREPLACE) | (populate_ ? MAP_POPULATE : 0);
     int e = EEXIST;
     for (int attempt = 0; attempt < 8 && e == EEXIST; ++attempt) {
       auto slot = detail::address_reservation::reserve(capacity + slack);
@@ -1071,11 +1084,18 @@ class direct_mapping {
         break;
       }
       char* at = slot.aligned(slack ? huge : detail::sys::page_size());
-      if (!slot.carve(at, new_map_length)) {
+      if (!slot.carve(at, new_map_length, /*unmap=*/!validated)) {
         e = errno;
         break;
       }
       void* p = detail::sys::mmap(at, new_map_length, prot_for(access_), flags, fd_, static_cast<off_t>(offset_));
+      if (validated && p != at) {
+        // The range may now be a hole or still reserved: re-reserve it, else give it up (never unmapped).
+        e = p == MAP_FAILED ? errno : EINVAL;
+        if (p != MAP_FAILED) (void)detail::sys::munmap(p, new_map_length);
+        if (detail::reserve_exactly(at, new_map_length)) (void)detail::sys::munmap(at, new_map_length);
+        break;
+      }
       if (p == at) {
         const std::size_t room = slot.detach(at + new_map_length);
         (void)detail::sys::munmap(map_base_, reserved_);

@@ -58,6 +58,7 @@
 # MAPDIRECT_VM_BIN_DIR, MAPDIRECT_VM_WORK_DIR, MAPDIRECT_VM_CACHE_DIR,
 # MAPDIRECT_VM_SQLITE (0: no SQLite power cuts, tests/vm/lib/powerloss-sqlite.sh),
 # MAPDIRECT_VM_SQLITE_BENCH (its benchmark's options; 0: none).
+# MAPDIRECT_VM_ROCKSDB (0: no RocksDB power cuts, tests/vm/lib/powerloss-rocksdb.sh).
 #
 # Besides the steps' exit statuses, a configuration fails when the guest
 # kernel console shows BUG:, WARNING:, Oops or a general protection fault,
@@ -911,14 +912,22 @@ run_config() {
         PAYLOAD_BINS=durable_log boot final "$env" "$steps" 0 300
         pl_check_recovery "$cfgdir/final.results" recover "final boot" || { pl="FAILED"; status=1; }
     fi
-    if [ "${MAPDIRECT_VM_SQLITE:-1}" = 1 ]; then
+    # The databases need a file system: none on device DAX.
+    local sq=0 rk=0
+    [ "${MAPDIRECT_VM_SQLITE:-1}" = 1 ] && [ "$DEVDAX" != 1 ] && sq=1
+    if [ $sq = 1 ]; then
         run_sqlite_powerloss || status=1
+    fi
+    [ "${MAPDIRECT_VM_ROCKSDB:-1}" = 1 ] && [ "$DEVDAX" != 1 ] && [ -x "$bin_dir/rocksdb_wal_driver" ] && rk=1
+    if [ $rk = 1 ]; then
+        run_rocksdb_powerloss || status=1
     fi
     [ "$CONSOLE_BAD" = 0 ] || status=1
     local summary="suite $su; powerloss $pl"
     [ "$do_powerloss" = 1 ] && summary+=" ($PL_KILLS kills, $PL_TOTAL_ACKS acknowledged records, highest seq $PL_MAX_ACK)"
     [ "$do_suite" = 1 ] && summary+="; ${SKIP_COUNT:-0} skipped tests (listed above, WARN lines)"
-    [ "${MAPDIRECT_VM_SQLITE:-1}" = 1 ] && summary+="; sqlite $SQ_SUMMARY"
+    [ $sq = 1 ] && summary+="; sqlite $SQ_SUMMARY"
+    [ $rk = 1 ] && summary+="; rocksdb $RK_SUMMARY"
     [ "$CONSOLE_BAD" = 0 ] || summary+="; kernel console reported a problem"
     if [ $status = 0 ]; then
         log "PASS in $((SECONDS - t0))s: $summary"
@@ -930,6 +939,8 @@ run_config() {
 
 # SQLite power cuts (issue 14): run_sqlite_powerloss, SQ_SUMMARY.
 . "$HERE/lib/powerloss-sqlite.sh"
+# RocksDB power cuts (issue 13): run_rocksdb_powerloss, RK_SUMMARY.
+. "$HERE/lib/powerloss-rocksdb.sh"
 
 # ---------------------------------------------------------------------------
 main() {

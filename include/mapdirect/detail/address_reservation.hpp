@@ -64,14 +64,17 @@ class address_reservation {
   /// Unmaps [at, at+length), which must lie inside the uncarved reservation,
   /// and gives up ownership of it; keeps the lead and trail. False (errno
   /// set, nothing given up) when munmap fails or the slot does not fit.
-  bool carve(char* at, std::size_t length) noexcept {
+  /// With unmap false the slot stays reserved (PROT_NONE) for the caller to
+  /// MAP_FIXED over: ownership passes to the caller (validated mappings,
+  /// which refuse MAP_FIXED_NOREPLACE).
+  bool carve(char* at, std::size_t length, bool unmap = true) noexcept {
     piece& whole = piece_[0];
     if (piece_[1].base || at < whole.base || length > whole.length ||
         static_cast<std::size_t>(at - whole.base) > whole.length - length) {
       errno = EINVAL;
       return false;
     }
-    if (sys::munmap(at, length) != 0) return false;
+    if (unmap && sys::munmap(at, length) != 0) return false;
     const std::size_t lead = static_cast<std::size_t>(at - whole.base);
     const piece trail{at + length, whole.length - lead - length};
     whole.length = lead;
