@@ -1061,6 +1061,24 @@ class direct_mapping {
     }
   }
 
+  // grow()'s steps: what growing needs (or why it cannot), the file
+  // extended (and sealed when the mapping owns a seal), undoing that, and the
+  // new pages mapped right after the old ones.
+  struct grow_plan {
+    std::size_t new_map = 0;     // mapping length, page-rounded
+    bool in_place = false;       // fits the reserved address space
+    std::uint64_t old_file = 0;  // the file's size before
+    std::uint64_t want_end = 0;  // offset_ + new_length
+  };
+  std::error_code plan_growth(std::size_t new_length, const grow_options& options, grow_plan& plan) const noexcept;
+  std::error_code grow_file(const grow_plan& plan, const grow_options& options, iomap_seal& new_seal,
+                            bool& extended) noexcept;
+  void undo_grow_file(const grow_plan& plan, iomap_seal& new_seal, bool extended) noexcept {
+    (void)new_seal.release();
+    if (extended) (void)detail::sys::ftruncate(fd_, static_cast<off_t>(plan.old_file));
+  }
+  std::error_code map_tail_in_place(std::size_t new_map) noexcept;
+
   // Maps [offset_, offset_+new_map_length) with the mapping's own flags at the
   // start of a fresh reservation of `capacity` bytes (2 MiB-aligned when that
   // large), keeps the rest of the reservation as room to grow, and unmaps the
@@ -1419,109 +1437,124 @@ inline result<direct_mapping> open_existing_and_map(const parent_dir& parent, co
 }
 }  // namespace detail
 
-inline result<grow_report> direct_mapping::grow(std::size_t new_length, grow_options options) noexcept {
-  detail::clear_detail();
-  if (!data_) return detail::fail(errc::not_mapped, "grow: no mapping");
-  if (device_dax_)
-    return detail::fail(errc::invalid_argument, "grow: a device DAX mapping has the device's fixed size (no file to "
-                        "extend); map the range you need up front");
+inline std::error_code direct_mapping::plan_growth(std::size_t new_length, const grow_options& options,
+                                                   grow_plan& plan) const noexcept {
   const std::size_t old_length = size_.load(std::memory_order_relaxed);
-  grow_report report;
   if (new_length < old_length)
     return detail::fail(errc::invalid_argument, "grow: %zu bytes is below the mapping's %zu; use shrink()", new_length,
                         old_length);
-  if (new_length == old_length) return report;
   const auto max_off = static_cast<std::uint64_t>(std::numeric_limits<off_t>::max());
   if (new_length > std::numeric_limits<std::size_t>::max() - 2 * MAPDIRECT_HUGE_ALIGN_THRESHOLD ||
       new_length > max_off - offset_)
     return detail::fail(errc::invalid_argument, "grow: %zu bytes at file offset %llu overflow", new_length,
                         static_cast<unsigned long long>(offset_));
   const std::size_t page = detail::sys::page_size();
-  const std::size_t new_map = (new_length + page - 1) & ~(page - 1);
-  const bool in_place = new_map <= reserved_;
-  if (!in_place && !options.allow_relocation)
+  plan.new_map = (new_length + page - 1) & ~(page - 1);
+  plan.in_place = plan.new_map <= reserved_;
+  if (!plan.in_place && !options.allow_relocation)
     return detail::fail(errc::reservation_exhausted,
                         "grow: %zu bytes need %zu bytes of address space and the mapping reserved %zu "
                         "(map_options::reserve); nothing changed. Set grow_options::allow_relocation to let it move",
-                        new_length, new_map, reserved_);
+                        new_length, plan.new_map, reserved_);
   struct stat st {};
   if (detail::sys::fstat(fd_, &st) != 0) return detail::fail_errno(errno, "grow: fstat");
-  const auto old_file = static_cast<std::uint64_t>(st.st_size);
-  const std::uint64_t want_end = offset_ + new_length;
-  if (want_end > old_file) {
-    if (access_ == map_access::read_only)
-      return detail::fail(errc::read_only,
-                          "grow: the file has %llu bytes, fewer than the %llu that %zu mapped bytes at offset %llu "
-                          "need, and a read-only mapping cannot extend it (a writer must grow the file first)",
-                          static_cast<unsigned long long>(old_file), static_cast<unsigned long long>(want_end),
-                          new_length, static_cast<unsigned long long>(offset_));
-    if (!options.extend_file)
-      return detail::fail(errc::beyond_eof,
-                          "grow: the file has %llu bytes, fewer than the %llu needed; set grow_options::extend_file",
-                          static_cast<unsigned long long>(old_file), static_cast<unsigned long long>(want_end));
-  }
+  plan.old_file = static_cast<std::uint64_t>(st.st_size);
+  plan.want_end = offset_ + new_length;
+  if (plan.want_end <= plan.old_file) return {};
+  if (access_ == map_access::read_only)
+    return detail::fail(errc::read_only,
+                        "grow: the file has %llu bytes, fewer than the %llu that %zu mapped bytes at offset %llu "
+                        "need, and a read-only mapping cannot extend it (a writer must grow the file first)",
+                        static_cast<unsigned long long>(plan.old_file), static_cast<unsigned long long>(plan.want_end),
+                        new_length, static_cast<unsigned long long>(offset_));
+  if (!options.extend_file)
+    return detail::fail(errc::beyond_eof,
+                        "grow: the file has %llu bytes, fewer than the %llu needed; set grow_options::extend_file",
+                        static_cast<unsigned long long>(plan.old_file), static_cast<unsigned long long>(plan.want_end));
+  return {};
+}
 
-  // 1. The file: extended (and the grown range sealed, when the mapping owns
-  //    a seal), all undone on a later failure.
-  iomap_seal new_seal;
-  bool extended = false;
+inline std::error_code direct_mapping::grow_file(const grow_plan& plan, const grow_options& options,
+                                                 iomap_seal& new_seal, bool& extended) noexcept {
   const std::uint64_t sealed_end = seal_ ? seal_.offset() + seal_.length() : 0;
-  if (seal_ && want_end > sealed_end) {
+  if (seal_ && plan.want_end > sealed_end) {
     // One seal of everything past seal(): what grown_seal() covered is stable
     // already, so acquiring re-verifies it. No second lease: a lease is per
     // file, and seal()'s already covers the new range.
     seal_options so = seal_options_ ? *seal_options_ : seal_options{};
     so.extend = true;
     so.lease = false;
-    auto acquired = iomap_seal::acquire(fd_, sealed_end, want_end - sealed_end, so);
+    auto acquired = iomap_seal::acquire(fd_, sealed_end, plan.want_end - sealed_end, so);
     if (!acquired) return acquired.error();  // size and bytes unchanged (acquire's guarantee)
     new_seal = std::move(acquired.value());
     extended = new_seal.report().extended;
-  } else if (want_end > old_file) {
-    auto ext = extend_file(fd_, want_end, options.preallocate);
+  } else if (plan.want_end > plan.old_file) {
+    auto ext = extend_file(fd_, plan.want_end, options.preallocate);
     if (!ext) return ext.error();  // size unchanged (extend_file's guarantee)
     extended = true;
   }
-  auto undo_file = [&]() noexcept {
-    (void)new_seal.release();
-    if (extended) (void)detail::sys::ftruncate(fd_, static_cast<off_t>(old_file));
-  };
   if (extended && detail::sys::fdatasync(fd_) != 0) {
     // The new size must be durable before anything is stored past the old end.
     const int e = errno;
     note_flush_failure(detail::errno_code(e));
-    undo_file();
+    undo_grow_file(plan, new_seal, extended);
+    extended = false;
     return detail::fail_errno(e, "grow: fdatasync (making the new size durable; the extension was undone)");
   }
+  return {};
+}
 
-  // 2. The mapping: the new pages, in the same mode, right after the old ones.
-  if (in_place) {
-    if (new_map > map_length_) {
-      char* at = static_cast<char*>(map_base_) + map_length_;
-      const std::size_t add = new_map - map_length_;
-      // MAP_FIXED only over our own reservation (atomic: no other thread can
-      // map into it meanwhile), with exactly the flags the existing part got.
-      void* p = detail::sys::mmap(at, add, prot_for(access_), map_flags_ | MAP_FIXED | (populate_ ? MAP_POPULATE : 0),
-                                  fd_, static_cast<off_t>(offset_ + map_length_));
-      if (p != at) {
-        const int e = p == MAP_FAILED ? errno : EINVAL;
-        const bool still_ours = detail::reserve_exactly(at, add);
-        if (!still_ours) forfeit_room(at + add);
-        undo_file();
-        char what[200];
-        std::snprintf(what, sizeof what,
-                      "grow: mapping %zu more bytes (%s) at the end of the mapping failed; size and file unchanged%s",
-                      add, to_string(mode_),
-                      still_ours ? "" : "; the reserved room after the mapping was given up (capacity() == size())");
-        return detail::fail_errno(e, what);
-      }
-      map_length_ = new_map;
+inline std::error_code direct_mapping::map_tail_in_place(std::size_t new_map) noexcept {
+  if (new_map <= map_length_) return {};
+  char* at = static_cast<char*>(map_base_) + map_length_;
+  const std::size_t add = new_map - map_length_;
+  // MAP_FIXED only over our own reservation (atomic: no other thread can
+  // map into it meanwhile), with exactly the flags the existing part got.
+  void* p = detail::sys::mmap(at, add, prot_for(access_), map_flags_ | MAP_FIXED | (populate_ ? MAP_POPULATE : 0), fd_,
+                              static_cast<off_t>(offset_ + map_length_));
+  if (p != at) {
+    const int e = p == MAP_FAILED ? errno : EINVAL;
+    const bool still_ours = detail::reserve_exactly(at, add);
+    if (!still_ours) forfeit_room(at + add);
+    char what[200];
+    std::snprintf(what, sizeof what,
+                  "grow: mapping %zu more bytes (%s) at the end of the mapping failed; size and file unchanged%s", add,
+                  to_string(mode_),
+                  still_ours ? "" : "; the reserved room after the mapping was given up (capacity() == size())");
+    return detail::fail_errno(e, what);
+  }
+  map_length_ = new_map;
+  return {};
+}
+
+inline result<grow_report> direct_mapping::grow(std::size_t new_length, grow_options options) noexcept {
+  detail::clear_detail();
+  if (!data_) return detail::fail(errc::not_mapped, "grow: no mapping");
+  if (device_dax_)
+    return detail::fail(errc::invalid_argument, "grow: a device DAX mapping has the device's fixed size (no file to "
+                        "extend); map the range you need up front");
+  grow_report report;
+  if (new_length == size_.load(std::memory_order_relaxed)) return report;
+  grow_plan plan;
+  if (auto ec = plan_growth(new_length, options, plan)) return ec;
+  // 1. The file: extended (and the grown range sealed, when the mapping owns
+  //    a seal), all undone on a later failure.
+  iomap_seal new_seal;
+  bool extended = false;
+  if (auto ec = grow_file(plan, options, new_seal, extended)) return ec;
+  // 2. The mapping: the new pages, in the same mode, right after the old ones
+  //    (or, with allow_relocation, all of it somewhere larger).
+  if (plan.in_place) {
+    if (auto ec = map_tail_in_place(plan.new_map)) {
+      // (the detail names the failed mmap; the file is put back as it was)
+      undo_grow_file(plan, new_seal, extended);
+      return ec;
     }
   } else {
-    std::size_t capacity = reserved_ > std::numeric_limits<std::size_t>::max() / 4 ? new_map : reserved_ * 2;
-    if (capacity < new_map) capacity = new_map;
-    if (auto ec = relocate(capacity, new_map)) {
-      undo_file();
+    std::size_t capacity = reserved_ > std::numeric_limits<std::size_t>::max() / 4 ? plan.new_map : reserved_ * 2;
+    if (capacity < plan.new_map) capacity = plan.new_map;
+    if (auto ec = relocate(capacity, plan.new_map)) {
+      undo_grow_file(plan, new_seal, extended);
       return ec;
     }
     report.moved = true;

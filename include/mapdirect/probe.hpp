@@ -165,6 +165,66 @@ inline result<probe_report> probe_device_dax(int fd, const struct stat& st, prob
 }
 }  // namespace detail
 
+namespace detail {
+// probe(): the file system's name and whether it is mounted read-only.
+inline void probe_file_system(int fd, probe_report& r) noexcept {
+  struct statfs sfs {};
+  if (sys::fstatfs(fd, &sfs) != 0) return;
+  r.read_only_mount = (sfs.f_flags & ST_RDONLY) != 0;
+  const auto magic = static_cast<unsigned long>(sfs.f_type);
+  if (const char* name = file_system_name(magic)) {
+    r.file_system = name;
+  } else {
+    char hex[24];
+    std::snprintf(hex, sizeof hex, "0x%lx", magic);
+    r.file_system = hex;
+  }
+}
+
+// probe(): the ladder as map() climbs it on a writable descriptor.
+inline void probe_ladder_writable(int test_fd, probe_report& r) noexcept {
+  map_ladder ladder;
+  auto mode = direct_mapping::try_modes(test_fd, map_options{}, ladder);
+  r.ladder = direct_mapping::describe_ladder(ladder);
+  r.rungs = ladder;
+  note_map_sync(ladder, r);
+  if (mode) {
+    r.mode_known = true;
+    r.mode = mode.value();
+    r.store_granularity = granularity_for(r.mode, r.persistence);
+  } else {
+    r.ladder += std::string("error: ") + last_error_detail() + "\n";
+  }
+}
+
+// probe(): what a writer would get, without writing: the kernel validates
+// MAP_SYNC on a PROT_READ mapping of an O_RDONLY descriptor as on a
+// writable one (file system support, DAX, synchronous faults).
+inline void probe_ladder_read_only(int test_fd, probe_report& r) noexcept {
+  r.untested = std::string("a writable mapping ") + kNotOpenForWriting;
+  if (r.read_only_mount)
+    r.untested += "; the file system is mounted read-only: no writer can map it until it is remounted read-write";
+#ifdef MAPDIRECT_MAP_DIRECT_FLAG
+  r.untested += "; MAP_DIRECT (it needs a writable mapping)";
+#endif
+  map_ladder ladder;
+  auto mode = direct_mapping::try_modes_read_only(test_fd, map_options{}, ladder);
+  r.ladder = "not tested: " + r.untested +
+             "; each rung was tried with a read-only mapping instead, which the kernel checks for MAP_SYNC "
+             "as it would a writer's:\n" +
+             direct_mapping::describe_ladder(ladder);
+  r.rungs = ladder;
+  note_map_sync(ladder, r);
+  if (mode) {
+    r.mode_inferred = true;
+    r.mode = mode.value();
+    r.store_granularity = granularity_for(r.mode, r.persistence);
+  } else {
+    r.ladder += std::string("error: ") + last_error_detail() + "\n";
+  }
+}
+}  // namespace detail
+
 /// Probes an open file or directory: the mode and granularity map() would
 /// give there and why, DAX, persistence domain, flush instruction, kernel
 /// release and io_uring availability. A directory is probed through an
@@ -183,17 +243,7 @@ inline result<probe_report> probe(int fd) noexcept {
   if (detail::sys::uname(&u) == 0) r.kernel_release = u.release;
   struct stat st {};
   if (detail::sys::fstat(fd, &st) != 0) return detail::fail_errno(errno, "probe: fstat");
-  struct statfs sfs {};
-  if (detail::sys::fstatfs(fd, &sfs) == 0) {
-    r.read_only_mount = (sfs.f_flags & ST_RDONLY) != 0;
-    const auto magic = static_cast<unsigned long>(sfs.f_type);
-    if (const char* name = detail::file_system_name(magic)) r.file_system = name;
-    else {
-      char hex[24];
-      std::snprintf(hex, sizeof hex, "0x%lx", magic);
-      r.file_system = hex;
-    }
-  }
+  detail::probe_file_system(fd, r);
   int test_fd = fd;
   int owned = -1;
   if (S_ISDIR(st.st_mode)) {
@@ -227,45 +277,8 @@ inline result<probe_report> probe(int fd) noexcept {
   r.persistence = detail::domain_of_device(st.st_dev, &r.nd_regions);
   r.flush = detect_flush_instruction();
   r.cache_line = cache_line_size();
-  if (r.writable) {
-    map_ladder ladder;
-    auto mode = direct_mapping::try_modes(test_fd, map_options{}, ladder);
-    r.ladder = direct_mapping::describe_ladder(ladder);
-    r.rungs = ladder;
-    detail::note_map_sync(ladder, r);
-    if (mode) {
-      r.mode_known = true;
-      r.mode = mode.value();
-      r.store_granularity = granularity_for(r.mode, r.persistence);
-    } else {
-      r.ladder += std::string("error: ") + last_error_detail() + "\n";
-    }
-  } else if (test_fd >= 0) {
-    // What a writer would get, without writing: the kernel validates
-    // MAP_SYNC on a PROT_READ mapping of an O_RDONLY descriptor as on a
-    // writable one (file system support, DAX, synchronous faults).
-    r.untested = std::string("a writable mapping ") + detail::kNotOpenForWriting;
-    if (r.read_only_mount)
-      r.untested += "; the file system is mounted read-only: no writer can map it until it is remounted read-write";
-#ifdef MAPDIRECT_MAP_DIRECT_FLAG
-    r.untested += "; MAP_DIRECT (it needs a writable mapping)";
-#endif
-    map_ladder ladder;
-    auto mode = direct_mapping::try_modes_read_only(test_fd, map_options{}, ladder);
-    r.ladder = "not tested: " + r.untested +
-               "; each rung was tried with a read-only mapping instead, which the kernel checks for MAP_SYNC "
-               "as it would a writer's:\n" +
-               direct_mapping::describe_ladder(ladder);
-    r.rungs = ladder;
-    detail::note_map_sync(ladder, r);
-    if (mode) {
-      r.mode_inferred = true;
-      r.mode = mode.value();
-      r.store_granularity = granularity_for(r.mode, r.persistence);
-    } else {
-      r.ladder += std::string("error: ") + last_error_detail() + "\n";
-    }
-  }
+  if (r.writable) detail::probe_ladder_writable(test_fd, r);
+  else if (test_fd >= 0) detail::probe_ladder_read_only(test_fd, r);
   if (owned >= 0) detail::close_keeping_locks_quietly(owned);
   detail::probe_io_uring(r);
   return r;

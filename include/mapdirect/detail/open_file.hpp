@@ -161,84 +161,84 @@ inline bool resolved_parent_stat(int opath, struct stat& dir) noexcept {
 /// kept open for them is reused instead. On success fd/st are set.
 /// ENOENT: the name does not exist (or is a dangling symlink); EAGAIN: the
 /// name was replaced while opening.
-inline std::error_code open_existing(int dirfd, const char* name, const char* path, const open_rules& rules,
-                                     const char* what, int& fd_out, struct stat& st_out) noexcept {
-  fd_out = -1;
+// Step 1a: the O_PATH descriptor of `name` (nothing opened for real). A
+// dangling symbolic link is ENOENT (EEXIST when the caller may create:
+// nothing is ever created through a link).
+inline std::error_code open_path_only(int dirfd, const char* name, const char* path, const open_rules& rules,
+                                      const char* what, scoped_fd& opath) noexcept {
   const int follow = rules.no_follow ? O_NOFOLLOW : 0;
-  scoped_fd opath;
   {
     const stdio_placeholders low;
     opath.reset(sys::openat(dirfd, name, O_PATH | O_CLOEXEC | follow, 0));
   }
-  if (opath.get() < 0) {
-    const int e = errno;
-    struct stat dangling {};
-    if (e == ENOENT && sys::fstatat(dirfd, name, &dangling, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(dangling.st_mode)) {
-      // Never create through a symbolic link: its target is someone else's choice.
-      set_detail("%s: %s is a dangling symbolic link; nothing is created through it", what, path);
-      return errno_code(rules.may_create ? EEXIST : ENOENT);
-    }
-    char text[128];
-    set_detail("%s: %s: %s (errno %d)", what, path, ::strerror_r(e, text, sizeof text), e);
-    return errno_code(e);
+  if (opath.get() >= 0) return {};
+  const int e = errno;
+  struct stat dangling {};
+  if (e == ENOENT && sys::fstatat(dirfd, name, &dangling, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(dangling.st_mode)) {
+    // Never create through a symbolic link: its target is someone else's choice.
+    set_detail("%s: %s is a dangling symbolic link; nothing is created through it", what, path);
+    return errno_code(rules.may_create ? EEXIST : ENOENT);
   }
-  struct stat st {};
-  if (sys::fstat(opath.get(), &st) != 0) return fail_errno(errno, what);
+  char text[128];
+  set_detail("%s: %s: %s (errno %d)", what, path, ::strerror_r(e, text, sizeof text), e);
+  return errno_code(e);
+}
+
+// Step 1b: only a regular file is opened for real.
+inline std::error_code require_regular(const struct stat& st, const char* path, const char* what) noexcept {
   if (S_ISLNK(st.st_mode)) {
     set_detail("%s: %s is a symbolic link and open_options::no_follow is set; refused", what, path);
     return errno_code(ELOOP);
   }
-  if (!S_ISREG(st.st_mode)) {
-    if (S_ISCHR(st.st_mode))
-      return fail(errc::invalid_argument,
-                  "%s: %s is a character device: refused without opening it (device DAX is not supported yet)", what,
-                  path);
-    return fail(errc::invalid_argument, "%s: %s is %s, not a regular file: refused without opening it", what, path,
-                file_type_name(st.st_mode));
+  if (S_ISREG(st.st_mode)) return {};
+  if (S_ISCHR(st.st_mode))
+    return fail(errc::invalid_argument, "%s: %s is a character device: refused without opening it%s", what, path,
+                " (a device DAX is mapped with direct_mapping::map on a descriptor you open)");
+  return fail(errc::invalid_argument, "%s: %s is %s, not a regular file: refused without opening it", what, path,
+              file_type_name(st.st_mode));
+}
+
+// Step 1c (unless rules.allow_foreign_owner): in a sticky directory other
+// users can write to, refuse another user's file or symbolic link and a
+// file with several hard links, for the name and for a link's target.
+inline std::error_code check_foreign(int dirfd, int opath, const struct stat& st, bool last_is_link,
+                                     const struct stat& link, const char* path, const char* what) noexcept {
+  struct stat dir {};
+  if (sys::fstat(dirfd, &dir) != 0) return fail_errno(errno, what);
+  const uid_t me = ::geteuid();
+  if (shared_sticky_dir(dir) && last_is_link && link.st_uid != me && link.st_uid != dir.st_uid) {
+    set_detail("%s: refusing %s: a symbolic link owned by uid %u in a sticky directory other users can write to "
+               "(the kernel's fs.protected_symlinks rule); set open_options::allow_foreign_owner to accept it",
+               what, path, static_cast<unsigned>(link.st_uid));
+    return errno_code(EACCES);
   }
-  struct stat link {};
-  const bool last_is_link =
-      !rules.no_follow && sys::fstatat(dirfd, name, &link, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(link.st_mode);
-  if (!rules.allow_foreign_owner) {
-    struct stat dir {};
-    if (sys::fstat(dirfd, &dir) != 0) return fail_errno(errno, what);
-    const uid_t me = ::geteuid();
-    if (shared_sticky_dir(dir) && last_is_link && link.st_uid != me && link.st_uid != dir.st_uid) {
-      set_detail("%s: refusing %s: a symbolic link owned by uid %u in a sticky directory other users can write to "
-                 "(the kernel's fs.protected_symlinks rule); set open_options::allow_foreign_owner to accept it",
-                 what, path, static_cast<unsigned>(link.st_uid));
-      return errno_code(EACCES);
-    }
-    if (auto ec = check_owner(dir, st, path, what)) return ec;
-    if (shared_sticky_dir(dir) && st.st_nlink > 1) {
-      set_detail("%s: refusing %s: it has %lu hard links and sits in a sticky directory other users can write to (a "
-                 "planted link to another file); set open_options::allow_foreign_owner to accept it",
-                 what, path, static_cast<unsigned long>(st.st_nlink));
-      return errno_code(EACCES);
-    }
-    if (last_is_link) {
-      struct stat real_dir {};
-      if (!resolved_parent_stat(opath.get(), real_dir))
-        return fail(errc::invalid_argument, "%s: %s is a symbolic link whose target directory cannot be checked", what,
-                    path);
-      if (auto ec = check_owner(real_dir, st, path, what)) return ec;
-      if (shared_sticky_dir(real_dir) && st.st_nlink > 1) {
-        set_detail("%s: refusing %s: its target has %lu hard links in a sticky shared directory", what, path,
-                   static_cast<unsigned long>(st.st_nlink));
-        return errno_code(EACCES);
-      }
-    }
+  if (auto ec = check_owner(dir, st, path, what)) return ec;
+  if (shared_sticky_dir(dir) && st.st_nlink > 1) {
+    set_detail("%s: refusing %s: it has %lu hard links and sits in a sticky directory other users can write to (a "
+               "planted link to another file); set open_options::allow_foreign_owner to accept it",
+               what, path, static_cast<unsigned long>(st.st_nlink));
+    return errno_code(EACCES);
   }
-  // Reuse a descriptor kept open for the process's record locks (no new one
-  // that could not be closed until they are released).
-  if (deferred_closes::pending() != 0 && proc_locks_lists_posix_lock(st.st_ino)) {
-    const int again = deferred_closes::take(st.st_dev, st.st_ino, rules.access);
-    if (again >= 0) {
-      fd_out = again;
-      st_out = st;
-      return {};
-    }
+  if (!last_is_link) return {};
+  struct stat real_dir {};
+  if (!resolved_parent_stat(opath, real_dir))
+    return fail(errc::invalid_argument, "%s: %s is a symbolic link whose target directory cannot be checked", what,
+                path);
+  if (auto ec = check_owner(real_dir, st, path, what)) return ec;
+  if (shared_sticky_dir(real_dir) && st.st_nlink > 1) {
+    set_detail("%s: refusing %s: its target has %lu hard links in a sticky shared directory", what, path,
+               static_cast<unsigned long>(st.st_nlink));
+    return errno_code(EACCES);
   }
+  return {};
+}
+
+// Step 2: the real open (by name with O_CREAT when the caller may create, so
+// fs.protected_regular applies; else through /proc/self/fd of the O_PATH
+// descriptor), then checked to be the inode step 1 examined.
+inline std::error_code open_checked(int dirfd, const char* name, const char* path, const open_rules& rules,
+                                    const char* what, int opath, const struct stat& st, bool last_is_link,
+                                    int& fd_out, struct stat& st_out) noexcept {
   int fd = -1;
   {
     const stdio_placeholders low;
@@ -248,7 +248,7 @@ inline std::error_code open_existing(int dirfd, const char* name, const char* pa
       // fails (ELOOP) instead of creating its target.
       fd = sys::openat(dirfd, name, flags | O_CREAT | (last_is_link ? 0 : O_NOFOLLOW), rules.permissions);
     } else {
-      fd = sys::open(sys::proc_fd_path(opath.get()).c_str(), flags, 0);
+      fd = sys::open(sys::proc_fd_path(opath).c_str(), flags, 0);
     }
   }
   if (fd < 0) {
@@ -280,6 +280,33 @@ inline std::error_code open_existing(int dirfd, const char* name, const char* pa
   fd_out = real.release();
   st_out = got;
   return {};
+}
+
+inline std::error_code open_existing(int dirfd, const char* name, const char* path, const open_rules& rules,
+                                     const char* what, int& fd_out, struct stat& st_out) noexcept {
+  fd_out = -1;
+  scoped_fd opath;
+  if (auto ec = open_path_only(dirfd, name, path, rules, what, opath)) return ec;
+  struct stat st {};
+  if (sys::fstat(opath.get(), &st) != 0) return fail_errno(errno, what);
+  if (auto ec = require_regular(st, path, what)) return ec;
+  struct stat link {};
+  const bool last_is_link =
+      !rules.no_follow && sys::fstatat(dirfd, name, &link, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(link.st_mode);
+  if (!rules.allow_foreign_owner) {
+    if (auto ec = check_foreign(dirfd, opath.get(), st, last_is_link, link, path, what)) return ec;
+  }
+  // Reuse a descriptor kept open for the process's record locks (no new one
+  // that could not be closed until they are released).
+  if (deferred_closes::pending() != 0 && proc_locks_lists_posix_lock(st.st_ino)) {
+    const int again = deferred_closes::take(st.st_dev, st.st_ino, rules.access);
+    if (again >= 0) {
+      fd_out = again;
+      st_out = st;
+      return {};
+    }
+  }
+  return open_checked(dirfd, name, path, rules, what, opath.get(), st, last_is_link, fd_out, st_out);
 }
 
 /// fsync of a directory, so that a new entry survives a power cut.
