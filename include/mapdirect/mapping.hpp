@@ -308,20 +308,10 @@ class direct_mapping {
   /// Takes over `other`'s mapping; `other` becomes empty.
   direct_mapping(direct_mapping&& other) noexcept { swap(other); }
   /// Unmaps this object's mapping (as close(), errors dropped), then takes over `other`'s.
-  direct_mapping& operator=(direct_mapping&& other) noexcept {
-    if (this != &other) {
-      direct_mapping tmp(std::move(other));
-      swap(tmp);
-    }
-    return *this;
-  }
+  direct_mapping& operator=(direct_mapping&& other) noexcept;
   direct_mapping(const direct_mapping&) = delete;
   direct_mapping& operator=(const direct_mapping&) = delete;
-  ~direct_mapping() {
-    (void)close();
-    pthread_cond_destroy(&pin_.cond);
-    pthread_mutex_destroy(&pin_.lock);
-  }
+  ~direct_mapping();
 
   /// Maps [offset, offset+length) of fd (opened O_RDWR; for
   /// options.access == read_only, any readable descriptor) with the strongest
@@ -355,9 +345,7 @@ class direct_mapping {
   /// it opens are close-on-exec and never 0..2.
   static result<direct_mapping> open(const char* path, open_options options = {}) noexcept;
   /// As open(const char*, open_options).
-  static result<direct_mapping> open(const std::string& path, open_options options = {}) noexcept {
-    return open(path.c_str(), std::move(options));
-  }
+  static result<direct_mapping> open(const std::string& path, open_options options = {}) noexcept;
 
   /// First byte of the mapping (nullptr when empty).
   std::byte* data() const noexcept { return data_; }
@@ -439,49 +427,19 @@ class direct_mapping {
   result<void> shrink(std::size_t new_length, shrink_options options = {}) noexcept;
   /// One line per rung, e.g. "sync: EOPNOTSUPP (not on a DAX file system (statx DAX=0))",
   /// plus a "descriptor:" line when the mapping shares the caller's description.
-  std::string describe() const {
-    std::string out = describe_ladder(ladder_);
-    if (is_mapped() && !own_description_) {
-      out += "descriptor: shares the caller's open file description (";
-      out += shared_cause_;
-      out += "); write-back errors still reach every mapping through the per-file durability state\n";
-    }
-    return out;
-  }
+  std::string describe() const;
 
   /// Makes [offset, offset+length) durable: a fence (byte), cache-line
   /// flushes and a fence (cache_line), or msync/the attached persister (page).
   /// Errors: errc::out_of_range, errc::not_mapped, errc::read_only, errc::durability_lost
   /// (an earlier flush of this file failed, through any mapping, committer or
   /// seal), msync errno codes (EIO, ENOSPC, ENOMEM). Thread-safe.
-  result<void> persist(std::size_t offset, std::size_t length) noexcept {
-    MAPDIRECT_TRY_RANGE(offset, length);
-    MAPDIRECT_TRY_WRITABLE("persist");
-    switch (granularity_) {
-      case granularity::byte: store_fence(); return outcome::success();
-      case granularity::cache_line:
-        flush_lines(data_ + offset, length, flush_);
-        mapdirect::drain(flush_);
-        return outcome::success();
-      case granularity::page: break;
-    }
-    return persist_pages(offset, length);
-  }
+  result<void> persist(std::size_t offset, std::size_t length) noexcept;
 
   /// Starts writing back [offset, offset+length) (clamped to the mapping);
   /// durable only after the next drain(). Batch many flushes, then drain once.
   /// Does nothing on a read-only mapping (drain() then reports it). Thread-safe.
-  void flush(std::size_t offset, std::size_t length) noexcept {
-    const std::size_t now = size_.load(std::memory_order_acquire);
-    if (!data_ || offset >= now || access_ == map_access::read_only) return;
-    if (length > now - offset) length = now - offset;
-    if (length == 0) return;
-    switch (granularity_) {
-      case granularity::byte: return;
-      case granularity::cache_line: flush_lines(data_ + offset, length, flush_); return;
-      case granularity::page: note_pending(offset, offset + length); return;
-    }
-  }
+  void flush(std::size_t offset, std::size_t length) noexcept;
 
   /// Makes every flush() this thread made before this call durable (page
   /// granularity: every flush() made before it by any thread). Thread-safe:
@@ -490,61 +448,15 @@ class direct_mapping {
   /// Errors: errc::not_mapped, errc::read_only, errc::durability_lost, msync
   /// errno codes (also when another thread's msync that covered this caller's
   /// flushes failed).
-  result<void> drain() noexcept {
-    if (!data_) return detail::fail(errc::not_mapped, "drain: no mapping");
-    MAPDIRECT_TRY_WRITABLE("drain");
-    if (granularity_ == granularity::byte) {
-      store_fence();
-      return outcome::success();
-    }
-    if (granularity_ != granularity::page) {
-      mapdirect::drain(flush_);
-      return outcome::success();
-    }
-    return drain_pages();
-  }
+  result<void> drain() noexcept;
 
   /// Copies n bytes from src to offset and makes them durable.
   /// Errors: as persist(). Thread-safe.
-  result<void> copy_persist(std::size_t offset, const void* src, std::size_t n) noexcept {
-    MAPDIRECT_TRY_RANGE(offset, n);
-    MAPDIRECT_TRY_WRITABLE("copy_persist");
-    if (n == 0) return outcome::success();
-    switch (granularity_) {
-      case granularity::byte:
-        std::memcpy(data_ + offset, src, n);
-        store_fence();
-        return outcome::success();
-      case granularity::cache_line:
-        memcpy_flush(data_ + offset, src, n, flush_, movnt_threshold_);
-        mapdirect::drain(flush_);
-        return outcome::success();
-      case granularity::page: break;
-    }
-    std::memcpy(data_ + offset, src, n);
-    return persist_pages(offset, n);
-  }
+  result<void> copy_persist(std::size_t offset, const void* src, std::size_t n) noexcept;
 
   /// Fills n bytes at offset with `byte` and makes them durable.
   /// Errors: as persist(). Thread-safe.
-  result<void> fill_persist(std::size_t offset, int byte, std::size_t n) noexcept {
-    MAPDIRECT_TRY_RANGE(offset, n);
-    MAPDIRECT_TRY_WRITABLE("fill_persist");
-    if (n == 0) return outcome::success();
-    switch (granularity_) {
-      case granularity::byte:
-        std::memset(data_ + offset, byte, n);
-        store_fence();
-        return outcome::success();
-      case granularity::cache_line:
-        memset_flush(data_ + offset, byte, n, flush_, movnt_threshold_);
-        mapdirect::drain(flush_);
-        return outcome::success();
-      case granularity::page: break;
-    }
-    std::memset(data_ + offset, byte, n);
-    return persist_pages(offset, n);
-  }
+  result<void> fill_persist(std::size_t offset, int byte, std::size_t n) noexcept;
 
   /// Routes page-granular persists through `p` (for example a group
   /// committer); nullptr restores msync. `p` must outlive the attachment.
@@ -560,9 +472,7 @@ class direct_mapping {
   /// have dropped the dirty pages and reports that only once per description.
   /// Call this once the data written since the last successful persist has
   /// been rewritten: it clears the state for the whole file (every mapping).
-  void clear_durability_error() noexcept {
-    if (is_mapped()) detail::durability_registry::clear(dev_, ino_);
-  }
+  void clear_durability_error() noexcept;
   /// True after a failed msync/persister flush of this file (through any
   /// mapping, committer or seal), until clear_durability_error().
   bool durability_failed() const noexcept { return is_mapped() && file_lost(); }
@@ -574,13 +484,7 @@ class direct_mapping {
   /// errc::media_error (offset()/length(): the poisoned range; also a plain
   /// SIGBUS on a page the device lists as bad, see list_bad_blocks), errc::io_error,
   /// errc::out_of_range, errc::not_mapped, sigaction errno codes.
-  access_result<void> read(std::size_t offset, void* dst, std::size_t n) const noexcept {
-    MAPDIRECT_TRY_RANGE(offset, n);
-    const guard_range target{data_, size_, fd_, offset_};
-    auto r = detail::copy_guarded(dst, data_ + offset, n, nullptr, &target, "direct_mapping::read");
-    if (!r && r.error().code() == errc::io_error) return media_error_if_listed(r.error(), "direct_mapping::read");
-    return r;
-  }
+  access_result<void> read(std::size_t offset, void* dst, std::size_t n) const noexcept;
   /// read() into a whole byte range (std::span, vector, string, array...). Errors: as read().
   template <class Buffer, class = std::enable_if_t<detail::is_byte_range<std::remove_reference_t<Buffer>>::value>>
   access_result<void> read(std::size_t offset, Buffer&& buffer) const noexcept {
@@ -589,12 +493,7 @@ class direct_mapping {
   /// Stores n bytes from src at offset (not yet durable: persist() after);
   /// a SIGBUS (e.g. no block left on the file system) becomes an error.
   /// Errors: as read() (a full file system gives errc::io_error), errc::read_only.
-  access_result<void> write(std::size_t offset, const void* src, std::size_t n) noexcept {
-    MAPDIRECT_TRY_RANGE(offset, n);
-    MAPDIRECT_TRY_WRITABLE("direct_mapping::write");
-    const guard_range target{data_, size_, fd_, offset_};
-    return detail::copy_guarded(data_ + offset, src, n, &target, nullptr, "direct_mapping::write");
-  }
+  access_result<void> write(std::size_t offset, const void* src, std::size_t n) noexcept;
   /// write() of a whole byte range. Errors: as write().
   template <class Buffer, class = std::enable_if_t<detail::is_byte_range<std::remove_reference_t<Buffer>>::value>>
   access_result<void> write(std::size_t offset, const Buffer& buffer) noexcept {
@@ -607,16 +506,7 @@ class direct_mapping {
   /// errc::invalid_argument, errc::media_error (the kernel could not clear the
   /// poison, or the range still faults), errc::io_error, errc::read_only,
   /// pwrite/fdatasync errno codes.
-  access_result<void> repair(std::size_t offset, const void* src, std::size_t n) noexcept {
-    MAPDIRECT_TRY_RANGE(offset, n);
-    MAPDIRECT_TRY_WRITABLE("repair");
-    if (device_dax_)
-      return access_error(detail::fail(errc::invalid_argument,
-                                       "repair: device DAX has no write(2) path that clears poison; clear the "
-                                       "region's bad blocks with the platform (ndctl clear-errors / ARS), then "
-                                       "rewrite the range through the mapping"));
-    return detail::repair_range(guard_range{data_, size_, fd_, offset_}, offset, src, n, detail::sys::page_size());
-  }
+  access_result<void> repair(std::size_t offset, const void* src, std::size_t n) noexcept;
   /// repair() from a whole byte range. Errors: as repair().
   template <class Buffer, class = std::enable_if_t<detail::is_byte_range<std::remove_reference_t<Buffer>>::value>>
   access_result<void> repair(std::size_t offset, const Buffer& buffer) noexcept {
@@ -627,51 +517,11 @@ class direct_mapping {
   /// record locks on the file: README "mapdirect and your record locks"). Closing an
   /// empty object succeeds and does nothing. Not concurrent-safe.
   /// Errors: munmap/close errno codes; the object is empty afterwards either way.
-  result<void> close() noexcept {
-    if (!map_base_ && fd_ < 0) return outcome::success();
-    std::error_code ec;
-    // The reservation after the mapping goes too: it is ours (reserved_).
-    if (map_base_ && detail::sys::munmap(map_base_, reserved_) != 0) ec = detail::fail_errno(errno, "munmap");
-    if (fd_ >= 0 && detail::close_keeping_locks(fd_) != 0 && !ec) ec = detail::fail_errno(errno, "close");
-    if (auto released = grown_seal_.release(); !released && !ec) ec = released.error();
-    if (auto released = seal_.release(); !released && !ec) ec = released.error();
-    reset_fields();
-    if (ec) return ec;
-    return outcome::success();
-  }
+  result<void> close() noexcept;
 
   /// Exchanges two mappings. Not concurrent-safe (the synchronisation
   /// primitives stay with each object; the state they guard moves).
-  void swap(direct_mapping& o) noexcept {
-    using std::swap;
-    swap(data_, o.data_);
-    o.size_.store(size_.exchange(o.size_.load(std::memory_order_relaxed), std::memory_order_relaxed),
-                  std::memory_order_relaxed);
-    swap(map_base_, o.map_base_);
-    swap(map_length_, o.map_length_);
-    swap(reserved_, o.reserved_);
-    swap(access_, o.access_);
-    swap(map_flags_, o.map_flags_);
-    swap(populate_, o.populate_);
-    swap(seal_options_, o.seal_options_);
-    swap(grown_seal_, o.grown_seal_);
-    swap(offset_, o.offset_);
-    swap(fd_, o.fd_);
-    swap(own_description_, o.own_description_);
-    swap(shared_cause_, o.shared_cause_);
-    swap(dev_, o.dev_);
-    swap(ino_, o.ino_);
-    swap(mode_, o.mode_);
-    swap(granularity_, o.granularity_);
-    swap(domain_, o.domain_);
-    swap(flush_, o.flush_);
-    swap(movnt_threshold_, o.movnt_threshold_);
-    swap(ladder_, o.ladder_);
-    swap(sync_, o.sync_);
-    swap(persister_, o.persister_);
-    swap(seal_, o.seal_);
-    swap(device_dax_, o.device_dax_);
-  }
+  void swap(direct_mapping& o) noexcept;
   /// Exchanges two mappings.
   friend void swap(direct_mapping& a, direct_mapping& b) noexcept { a.swap(b); }
 
@@ -679,15 +529,7 @@ class direct_mapping {
   /// one page at offset 0 (the file may be empty; nothing is touched) and
   /// unmapping it. `ladder` receives every rung tried.
   /// Errors: as map()'s ladder (errc::mode_unavailable, errno codes).
-  static result<map_mode> try_modes(int fd, const map_options& options, map_ladder& ladder) noexcept {
-    detail::clear_detail();
-    void* mapped = nullptr;
-    map_mode mode = map_mode::shared;
-    const std::size_t page = detail::sys::page_size();
-    if (auto ec = climb(fd, 0, page, options, ladder, mapped, mode)) return ec;
-    detail::sys::munmap(mapped, page);
-    return mode;
-  }
+  static result<map_mode> try_modes(int fd, const map_options& options, map_ladder& ladder) noexcept;
 
   /// What a writer would get, tested without writing: each rung from
   /// options.strongest to options.weakest is mapped PROT_READ (one page at
@@ -697,59 +539,10 @@ class direct_mapping {
   /// MAP_DIRECT (it needs a writable mapping: reported skipped) and whether a
   /// writer may open the file at all. `ladder` receives every rung tried.
   /// Errors: as try_modes.
-  static result<map_mode> try_modes_read_only(int fd, map_options options, map_ladder& ladder) noexcept {
-    detail::clear_detail();
-    ladder = map_ladder{};
-    const std::size_t page = detail::sys::page_size();
-    for (int rung = static_cast<int>(options.strongest); rung <= static_cast<int>(options.weakest); ++rung) {
-      const auto mode = static_cast<map_mode>(rung);
-      map_attempt& a = ladder.steps[ladder.count++];
-      a.mode = mode;
-      if (mode == map_mode::direct) {
-        const int flags = rung_flags(mode, a.cause);
-        if (flags != 0) a.cause = "not tested: MAP_DIRECT needs a writable mapping of a file opened O_RDWR";
-        continue;
-      }
-      const int flags = rung_flags(mode, a.cause);
-      if (flags == 0) continue;
-      a.attempted = true;
-      void* mapped = nullptr;
-      a.error = try_map(page, flags, fd, 0, false, mapped, PROT_READ);
-      if (a.error == 0) {
-        detail::sys::munmap(mapped, page);
-        return mode;
-      }
-      if (!classify_refusal(fd, a)) {
-        const std::string steps = describe_ladder(ladder);
-        detail::set_detail("probe: %s mapping failed with %s; tried:\n%s", to_string(mode),
-                           detail::errno_name(a.error), steps.c_str());
-        return detail::errno_code(a.error);
-      }
-    }
-    const std::string steps = describe_ladder(ladder);
-    return detail::fail(errc::mode_unavailable, "probe: no mode from %s to %s is available; tried:\n%s",
-                        to_string(options.strongest), to_string(options.weakest), steps.c_str());
-  }
+  static result<map_mode> try_modes_read_only(int fd, map_options options, map_ladder& ladder) noexcept;
 
   /// Renders a ladder as text, one rung per line.
-  static std::string describe_ladder(const map_ladder& ladder) {
-    std::string out;
-    for (std::size_t i = 0; i < ladder.count; ++i) {
-      const map_attempt& a = ladder.steps[i];
-      out += to_string(a.mode);
-      out += ": ";
-      if (!a.attempted) out += "skipped";
-      else if (a.error == 0) out += "ok";
-      else out += detail::errno_name(a.error);
-      if (a.cause && *a.cause) {
-        out += " (";
-        out += a.cause;
-        out += ")";
-      }
-      out += "\n";
-    }
-    return out;
-  }
+  static std::string describe_ladder(const map_ladder& ladder);
 
  private:
   // The state that orders flush() and drain() between threads, guarded by
@@ -1203,6 +996,250 @@ class direct_mapping {
   static result<direct_mapping> map_device_dax(int fd, std::uint64_t offset, std::size_t length,
                                                const map_options& options, const struct stat& st) noexcept;
 };
+
+// direct_mapping: definitions of the members declared above.
+inline direct_mapping& direct_mapping::operator=(direct_mapping&& other) noexcept {
+  if (this != &other) {
+    direct_mapping tmp(std::move(other));
+    swap(tmp);
+  }
+  return *this;
+}
+
+inline direct_mapping::~direct_mapping() {
+  (void)close();
+  pthread_cond_destroy(&pin_.cond);
+  pthread_mutex_destroy(&pin_.lock);
+}
+
+inline result<direct_mapping> direct_mapping::open(const std::string& path, open_options options) noexcept {
+  return open(path.c_str(), std::move(options));
+}
+
+inline std::string direct_mapping::describe() const {
+  std::string out = describe_ladder(ladder_);
+  if (is_mapped() && !own_description_) {
+    out += "descriptor: shares the caller's open file description (";
+    out += shared_cause_;
+    out += "); write-back errors still reach every mapping through the per-file durability state\n";
+  }
+  return out;
+}
+
+inline result<void> direct_mapping::persist(std::size_t offset, std::size_t length) noexcept {
+  MAPDIRECT_TRY_RANGE(offset, length);
+  MAPDIRECT_TRY_WRITABLE("persist");
+  switch (granularity_) {
+    case granularity::byte: store_fence(); return outcome::success();
+    case granularity::cache_line:
+      flush_lines(data_ + offset, length, flush_);
+      mapdirect::drain(flush_);
+      return outcome::success();
+    case granularity::page: break;
+  }
+  return persist_pages(offset, length);
+}
+
+inline void direct_mapping::flush(std::size_t offset, std::size_t length) noexcept {
+  const std::size_t now = size_.load(std::memory_order_acquire);
+  if (!data_ || offset >= now || access_ == map_access::read_only) return;
+  if (length > now - offset) length = now - offset;
+  if (length == 0) return;
+  switch (granularity_) {
+    case granularity::byte: return;
+    case granularity::cache_line: flush_lines(data_ + offset, length, flush_); return;
+    case granularity::page: note_pending(offset, offset + length); return;
+  }
+}
+
+inline result<void> direct_mapping::drain() noexcept {
+  if (!data_) return detail::fail(errc::not_mapped, "drain: no mapping");
+  MAPDIRECT_TRY_WRITABLE("drain");
+  if (granularity_ == granularity::byte) {
+    store_fence();
+    return outcome::success();
+  }
+  if (granularity_ != granularity::page) {
+    mapdirect::drain(flush_);
+    return outcome::success();
+  }
+  return drain_pages();
+}
+
+inline result<void> direct_mapping::copy_persist(std::size_t offset, const void* src, std::size_t n) noexcept {
+  MAPDIRECT_TRY_RANGE(offset, n);
+  MAPDIRECT_TRY_WRITABLE("copy_persist");
+  if (n == 0) return outcome::success();
+  switch (granularity_) {
+    case granularity::byte:
+      std::memcpy(data_ + offset, src, n);
+      store_fence();
+      return outcome::success();
+    case granularity::cache_line:
+      memcpy_flush(data_ + offset, src, n, flush_, movnt_threshold_);
+      mapdirect::drain(flush_);
+      return outcome::success();
+    case granularity::page: break;
+  }
+  std::memcpy(data_ + offset, src, n);
+  return persist_pages(offset, n);
+}
+
+inline result<void> direct_mapping::fill_persist(std::size_t offset, int byte, std::size_t n) noexcept {
+  MAPDIRECT_TRY_RANGE(offset, n);
+  MAPDIRECT_TRY_WRITABLE("fill_persist");
+  if (n == 0) return outcome::success();
+  switch (granularity_) {
+    case granularity::byte:
+      std::memset(data_ + offset, byte, n);
+      store_fence();
+      return outcome::success();
+    case granularity::cache_line:
+      memset_flush(data_ + offset, byte, n, flush_, movnt_threshold_);
+      mapdirect::drain(flush_);
+      return outcome::success();
+    case granularity::page: break;
+  }
+  std::memset(data_ + offset, byte, n);
+  return persist_pages(offset, n);
+}
+
+inline void direct_mapping::clear_durability_error() noexcept {
+  if (is_mapped()) detail::durability_registry::clear(dev_, ino_);
+}
+
+inline access_result<void> direct_mapping::read(std::size_t offset, void* dst, std::size_t n) const noexcept {
+  MAPDIRECT_TRY_RANGE(offset, n);
+  const guard_range target{data_, size_, fd_, offset_};
+  auto r = detail::copy_guarded(dst, data_ + offset, n, nullptr, &target, "direct_mapping::read");
+  if (!r && r.error().code() == errc::io_error) return media_error_if_listed(r.error(), "direct_mapping::read");
+  return r;
+}
+
+inline access_result<void> direct_mapping::write(std::size_t offset, const void* src, std::size_t n) noexcept {
+  MAPDIRECT_TRY_RANGE(offset, n);
+  MAPDIRECT_TRY_WRITABLE("direct_mapping::write");
+  const guard_range target{data_, size_, fd_, offset_};
+  return detail::copy_guarded(data_ + offset, src, n, &target, nullptr, "direct_mapping::write");
+}
+
+inline access_result<void> direct_mapping::repair(std::size_t offset, const void* src, std::size_t n) noexcept {
+  MAPDIRECT_TRY_RANGE(offset, n);
+  MAPDIRECT_TRY_WRITABLE("repair");
+  if (device_dax_)
+    return access_error(detail::fail(errc::invalid_argument,
+                                     "repair: device DAX has no write(2) path that clears poison; clear the "
+                                     "region's bad blocks with the platform (ndctl clear-errors / ARS), then "
+                                     "rewrite the range through the mapping"));
+  return detail::repair_range(guard_range{data_, size_, fd_, offset_}, offset, src, n, detail::sys::page_size());
+}
+
+inline result<void> direct_mapping::close() noexcept {
+  if (!map_base_ && fd_ < 0) return outcome::success();
+  std::error_code ec;
+  // The reservation after the mapping goes too: it is ours (reserved_).
+  if (map_base_ && detail::sys::munmap(map_base_, reserved_) != 0) ec = detail::fail_errno(errno, "munmap");
+  if (fd_ >= 0 && detail::close_keeping_locks(fd_) != 0 && !ec) ec = detail::fail_errno(errno, "close");
+  if (auto released = grown_seal_.release(); !released && !ec) ec = released.error();
+  if (auto released = seal_.release(); !released && !ec) ec = released.error();
+  reset_fields();
+  if (ec) return ec;
+  return outcome::success();
+}
+
+inline void direct_mapping::swap(direct_mapping& o) noexcept {
+  using std::swap;
+  swap(data_, o.data_);
+  o.size_.store(size_.exchange(o.size_.load(std::memory_order_relaxed), std::memory_order_relaxed),
+                std::memory_order_relaxed);
+  swap(map_base_, o.map_base_);
+  swap(map_length_, o.map_length_);
+  swap(reserved_, o.reserved_);
+  swap(access_, o.access_);
+  swap(map_flags_, o.map_flags_);
+  swap(populate_, o.populate_);
+  swap(seal_options_, o.seal_options_);
+  swap(grown_seal_, o.grown_seal_);
+  swap(offset_, o.offset_);
+  swap(fd_, o.fd_);
+  swap(own_description_, o.own_description_);
+  swap(shared_cause_, o.shared_cause_);
+  swap(dev_, o.dev_);
+  swap(ino_, o.ino_);
+  swap(mode_, o.mode_);
+  swap(granularity_, o.granularity_);
+  swap(domain_, o.domain_);
+  swap(flush_, o.flush_);
+  swap(movnt_threshold_, o.movnt_threshold_);
+  swap(ladder_, o.ladder_);
+  swap(sync_, o.sync_);
+  swap(persister_, o.persister_);
+  swap(seal_, o.seal_);
+  swap(device_dax_, o.device_dax_);
+}
+
+inline result<map_mode> direct_mapping::try_modes(int fd, const map_options& options, map_ladder& ladder) noexcept {
+  detail::clear_detail();
+  void* mapped = nullptr;
+  map_mode mode = map_mode::shared;
+  const std::size_t page = detail::sys::page_size();
+  if (auto ec = climb(fd, 0, page, options, ladder, mapped, mode)) return ec;
+  detail::sys::munmap(mapped, page);
+  return mode;
+}
+
+inline result<map_mode> direct_mapping::try_modes_read_only(int fd, map_options options, map_ladder& ladder) noexcept {
+  detail::clear_detail();
+  ladder = map_ladder{};
+  const std::size_t page = detail::sys::page_size();
+  for (int rung = static_cast<int>(options.strongest); rung <= static_cast<int>(options.weakest); ++rung) {
+    const auto mode = static_cast<map_mode>(rung);
+    map_attempt& a = ladder.steps[ladder.count++];
+    a.mode = mode;
+    if (mode == map_mode::direct) {
+      const int flags = rung_flags(mode, a.cause);
+      if (flags != 0) a.cause = "not tested: MAP_DIRECT needs a writable mapping of a file opened O_RDWR";
+      continue;
+    }
+    const int flags = rung_flags(mode, a.cause);
+    if (flags == 0) continue;
+    a.attempted = true;
+    void* mapped = nullptr;
+    a.error = try_map(page, flags, fd, 0, false, mapped, PROT_READ);
+    if (a.error == 0) {
+      detail::sys::munmap(mapped, page);
+      return mode;
+    }
+    if (!classify_refusal(fd, a)) {
+      const std::string steps = describe_ladder(ladder);
+      detail::set_detail("probe: %s mapping failed with %s; tried:\n%s", to_string(mode),
+                         detail::errno_name(a.error), steps.c_str());
+      return detail::errno_code(a.error);
+    }
+  }
+  const std::string steps = describe_ladder(ladder);
+  return detail::fail(errc::mode_unavailable, "probe: no mode from %s to %s is available; tried:\n%s",
+                      to_string(options.strongest), to_string(options.weakest), steps.c_str());
+}
+
+inline std::string direct_mapping::describe_ladder(const map_ladder& ladder) {
+  std::string out;
+  for (std::size_t i = 0; i < ladder.count; ++i) {
+    const map_attempt& a = ladder.steps[i];
+    out += to_string(a.mode);
+    out += ": ";
+    if (!a.attempted) out += "skipped";
+    else if (a.error == 0) out += "ok";
+    else out += detail::errno_name(a.error);
+    if (a.cause && *a.cause) {
+      out += " (";
+      out += a.cause;
+      out += ")";
+    }
+    out += "\n";
+  }
+  return out;
+}
 
 inline result<std::size_t> direct_mapping::check_map_request(int fd, std::uint64_t offset, std::size_t length,
                                                              const map_options& options, struct stat& st) noexcept {

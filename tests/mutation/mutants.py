@@ -18,7 +18,7 @@ import sys
 MUTANTS = [
     ("persist-no-flush", "observer", "no cache-line flush in direct_mapping::persist (cache_line)", [
         ("mapping.hpp",
-         r"(result<void> persist\(std::size_t offset, std::size_t length\) noexcept \{.*?"
+         r"(result<void> direct_mapping::persist\(std::size_t offset, std::size_t length\) noexcept \{.*?"
          r"case granularity::cache_line:\s*)flush_lines\([^;]*\);",
          r"\1(void)0;", 1, 1),
     ]),
