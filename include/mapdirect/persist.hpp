@@ -326,17 +326,29 @@ __attribute__((target("avx2"))) inline void stream_fill_blocks_avx2(char* dst, i
 __attribute__((target("avx512f"))) inline void stream_copy_blocks_avx512(char* dst, const char* src,
                                                                           std::size_t n) noexcept {
   std::size_t i = 0;
-  for (; i + 256 <= n; i += 256) {
-    const __m512i a0 = _mm512_loadu_si512(src + i), a1 = _mm512_loadu_si512(src + i + 64);
-    const __m512i a2 = _mm512_loadu_si512(src + i + 128), a3 = _mm512_loadu_si512(src + i + 192);
-    MAPDIRECT_OBSERVE_NT(dst + i, 64);
-    _mm512_stream_si512(reinterpret_cast<__m512i*>(dst + i), a0);
-    MAPDIRECT_OBSERVE_NT(dst + i + 64, 64);
-    _mm512_stream_si512(reinterpret_cast<__m512i*>(dst + i + 64), a1);
-    MAPDIRECT_OBSERVE_NT(dst + i + 128, 64);
-    _mm512_stream_si512(reinterpret_cast<__m512i*>(dst + i + 128), a2);
-    MAPDIRECT_OBSERVE_NT(dst + i + 192, 64);
-    _mm512_stream_si512(reinterpret_cast<__m512i*>(dst + i + 192), a3);
+  for (; i + 512 <= n; i += 512) {
+    const char* s = src + i;
+    char* d = dst + i;
+    const __m512i a0 = _mm512_loadu_si512(s), a1 = _mm512_loadu_si512(s + 64);
+    const __m512i a2 = _mm512_loadu_si512(s + 128), a3 = _mm512_loadu_si512(s + 192);
+    const __m512i a4 = _mm512_loadu_si512(s + 256), a5 = _mm512_loadu_si512(s + 320);
+    const __m512i a6 = _mm512_loadu_si512(s + 384), a7 = _mm512_loadu_si512(s + 448);
+    MAPDIRECT_OBSERVE_NT(d, 64);
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(d), a0);
+    MAPDIRECT_OBSERVE_NT(d + 64, 64);
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(d + 64), a1);
+    MAPDIRECT_OBSERVE_NT(d + 128, 64);
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(d + 128), a2);
+    MAPDIRECT_OBSERVE_NT(d + 192, 64);
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(d + 192), a3);
+    MAPDIRECT_OBSERVE_NT(d + 256, 64);
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(d + 256), a4);
+    MAPDIRECT_OBSERVE_NT(d + 320, 64);
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(d + 320), a5);
+    MAPDIRECT_OBSERVE_NT(d + 384, 64);
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(d + 384), a6);
+    MAPDIRECT_OBSERVE_NT(d + 448, 64);
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(d + 448), a7);
   }
   for (; i < n; i += 64) {
     const __m512i a0 = _mm512_loadu_si512(src + i);
