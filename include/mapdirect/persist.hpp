@@ -447,9 +447,12 @@ inline bool split_nt(char* dst, std::size_t n, flush_instruction f, Body body, W
       flush_lines(dst + off, len, f);
     }
   };
+  // Both edges before the body: a cached edge store on a cold line waits for
+  // the line to be read (RFO); issued first, those reads overlap the body's
+  // non-temporal stores instead of stalling the final fence.
   if (head) store_edge(0, head);
-  if (mid) body(head, mid);
   if (tail) store_edge(head + mid, tail);
+  if (mid) body(head, mid);
   // drain() does not fence after CLFLUSH (it is ordered by itself), but
   // non-temporal stores still need an SFENCE.
   if (f == flush_instruction::clflush) {
