@@ -426,6 +426,66 @@ inline void stream_fill_body(char* dst, int byte, std::size_t n) noexcept {
 // ---- end of run-time dispatch ----
 #endif
 
+// Cached edges of the non-temporal path (fewer than 64 bytes): a few
+// overlapping fixed-size moves the compiler inlines, instead of a libc call
+// with a variable length. All loads come before the stores.
+inline void copy_edge(char* d, const char* s, std::size_t n) noexcept {
+  if (n >= 32) {
+    char a[32], b[32];
+    std::memcpy(a, s, 32);
+    std::memcpy(b, s + n - 32, 32);
+    std::memcpy(d, a, 32);
+    std::memcpy(d + n - 32, b, 32);
+  } else if (n >= 16) {
+    char a[16], b[16];
+    std::memcpy(a, s, 16);
+    std::memcpy(b, s + n - 16, 16);
+    std::memcpy(d, a, 16);
+    std::memcpy(d + n - 16, b, 16);
+  } else if (n >= 8) {
+    char a[8], b[8];
+    std::memcpy(a, s, 8);
+    std::memcpy(b, s + n - 8, 8);
+    std::memcpy(d, a, 8);
+    std::memcpy(d + n - 8, b, 8);
+  } else if (n >= 4) {
+    char a[4], b[4];
+    std::memcpy(a, s, 4);
+    std::memcpy(b, s + n - 4, 4);
+    std::memcpy(d, a, 4);
+    std::memcpy(d + n - 4, b, 4);
+  } else if (n >= 2) {
+    char a[2], b[2];
+    std::memcpy(a, s, 2);
+    std::memcpy(b, s + n - 2, 2);
+    std::memcpy(d, a, 2);
+    std::memcpy(d + n - 2, b, 2);
+  } else if (n == 1) {
+    d[0] = s[0];
+  }
+}
+
+inline void fill_edge(char* d, int byte, std::size_t n) noexcept {
+  if (n >= 32) {
+    std::memset(d, byte, 32);
+    std::memset(d + n - 32, byte, 32);
+  } else if (n >= 16) {
+    std::memset(d, byte, 16);
+    std::memset(d + n - 16, byte, 16);
+  } else if (n >= 8) {
+    std::memset(d, byte, 8);
+    std::memset(d + n - 8, byte, 8);
+  } else if (n >= 4) {
+    std::memset(d, byte, 4);
+    std::memset(d + n - 4, byte, 4);
+  } else if (n >= 2) {
+    std::memset(d, byte, 2);
+    std::memset(d + n - 2, byte, 2);
+  } else if (n == 1) {
+    d[0] = static_cast<char>(byte);
+  }
+}
+
 // Splits [dst, dst+n) into a head up to the first 64-byte boundary, a body of
 // whole lines and a tail. The body goes through non-temporal stores, and so
 // does an edge whose address and length are multiples of 4 (MOVNTI); other
@@ -493,7 +553,7 @@ inline void memcpy_flush(void* dst, const void* src, std::size_t n, flush_instru
           (void)off, (void)len;
 #endif
         },
-        [&](std::size_t off, std::size_t len) { std::memcpy(d + off, s + off, len); });
+        [&](std::size_t off, std::size_t len) { detail::copy_edge(d + off, s + off, len); });
     if (done) return;
   }
   std::memcpy(d, s, n);
@@ -523,7 +583,7 @@ inline void memset_flush(void* dst, int byte, std::size_t n, flush_instruction f
           (void)off, (void)len;
 #endif
         },
-        [&](std::size_t off, std::size_t len) { std::memset(d + off, byte, len); });
+        [&](std::size_t off, std::size_t len) { detail::fill_edge(d + off, byte, len); });
     if (done) return;
   }
   std::memset(d, byte, n);
