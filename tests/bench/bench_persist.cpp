@@ -365,7 +365,11 @@ int cold_ratios(int rounds) {
   for (bool copy : {true, false})
     for (bool cold : {false, true})
       for (std::size_t mis : {std::size_t{0}, std::size_t{7}})
-        for (std::size_t n : sizes) cases.push_back({copy, n, mis, cold});
+        for (std::size_t n : sizes)
+          // MAPDIRECT_BENCH_ONLY=copy|fill|hot|cold keeps only those rows.
+          if (const char* only = std::getenv("MAPDIRECT_BENCH_ONLY");
+              !only || std::strcmp(only, copy ? "copy" : "fill") == 0 || std::strcmp(only, cold ? "cold" : "hot") == 0)
+            cases.push_back({copy, n, mis, cold});
   struct samples {
     std::vector<double> ratio, md, pm, plain;
   };
