@@ -8,6 +8,7 @@
 #include "config.hpp"
 #include "detail/observer.hpp"
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -15,6 +16,9 @@
 #if defined(MAPDIRECT_ARCH_X86_64)
 #include <cpuid.h>
 #include <emmintrin.h>
+#include <immintrin.h>
+
+#include <atomic>
 #elif defined(MAPDIRECT_ARCH_AARCH64)
 #include <sys/auxv.h>
 #ifndef HWCAP_DCPOP
@@ -263,7 +267,247 @@ inline void stream_fill_words(char* dst, int byte, std::size_t n) noexcept {
     _mm_stream_si32(reinterpret_cast<int*>(dst + i), static_cast<int>(static_cast<unsigned>(pattern)));
   }
 }
+
+// ---- Run-time dispatch of the non-temporal body (AVX2 / AVX-512 / SSE2) ----
+// The whole-line body of memcpy_flush/memset_flush picks its loop once per
+// process by CPUID (and XGETBV: the OS must save the wider registers). The
+// variants are ordinary inline functions compiled for their ISA with a target
+// attribute, so the header needs no -mavx2 and runs on any x86-64. Every
+// 64-byte line stored is reported to the observer exactly as the SSE2 loop does.
+
+/// The instruction set of the non-temporal body loop.
+enum class nt_isa : int { sse2 = 0, avx2 = 1, avx512 = 2 };
+
+inline const char* to_string(nt_isa i) noexcept {
+  return i == nt_isa::avx512 ? "avx512" : i == nt_isa::avx2 ? "avx2" : "sse2";
+}
+
+/// Whether this CPU and OS can run the `isa` variant (SSE2: always on x86-64).
+inline bool cpu_has_nt_isa(nt_isa isa) noexcept {
+  if (isa == nt_isa::sse2) return true;
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
+  if (!(c & (1u << 27)) || !(c & (1u << 28))) return false;  // OSXSAVE, AVX
+  unsigned lo = 0, hi = 0;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  if ((lo & 0x6u) != 0x6u) return false;  // XMM and YMM state saved by the OS
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  if (isa == nt_isa::avx2) return (b & (1u << 5)) != 0;
+  return (b & (1u << 16)) != 0 && (lo & 0xe0u) == 0xe0u;  // AVX512F; opmask, ZMM state
+}
+
+// 256 bytes (four lines) per iteration: all loads first, so a cold source
+// has four lines in flight before the first store waits on one.
+__attribute__((target("avx2"))) inline void stream_copy_blocks_avx2(char* dst, const char* src,
+                                                                     std::size_t n) noexcept {
+  std::size_t i = 0;
+  for (; i + 256 <= n; i += 256) {
+    // Software prefetch four iterations ahead, within the source only (as the AVX-512 loop).
+    for (std::size_t k = i + 1024, e = std::min(i + 1280, n); k < e; k += 64) _mm_prefetch(src + k, _MM_HINT_T0);
+    const __m256i* s = reinterpret_cast<const __m256i*>(src + i);
+    const __m256i a0 = _mm256_loadu_si256(s + 0), a1 = _mm256_loadu_si256(s + 1);
+    const __m256i a2 = _mm256_loadu_si256(s + 2), a3 = _mm256_loadu_si256(s + 3);
+    const __m256i a4 = _mm256_loadu_si256(s + 4), a5 = _mm256_loadu_si256(s + 5);
+    const __m256i a6 = _mm256_loadu_si256(s + 6), a7 = _mm256_loadu_si256(s + 7);
+    __m256i* d = reinterpret_cast<__m256i*>(dst + i);
+    MAPDIRECT_OBSERVE_NT(dst + i, 64);
+    _mm256_stream_si256(d + 0, a0);
+    _mm256_stream_si256(d + 1, a1);
+    MAPDIRECT_OBSERVE_NT(dst + i + 64, 64);
+    _mm256_stream_si256(d + 2, a2);
+    _mm256_stream_si256(d + 3, a3);
+    MAPDIRECT_OBSERVE_NT(dst + i + 128, 64);
+    _mm256_stream_si256(d + 4, a4);
+    _mm256_stream_si256(d + 5, a5);
+    MAPDIRECT_OBSERVE_NT(dst + i + 192, 64);
+    _mm256_stream_si256(d + 6, a6);
+    _mm256_stream_si256(d + 7, a7);
+  }
+  for (; i < n; i += 64) {
+    const __m256i* s = reinterpret_cast<const __m256i*>(src + i);
+    const __m256i a0 = _mm256_loadu_si256(s), a1 = _mm256_loadu_si256(s + 1);
+    MAPDIRECT_OBSERVE_NT(dst + i, 64);
+    _mm256_stream_si256(reinterpret_cast<__m256i*>(dst + i), a0);
+    _mm256_stream_si256(reinterpret_cast<__m256i*>(dst + i + 32), a1);
+  }
+}
+
+__attribute__((target("avx2"))) inline void stream_fill_blocks_avx2(char* dst, int byte, std::size_t n) noexcept {
+  const __m256i v = _mm256_set1_epi8(static_cast<char>(byte));
+  for (std::size_t i = 0; i < n; i += 64) {
+    MAPDIRECT_OBSERVE_NT(dst + i, 64);
+    _mm256_stream_si256(reinterpret_cast<__m256i*>(dst + i), v);
+    _mm256_stream_si256(reinterpret_cast<__m256i*>(dst + i + 32), v);
+  }
+}
+
+// One ZMM store is one whole line; eight lines are loaded before the first
+// store (eight registers, no spill).
+__attribute__((target("avx512f"))) inline void stream_copy_blocks_avx512(char* dst, const char* src,
+                                                                          std::size_t n) noexcept {
+  std::size_t i = 0;
+  for (; i + 512 <= n; i += 512) {
+    const char* s = src + i;
+    char* d = dst + i;
+    // Software prefetch two iterations ahead, within the source only: on a
+    // cold source the hardware prefetcher has not ramped up on a few KiB.
+    for (std::size_t k = i + 1024, e = std::min(i + 1536, n); k < e; k += 64) _mm_prefetch(src + k, _MM_HINT_T0);
+    const __m512i a0 = _mm512_loadu_si512(s), a1 = _mm512_loadu_si512(s + 64);
+    const __m512i a2 = _mm512_loadu_si512(s + 128), a3 = _mm512_loadu_si512(s + 192);
+    const __m512i a4 = _mm512_loadu_si512(s + 256), a5 = _mm512_loadu_si512(s + 320);
+    const __m512i a6 = _mm512_loadu_si512(s + 384), a7 = _mm512_loadu_si512(s + 448);
+    MAPDIRECT_OBSERVE_NT(d, 64);
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(d), a0);
+    MAPDIRECT_OBSERVE_NT(d + 64, 64);
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(d + 64), a1);
+    MAPDIRECT_OBSERVE_NT(d + 128, 64);
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(d + 128), a2);
+    MAPDIRECT_OBSERVE_NT(d + 192, 64);
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(d + 192), a3);
+    MAPDIRECT_OBSERVE_NT(d + 256, 64);
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(d + 256), a4);
+    MAPDIRECT_OBSERVE_NT(d + 320, 64);
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(d + 320), a5);
+    MAPDIRECT_OBSERVE_NT(d + 384, 64);
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(d + 384), a6);
+    MAPDIRECT_OBSERVE_NT(d + 448, 64);
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(d + 448), a7);
+  }
+  for (; i < n; i += 64) {
+    const __m512i a0 = _mm512_loadu_si512(src + i);
+    MAPDIRECT_OBSERVE_NT(dst + i, 64);
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(dst + i), a0);
+  }
+}
+
+__attribute__((target("avx512f"))) inline void stream_fill_blocks_avx512(char* dst, int byte,
+                                                                          std::size_t n) noexcept {
+  const __m512i v = _mm512_set1_epi32(static_cast<int>(0x01010101u * static_cast<unsigned char>(byte)));
+  for (std::size_t i = 0; i < n; i += 64) {
+    MAPDIRECT_OBSERVE_NT(dst + i, 64);
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(dst + i), v);
+  }
+}
+
+struct nt_kernels {
+  void (*copy)(char*, const char*, std::size_t) noexcept;
+  void (*fill)(char*, int, std::size_t) noexcept;
+  nt_isa isa;
+};
+
+inline const nt_kernels& nt_kernels_for(nt_isa isa) noexcept {
+  static constexpr nt_kernels table[] = {
+      {&stream_copy_blocks, &stream_fill_blocks, nt_isa::sse2},
+      {&stream_copy_blocks_avx2, &stream_fill_blocks_avx2, nt_isa::avx2},
+      {&stream_copy_blocks_avx512, &stream_fill_blocks_avx512, nt_isa::avx512},
+  };
+  return table[static_cast<int>(isa)];
+}
+
+inline nt_isa detect_nt_isa() noexcept {
+  if (cpu_has_nt_isa(nt_isa::avx512)) return nt_isa::avx512;
+  if (cpu_has_nt_isa(nt_isa::avx2)) return nt_isa::avx2;
+  return nt_isa::sse2;
+}
+
+// The one cached choice: initialised on first use (thread-safe static), then
+// one relaxed load per call. An atomic only so that force_nt_isa can switch it.
+inline std::atomic<const nt_kernels*>& nt_dispatch_slot() noexcept {
+  static std::atomic<const nt_kernels*> slot{&nt_kernels_for(detect_nt_isa())};
+  return slot;
+}
+
+/// The variant memcpy_flush/memset_flush use for bodies of at least
+/// nt_dispatch_min bytes.
+inline nt_isa current_nt_isa() noexcept { return nt_dispatch_slot().load(std::memory_order_relaxed)->isa; }
+
+/// Test-only: makes every later call use `isa`. Returns false (and changes
+/// nothing) when this CPU cannot run it. Not meant to race with copies.
+inline bool force_nt_isa(nt_isa isa) noexcept {
+  if (!cpu_has_nt_isa(isa)) return false;
+  nt_dispatch_slot().store(&nt_kernels_for(isa), std::memory_order_relaxed);
+  return true;
+}
+
+// Bodies shorter than this stay on the inlined SSE2 loop: no indirect call
+// and no AVX state transition where a copy is a few lines.
+constexpr std::size_t nt_dispatch_min = 256;
+
+inline void stream_copy_body(char* dst, const char* src, std::size_t n) noexcept {
+  if (n < nt_dispatch_min)
+    stream_copy_blocks(dst, src, n);
+  else
+    nt_dispatch_slot().load(std::memory_order_relaxed)->copy(dst, src, n);
+}
+
+inline void stream_fill_body(char* dst, int byte, std::size_t n) noexcept {
+  if (n < nt_dispatch_min)
+    stream_fill_blocks(dst, byte, n);
+  else
+    nt_dispatch_slot().load(std::memory_order_relaxed)->fill(dst, byte, n);
+}
+// ---- end of run-time dispatch ----
 #endif
+
+// Cached edges of the non-temporal path (fewer than 64 bytes): a few
+// overlapping fixed-size moves the compiler inlines, instead of a libc call
+// with a variable length. All loads come before the stores.
+inline void copy_edge(char* d, const char* s, std::size_t n) noexcept {
+  if (n >= 32) {
+    char a[32], b[32];
+    std::memcpy(a, s, 32);
+    std::memcpy(b, s + n - 32, 32);
+    std::memcpy(d, a, 32);
+    std::memcpy(d + n - 32, b, 32);
+  } else if (n >= 16) {
+    char a[16], b[16];
+    std::memcpy(a, s, 16);
+    std::memcpy(b, s + n - 16, 16);
+    std::memcpy(d, a, 16);
+    std::memcpy(d + n - 16, b, 16);
+  } else if (n >= 8) {
+    char a[8], b[8];
+    std::memcpy(a, s, 8);
+    std::memcpy(b, s + n - 8, 8);
+    std::memcpy(d, a, 8);
+    std::memcpy(d + n - 8, b, 8);
+  } else if (n >= 4) {
+    char a[4], b[4];
+    std::memcpy(a, s, 4);
+    std::memcpy(b, s + n - 4, 4);
+    std::memcpy(d, a, 4);
+    std::memcpy(d + n - 4, b, 4);
+  } else if (n >= 2) {
+    char a[2], b[2];
+    std::memcpy(a, s, 2);
+    std::memcpy(b, s + n - 2, 2);
+    std::memcpy(d, a, 2);
+    std::memcpy(d + n - 2, b, 2);
+  } else if (n == 1) {
+    d[0] = s[0];
+  }
+}
+
+inline void fill_edge(char* d, int byte, std::size_t n) noexcept {
+  if (n >= 32) {
+    std::memset(d, byte, 32);
+    std::memset(d + n - 32, byte, 32);
+  } else if (n >= 16) {
+    std::memset(d, byte, 16);
+    std::memset(d + n - 16, byte, 16);
+  } else if (n >= 8) {
+    std::memset(d, byte, 8);
+    std::memset(d + n - 8, byte, 8);
+  } else if (n >= 4) {
+    std::memset(d, byte, 4);
+    std::memset(d + n - 4, byte, 4);
+  } else if (n >= 2) {
+    std::memset(d, byte, 2);
+    std::memset(d + n - 2, byte, 2);
+  } else if (n == 1) {
+    d[0] = static_cast<char>(byte);
+  }
+}
 
 // Splits [dst, dst+n) into a head up to the first 64-byte boundary, a body of
 // whole lines and a tail. The body goes through non-temporal stores, and so
@@ -286,9 +530,12 @@ inline bool split_nt(char* dst, std::size_t n, flush_instruction f, Body body, W
       flush_lines(dst + off, len, f);
     }
   };
+  // Both edges before the body: a cached edge store on a cold line waits for
+  // the line to be read (RFO); issued first, those reads overlap the body's
+  // non-temporal stores instead of stalling the final fence.
   if (head) store_edge(0, head);
-  if (mid) body(head, mid);
   if (tail) store_edge(head + mid, tail);
+  if (mid) body(head, mid);
   // drain() does not fence after CLFLUSH (it is ordered by itself), but
   // non-temporal stores still need an SFENCE.
   if (f == flush_instruction::clflush) {
@@ -317,7 +564,7 @@ inline void memcpy_flush(void* dst, const void* src, std::size_t n, flush_instru
         d, n, f,
         [&](std::size_t off, std::size_t len) {
 #if defined(MAPDIRECT_ARCH_X86_64)
-          detail::stream_copy_blocks(d + off, s + off, len);
+          detail::stream_copy_body(d + off, s + off, len);
 #else
           (void)off, (void)len;
 #endif
@@ -329,7 +576,7 @@ inline void memcpy_flush(void* dst, const void* src, std::size_t n, flush_instru
           (void)off, (void)len;
 #endif
         },
-        [&](std::size_t off, std::size_t len) { std::memcpy(d + off, s + off, len); });
+        [&](std::size_t off, std::size_t len) { detail::copy_edge(d + off, s + off, len); });
     if (done) return;
   }
   std::memcpy(d, s, n);
@@ -347,7 +594,7 @@ inline void memset_flush(void* dst, int byte, std::size_t n, flush_instruction f
         d, n, f,
         [&](std::size_t off, std::size_t len) {
 #if defined(MAPDIRECT_ARCH_X86_64)
-          detail::stream_fill_blocks(d + off, byte, len);
+          detail::stream_fill_body(d + off, byte, len);
 #else
           (void)off, (void)len;
 #endif
@@ -359,7 +606,7 @@ inline void memset_flush(void* dst, int byte, std::size_t n, flush_instruction f
           (void)off, (void)len;
 #endif
         },
-        [&](std::size_t off, std::size_t len) { std::memset(d + off, byte, len); });
+        [&](std::size_t off, std::size_t len) { detail::fill_edge(d + off, byte, len); });
     if (done) return;
   }
   std::memset(d, byte, n);

@@ -14,6 +14,7 @@
 #include <libpmem.h>
 
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -248,9 +249,179 @@ void register_all() {
   }
 }
 
+
+// ---- Cold-buffer and misaligned rows: own interleaved harness ----
+// `bench_persist --cold_ratios[=ROUNDS]` runs this instead of Google
+// Benchmark and prints a markdown table. How buffers are chosen:
+//  - hot: the same source and destination every call (src_buf/dst_buf), as
+//    the Google Benchmark rows above;
+//  - cold: sources rotate through one 64 MiB arena and destinations through
+//    another; call k starts at line ((k * 1000003) mod slots) of each arena
+//    (slots = lines that leave room for the copy), so consecutive calls hit
+//    unrelated lines (no prefetcher streak) and a line comes back only after
+//    the whole arena has been walked: what a log or page write meets;
+//  - misaligned: destination + 7 bytes (source line-aligned).
+// Each round times a batch of mapdirect calls (memcpy_flush/memset_flush +
+// drain), a batch of libpmem calls (pmem_memcpy_persist/pmem_memset_persist)
+// and a batch of plain memcpy/memset on the same kind of buffers (the
+// ceiling: no flush, no fence), the order of the first two alternating per
+// round. Reported: the median over rounds of the per-round ratio
+// mapdirect/libpmem, its quartiles, and the median GB/s of each.
+constexpr std::size_t kArena = std::size_t{64} << 20;
+
+buffer& src_arena() {
+  static buffer b(kArena);
+  return b;
+}
+buffer& dst_arena() {
+  static buffer b(kArena);
+  return b;
+}
+
+struct ratio_case {
+  bool copy;
+  std::size_t n;
+  std::size_t misalign;
+  bool cold;
+};
+
+struct cursor {
+  std::size_t k = 0;
+  std::size_t slots = 1;
+  char* at(char* base, std::size_t salt) const { return base + ((k * 1000003u + salt) % slots) * 64; }
+};
+
+enum class who { mapdirect, pmem, plain };
+
+// Thread CPU time: on a loaded machine a batch that is preempted would
+// otherwise carry the other processes' time into its ratio.
+double thread_ns() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) * 1e9 + static_cast<double>(ts.tv_nsec);
+}
+
+double run_batch(const ratio_case& c, who w, std::size_t iters, cursor& cur) {
+  const double t0 = thread_ns();
+  for (std::size_t i = 0; i < iters; ++i, ++cur.k) {
+    char* d;
+    const char* s;
+    if (c.cold) {
+      d = cur.at(dst_arena().data, 0) + c.misalign;
+      s = cur.at(src_arena().data, 7919);
+    } else {
+      d = dst_buf().data + c.misalign;
+      s = src_buf().data;
+    }
+    switch (w) {
+      case who::mapdirect:
+        if (c.copy)
+          md::memcpy_flush(d, s, c.n, kFlush);
+        else
+          md::memset_flush(d, 0x42, c.n, kFlush);
+        md::drain(kFlush);
+        break;
+      case who::pmem:
+        if (c.copy)
+          pmem_memcpy_persist(d, s, c.n);
+        else
+          pmem_memset_persist(d, 0x42, c.n);
+        break;
+      case who::plain:
+        if (c.copy)
+          std::memcpy(d, s, c.n);
+        else
+          std::memset(d, 0x42, c.n);
+        break;
+    }
+    benchmark::ClobberMemory();
+  }
+  return thread_ns() - t0;
+}
+
+double quantile(std::vector<double> v, double q) {
+  std::sort(v.begin(), v.end());
+  const double pos = q * static_cast<double>(v.size() - 1);
+  const std::size_t lo = static_cast<std::size_t>(pos);
+  const std::size_t hi = std::min(lo + 1, v.size() - 1);
+  return v[lo] + (v[hi] - v[lo]) * (pos - static_cast<double>(lo));
+}
+
+int cold_ratios(int rounds) {
+  // MAPDIRECT_BENCH_NT_ISA=sse2|avx2|avx512 measures one variant instead of the dispatched one.
+  if (const char* e = std::getenv("MAPDIRECT_BENCH_NT_ISA")) {
+    bool ok = false;
+    for (auto i : {md::detail::nt_isa::sse2, md::detail::nt_isa::avx2, md::detail::nt_isa::avx512})
+      if (std::strcmp(e, md::detail::to_string(i)) == 0) ok = md::detail::force_nt_isa(i);
+    if (!ok) {
+      std::fprintf(stderr, "MAPDIRECT_BENCH_NT_ISA=%s: unknown or not supported here\n", e);
+      return 2;
+    }
+  }
+  (void)src_arena();
+  (void)dst_arena();
+  const std::size_t sizes[] = {64, 128, 256, 1000, 4096, 16 << 10, 64 << 10, 1 << 20, 16 << 20};
+  std::vector<ratio_case> cases;
+  for (bool copy : {true, false})
+    for (bool cold : {false, true})
+      for (std::size_t mis : {std::size_t{0}, std::size_t{7}})
+        for (std::size_t n : sizes)
+          // MAPDIRECT_BENCH_ONLY=copy|fill|hot|cold keeps only those rows.
+          if (const char* only = std::getenv("MAPDIRECT_BENCH_ONLY");
+              !only || std::strcmp(only, copy ? "copy" : "fill") == 0 || std::strcmp(only, cold ? "cold" : "hot") == 0)
+            cases.push_back({copy, n, mis, cold});
+  struct samples {
+    std::vector<double> ratio, md, pm, plain;
+  };
+  std::vector<samples> res(cases.size());
+  std::vector<std::size_t> iters(cases.size());
+  cursor cur;
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    // About 256 KiB per batch (short: fewer preemptions), at least one call.
+    iters[i] = std::max<std::size_t>(1, std::min<std::size_t>(1024, (std::size_t{256} << 10) / cases[i].n));
+  }
+  for (int r = 0; r < rounds; ++r) {
+    for (std::size_t i = 0; i < cases.size(); ++i) {
+      const ratio_case& c = cases[i];
+      cur.slots = (kArena - c.n - 128) / 64;
+      double tm, tp;
+      if (r % 2 == 0) {
+        tm = run_batch(c, who::mapdirect, iters[i], cur);
+        tp = run_batch(c, who::pmem, iters[i], cur);
+      } else {
+        tp = run_batch(c, who::pmem, iters[i], cur);
+        tm = run_batch(c, who::mapdirect, iters[i], cur);
+      }
+      const double tc = run_batch(c, who::plain, iters[i], cur);
+      const double bytes = static_cast<double>(c.n * iters[i]);
+      res[i].ratio.push_back(tm / tp);
+      res[i].md.push_back(bytes / tm);
+      res[i].pm.push_back(bytes / tp);
+      res[i].plain.push_back(bytes / tc);
+    }
+  }
+  std::printf("cpu: %s; flush: %s; non-temporal variant: %s; libpmem API %d.%d; %d rounds, thread CPU time\n\n", cpu_model().c_str(),
+              md::to_string(kFlush), md::detail::to_string(md::detail::current_nt_isa()), PMEM_MAJOR_VERSION,
+              PMEM_MINOR_VERSION, rounds);
+  std::printf("| op | buffers | dst | bytes | ratio (median) | ratio p25-p75 | mapdirect GB/s | libpmem GB/s | plain GB/s |\n");
+  std::printf("|---|---|---|---:|---:|---:|---:|---:|---:|\n");
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    const ratio_case& c = cases[i];
+    std::printf("| %s | %s | %s | %zu | %.3f | %.3f-%.3f | %.2f | %.2f | %.2f |\n", c.copy ? "copy" : "fill",
+                c.cold ? "cold" : "hot", c.misalign ? "+7" : "aligned", c.n, quantile(res[i].ratio, 0.5),
+                quantile(res[i].ratio, 0.25), quantile(res[i].ratio, 0.75), quantile(res[i].md, 0.5),
+                quantile(res[i].pm, 0.5), quantile(res[i].plain, 0.5));
+  }
+  return 0;
+}
 }  // namespace
 
 int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--cold_ratios") return cold_ratios(41);
+    if (a.rfind("--cold_ratios=", 0) == 0) return cold_ratios(std::max(1, std::atoi(a.c_str() + 14)));
+  }
   // Touch the buffers now, outside any timed region.
   (void)src_buf();
   (void)dst_buf();

@@ -8,6 +8,7 @@
 #   BENCH_REPS=7          repetitions per benchmark (the minimum, else the median, is reported)
 #   BENCH_MIN_TIME=0.2    seconds per repetition
 #   BENCH_FILTER=regex    run only matching benchmarks
+#   BENCH_COLD_ROUNDS=101 rounds of bench_persist --cold_ratios
 #   BENCH_JOBS=2          build parallelism
 #   MAPDIRECT_BENCH_DIR   where bench_map puts its 1 GiB file (default /tmp)
 # Needs: cmake, a C++17 compiler, libpmem-dev, libpmem2-dev, libbenchmark-dev,
@@ -50,6 +51,9 @@ for src in "$here"/bench_*.cpp; do
       --benchmark_out="$out/raw/$name.json" --benchmark_out_format=json
   fi
 done
+# Cold-buffer and misaligned copy/fill rows (bench_persist's own interleaved harness).
+echo "== bench_persist --cold_ratios"
+"$build/tests/bench/bench_persist" --cold_ratios="${BENCH_COLD_ROUNDS:-101}" | tee "$out/raw/bench_persist_cold.txt"
 
 python3 - "$out" <<'PY'
 import glob, json, os, platform, re, subprocess, sys, datetime

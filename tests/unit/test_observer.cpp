@@ -12,6 +12,8 @@
 #include <mapdirect/mapdirect.hpp>
 
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <sstream>
@@ -168,6 +170,52 @@ std::vector<flush_instruction> instructions() {
 }
 
 const std::size_t sizes[] = {1, 3, 4, 8, 12, 60, 63, 64, 65, 100, 127, 128, 200, 256, 1000, 4096, 4100};
+
+#if defined(MAPDIRECT_ARCH_X86_64)
+// The non-temporal body variants this CPU runs. MAPDIRECT_TEST_NT_ISA=sse2|avx2|avx512
+// in the environment forces one for the whole binary (every test then runs
+// on it); without it the tests that loop over variants try each.
+std::vector<detail::nt_isa> nt_variants() {
+  std::vector<detail::nt_isa> out;
+  for (auto i : {detail::nt_isa::sse2, detail::nt_isa::avx2, detail::nt_isa::avx512})
+    if (detail::cpu_has_nt_isa(i)) out.push_back(i);
+  return out;
+}
+const bool nt_isa_from_env = [] {
+  const char* e = std::getenv("MAPDIRECT_TEST_NT_ISA");
+  if (!e) return false;
+  for (auto i : {detail::nt_isa::sse2, detail::nt_isa::avx2, detail::nt_isa::avx512})
+    if (std::strcmp(e, detail::to_string(i)) == 0) {
+      if (!detail::force_nt_isa(i)) {
+        std::fprintf(stderr, "MAPDIRECT_TEST_NT_ISA=%s: this CPU cannot run it\n", e);
+        std::exit(2);
+      }
+      std::fprintf(stderr, "observer tests: non-temporal variant forced to %s\n", e);
+      return true;
+    }
+  std::fprintf(stderr, "MAPDIRECT_TEST_NT_ISA=%s: not sse2, avx2 or avx512\n", e);
+  std::exit(2);
+}();
+// Runs `body` once per variant (once, on the forced one, when the environment forces one).
+template <class F>
+void for_each_nt_variant(F&& body) {
+  if (nt_isa_from_env) {
+    body(detail::current_nt_isa());
+    return;
+  }
+  const auto saved = detail::current_nt_isa();
+  for (auto i : nt_variants()) {
+    REQUIRE(detail::force_nt_isa(i));
+    body(i);
+  }
+  REQUIRE(detail::force_nt_isa(saved));
+}
+#else
+template <class F>
+void for_each_nt_variant(F&& body) {
+  body(0);
+}
+#endif
 const std::size_t aligns[] = {0, 1, 3, 4, 8, 12, 32, 60, 63};
 const std::size_t no_nt = std::numeric_limits<std::size_t>::max();
 }  // namespace
@@ -220,11 +268,13 @@ TEST_CASE("observer: raw memcpy_flush/memset_flush/flush_lines + drain cover eve
   std::vector<unsigned char> mem(8192 + 256), src(8192 + 256), ref(8192 + 256);
   for (std::size_t i = 0; i < src.size(); ++i) src[i] = static_cast<unsigned char>(i * 131 + 17);
   auto* base = reinterpret_cast<unsigned char*>((reinterpret_cast<std::uintptr_t>(mem.data()) + 63) & ~std::uintptr_t{63});
+  for_each_nt_variant([&](auto isa) {
   for (auto f : instructions()) {
     for (std::size_t threshold : {std::size_t{0}, std::size_t{128}, no_nt}) {
       for (std::size_t n : sizes) {
         for (std::size_t a : aligns) {
-          INFO(to_string(f) << " nt_threshold " << threshold << " size " << n << " alignment " << a);
+          INFO("variant " << static_cast<int>(isa) << " " << to_string(f) << " nt_threshold " << threshold << " size "
+                          << n << " alignment " << a);
           const auto at = reinterpret_cast<std::uintptr_t>(base + a);
           rec().start();
           memcpy_flush(base + a, src.data() + 5, n, f, threshold);
@@ -253,7 +303,69 @@ TEST_CASE("observer: raw memcpy_flush/memset_flush/flush_lines + drain cover eve
       }
     }
   }
+  });
 }
+
+#if defined(MAPDIRECT_ARCH_X86_64)
+namespace {
+bool same_trace(const std::vector<event>& a, const std::vector<event>& b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    if (a[i].kind != b[i].kind || a[i].addr != b[i].addr || a[i].len != b[i].len || a[i].f != b[i].f) return false;
+  return true;
+}
+}  // namespace
+
+// The AVX2/AVX-512 body loops must store exactly what the SSE2 loop stores and
+// report it the same way: the same NT ranges, flushes and fences, in order.
+TEST_CASE("observer: every non-temporal variant reports the same trace as SSE2 and stores the same bytes",
+          "[observer]") {
+  const std::size_t big[] = {256, 320, 1000, 4096, 4100, 65536 + 13};
+  std::vector<unsigned char> mem(65536 + 512), src(65536 + 512), ref(65536 + 512);
+  for (std::size_t i = 0; i < src.size(); ++i) src[i] = static_cast<unsigned char>(i * 131 + 17);
+  auto* base = reinterpret_cast<unsigned char*>((reinterpret_cast<std::uintptr_t>(mem.data()) + 63) & ~std::uintptr_t{63});
+  const auto saved = detail::current_nt_isa();
+  const auto variants = nt_variants();
+  WARN("non-temporal variants this CPU runs: " << variants.size() << " (best: " << detail::to_string(variants.back())
+                                               << ")");
+  for (auto f : instructions()) {
+    for (std::size_t n : big) {
+      for (std::size_t a : {std::size_t{0}, std::size_t{7}, std::size_t{32}, std::size_t{60}}) {
+        std::vector<event> want_copy, want_fill;
+        for (auto isa : variants) {
+          INFO(detail::to_string(isa) << " " << to_string(f) << " size " << n << " alignment " << a);
+          REQUIRE(detail::force_nt_isa(isa));
+          std::memset(base, 0, n + a + 64);
+          rec().start();
+          memcpy_flush(base + a, src.data() + 3, n, f, 0);
+          drain(f);
+          auto copy = rec().stop();
+          REQUIRE(std::memcmp(base + a, src.data() + 3, n) == 0);
+          CHECK(base[a + n] == 0);
+          if (a) CHECK(base[a - 1] == 0);
+          CHECK(uncovered(copy, reinterpret_cast<std::uintptr_t>(base + a), n, false).empty());
+          rec().start();
+          memset_flush(base + a, 0xc3, n, f, 0);
+          drain(f);
+          auto fill = rec().stop();
+          std::memset(ref.data(), 0xc3, n);
+          REQUIRE(std::memcmp(base + a, ref.data(), n) == 0);
+          CHECK(base[a + n] == 0);
+          CHECK(uncovered(fill, reinterpret_cast<std::uintptr_t>(base + a), n, false).empty());
+          if (isa == detail::nt_isa::sse2) {
+            want_copy = std::move(copy);
+            want_fill = std::move(fill);
+          } else {
+            CHECK(same_trace(copy, want_copy));
+            CHECK(same_trace(fill, want_fill));
+          }
+        }
+      }
+    }
+  }
+  REQUIRE(detail::force_nt_isa(saved));
+}
+#endif
 
 namespace {
 // persist, copy_persist, fill_persist and flush+drain on one mapping: every
