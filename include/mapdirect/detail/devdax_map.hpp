@@ -1,12 +1,11 @@
 // SPDX-License-Identifier: MIT
-// direct_mapping::map of a device DAX character device. Included at the end
-// of mapping.hpp only (it defines a member of direct_mapping).
+// direct_mapping::map of a device DAX character device. mapping.hpp
+// includes it at its end (it defines a member of direct_mapping); included
+// on its own, it includes mapping.hpp first, which then skips it.
 #ifndef MAPDIRECT_DETAIL_DEVDAX_MAP_HPP
 #define MAPDIRECT_DETAIL_DEVDAX_MAP_HPP
 
-#ifndef MAPDIRECT_MAPPING_HPP
-#error "include mapdirect/mapping.hpp, not detail/devdax_map.hpp"
-#endif
+#include "../mapping.hpp"
 
 MAPDIRECT_BEGIN_NAMESPACE
 
