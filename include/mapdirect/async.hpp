@@ -150,6 +150,10 @@ struct committer_stats {
   std::uint64_t requests = 0;    ///< page-granular requests enqueued
   std::uint64_t flushes = 0;     ///< fdatasyncs started
   std::uint64_t writebacks = 0;  ///< early write-backs started
+  /// Times a flush start was held back for the blocked writers the previous
+  /// flush released to enqueue again (merging cohorts; see group_committer).
+  std::uint64_t merge_windows = 0;
+  std::uint64_t merge_expired = 0;  ///< of those, ended by the time bound, not by their arrival
 };
 
 /// The outcome of one persist_async(): wait for it, poll it, or ignore it (a
@@ -403,6 +407,8 @@ inline committer_stats group_committer::stats() const noexcept {
   out.requests = c.requests;
   out.flushes = c.flushes;
   out.writebacks = c.writebacks;
+  out.merge_windows = c.merge_windows;
+  out.merge_expired = c.merge_expired;
   return out;
 }
 

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
@@ -56,6 +57,8 @@ struct commit_counters {
   std::uint64_t requests = 0;
   std::uint64_t flushes = 0;
   std::uint64_t writebacks = 0;
+  std::uint64_t merge_windows = 0;  // merge windows opened (see commit_lane::merging)
+  std::uint64_t merge_expired = 0;  // of those, closed by their time bound with a flush pending
 };
 
 // One enqueued request. Owned by reference count: the handle, and the core
@@ -122,6 +125,19 @@ struct commit_lane {
   bool in_flight = false;      // a flush is running (or queued for the fallback thread)
   bool queued = false;         // fallback thread: waiting to be picked up
   int failed = 0;              // sticky errno of a failed flush (fsyncgate)
+  // Merging cohorts of blocking writers. While a flush runs, the writers it
+  // will release cannot enqueue; starting the next flush at once would cover
+  // only those that arrived meanwhile, and two half cohorts would alternate.
+  // So after a flush that released blocked writers, the next flush waits
+  // until as many requests as it released have been enqueued again
+  // (merge_target) or until a bound derived from the measured flush time
+  // (merge_deadline), whichever comes first. It only delays the start: a
+  // flush still covers exactly the requests enqueued before it starts.
+  using clock = std::chrono::steady_clock;
+  clock::time_point flush_started{};  // start of the flush in flight
+  bool merging = false;               // a merge window is open
+  std::uint64_t merge_target = 0;     // the window closes once issued reaches this
+  clock::time_point merge_deadline{};  // ... or at this time
   // Requesters' descriptors already checked once through fdatasync after this
   // lane's own description existed (see enqueue). A reused number names a
   // description opened after the checked one was closed, hence after the
@@ -348,6 +364,12 @@ class commit_core final : public page_persister {
       while (!req->done.load(std::memory_order_relaxed)) {
         commit_lane& l = *req->lane;
         if (inline_flush_ && !l.in_flight && !l.failed && req->ticket > l.covered) {
+          if (merge_window_open_locked(l)) {
+            // Enqueues notify cv_ (kick_locked); the deadline bounds the wait.
+            const commit_lane::clock::time_point until = l.merge_deadline;
+            cv_.wait_until(lk, until);
+            continue;
+          }
           flush_inline(l, lk);
           continue;
         }
@@ -510,14 +532,18 @@ class commit_core final : public page_persister {
   void kick_locked(commit_lane& l) noexcept {
     if (l.in_flight || l.issued <= l.covered || !l.head) return;
     if (inline_flush_) {
+      // A blocked waiter runs it (and keeps the lane's merge window).
       for (commit_request* r = l.head; r; r = r->next)
         if (r->waited && r->ticket > l.covered) {
           cv_.notify_all();
           return;
         }
+    } else if (uring_ && merge_window_open_locked(l)) {
+      return;  // started by the enqueue that reaches the target, or by the reap thread at the deadline
     }
     l.in_flight = true;
     ++l.flight;
+    l.flush_started = commit_lane::clock::now();
     if (!uring_) {
       l.queued = true;
       worker_cv_.notify_one();
@@ -548,11 +574,13 @@ class commit_core final : public page_persister {
     // mapdirect consumer lost data of is never reported durable.
     if (sticky) durability_registry::mark_lost(l.dev, l.ino, l.fd);
     const bool lost = l.failed || durability_registry::is_lost(l.dev, l.ino);
+    std::uint64_t released_waiters = 0;
     while (commit_request* r = l.head) {
       std::error_code ec;
-      if (r->ticket <= cover)
+      if (r->ticket <= cover) {
         ec = e ? errno_code(e) : lost ? make_error_code(errc::durability_lost) : std::error_code{};
-      else if (sticky || lost) ec = make_error_code(errc::durability_lost);
+        released_waiters += r->waited;
+      } else if (sticky || lost) ec = make_error_code(errc::durability_lost);
       else break;
       l.head = r->next;
       if (!l.head) l.tail = nullptr;
@@ -561,7 +589,48 @@ class commit_core final : public page_persister {
       done.push(r);
     }
     if (sticky) l.failed = e;
+    l.merging = false;
+    if (e == 0 && !sticky && !lost) open_merge_window_locked(l, released_waiters);
     cv_.notify_all();
+  }
+
+  // After a successful flush that released `released` blocked writers: opens
+  // the lane's merge window when those writers are likely to enqueue again
+  // soon, i.e. when requests here come from blocking writers (every writer
+  // waits for its own record). Not with a lone writer (nobody else to merge
+  // with), nor when most queued requests have no blocked writer (pipelined
+  // requests: the next flush then has plenty to cover and starts at once).
+  // The bound: the share of the next group those writers would add, times the
+  // last flush's duration, at most half of it: waiting can cost at most what
+  // the merge can gain.
+  void open_merge_window_locked(commit_lane& l, std::uint64_t released) noexcept {
+    if (released == 0 || closing_) return;
+    std::uint64_t queued = 0, queued_waiters = 0;
+    for (const commit_request* r = l.head; r; r = r->next) {
+      ++queued;
+      queued_waiters += r->waited;
+    }
+    if (released + queued_waiters < 2 || queued - queued_waiters > queued_waiters) return;
+    const auto now = commit_lane::clock::now();
+    const auto took = now - l.flush_started;
+    auto bound = took * static_cast<std::int64_t>(released) / static_cast<std::int64_t>(queued + released);
+    if (bound > took / 2) bound = took / 2;
+    l.merging = true;
+    l.merge_target = l.issued + released;
+    l.merge_deadline = now + bound;
+    ++stats_.merge_windows;
+  }
+
+  // True while the lane's merge window holds back its next flush; closes the
+  // window once its target or deadline is reached (or the core is closing).
+  bool merge_window_open_locked(commit_lane& l) noexcept {
+    if (!l.merging) return false;
+    if (!closing_ && l.issued < l.merge_target) {
+      if (commit_lane::clock::now() < l.merge_deadline) return true;
+      ++stats_.merge_expired;
+    }
+    l.merging = false;
+    return false;
   }
 
   // Fails every pending request of `l` with durability_lost (a write-back
@@ -620,6 +689,7 @@ class commit_core final : public page_persister {
       const std::uint64_t cover = l.issued;
       l.covered = cover;
       ++stats_.flushes;
+      l.flush_started = commit_lane::clock::now();
       const int fd = l.fd;
       lk.unlock();
       const int e = sys::fdatasync(fd) == 0 ? 0 : errno;
@@ -628,7 +698,9 @@ class commit_core final : public page_persister {
       if (l.flight == id) finish_flush_locked(l, cover, e, true, done);
       const bool again = round < inline_rounds_ && !l.in_flight && !l.failed && has_uncovered_waiter(l);
       if (again) {
-        // Claim the next flush before releasing the lock for the callbacks.
+        // Claim the next flush before releasing the lock for the callbacks
+        // (inline_rounds asks for back-to-back flushes: no merge window).
+        l.merging = false;
         l.in_flight = true;
         ++l.flight;
       } else {
@@ -655,7 +727,7 @@ class commit_core final : public page_persister {
   void reap_loop() noexcept {
     bool stopping = false;
     for (;;) {
-      const int rc = ring_.wait();
+      const int rc = reap_wait();
       if (rc < 0) {
         if (rc == -EINTR || rc == -EAGAIN || rc == -ETIME) continue;
         if (fail_in_flight(-rc)) return;
@@ -679,6 +751,32 @@ class commit_core final : public page_persister {
       }
       if (quit) return;
     }
+  }
+
+  // Waits for a completion; while a merge window holds back a lane's flush
+  // (only without inline flushes: then nobody else watches its deadline),
+  // no longer than until that deadline, and starts the flushes whose window
+  // has closed.
+  int reap_wait() noexcept {
+    if (inline_flush_) return ring_.wait();
+    commit_lane::clock::time_point deadline{};
+    bool timed = false;
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      for (commit_lane* l = lanes_; l; l = l->next_lane) {
+        if (!l->merging || l->in_flight) continue;
+        if (!merge_window_open_locked(*l)) {
+          kick_locked(*l);
+          continue;
+        }
+        if (!timed || l->merge_deadline < deadline) deadline = l->merge_deadline;
+        timed = true;
+      }
+    }
+    if (!timed) return ring_.wait();
+    const auto left = deadline - commit_lane::clock::now();
+    const long long ns = left.count() > 0 ? std::chrono::duration_cast<std::chrono::nanoseconds>(left).count() : 0;
+    return ring_.wait_for(ns);
   }
 
   // The ring is unusable (wait failed with `e`): fails whatever is in flight
@@ -742,6 +840,7 @@ class commit_core final : public page_persister {
       const std::uint64_t cover = l->issued;
       l->covered = cover;
       ++stats_.flushes;
+      l->flush_started = commit_lane::clock::now();
       const int fd = l->fd;
       lk.unlock();
       const int e = sys::fdatasync(fd) == 0 ? 0 : errno;

@@ -132,6 +132,15 @@ class uring_backend {
     return io_uring_wait_cqe(&ring_, &cqe);
   }
 
+  // As wait(), for at most `ns` nanoseconds (-ETIME when none came).
+  int wait_for(long long ns) noexcept {
+    io_uring_cqe* cqe = nullptr;
+    __kernel_timespec ts{};
+    ts.tv_sec = ns / 1000000000;
+    ts.tv_nsec = ns % 1000000000;
+    return io_uring_wait_cqe_timeout(&ring_, &cqe, &ts);
+  }
+
   // Takes up to `max` ready completions into `out`; how many.
   unsigned reap(completion* out, unsigned max) noexcept {
     unsigned n = 0;
