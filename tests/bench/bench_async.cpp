@@ -9,7 +9,10 @@
 //   (f) mapdirect persist_async without blocking per record: each writer
 //       keeps up to 32 records in flight (an engine acknowledging from its
 //       event loop); a record counts once its handle completed durably
-// Records per second for each, and the ratio d/a. Each cell runs for a fixed
+// Records per second for each, and the ratio d/a. A second table shows the
+// blocking writers (a, d, e: each writer waits for its own record): records
+// per flush, p50/p99 commit latency (enqueue to durable, per record) and the
+// gain over msync per record. Each cell runs for a fixed
 // time; the cells are run in interleaved rounds and the median round is shown,
 // so that a change in the disk's load (a shared machine) hits every method
 // alike. The whole table takes about 30 s.
@@ -43,8 +46,17 @@ constexpr std::size_t file_size = std::size_t{32} << 20;  // room for 262144 rec
 struct cell_result {
   double records_per_s = 0;
   double records_per_flush = 0;  // (d)/(e) only
+  double p50_us = 0, p99_us = 0;  // per-record commit latency (blocking methods)
+  double merge_windows = 0, merge_expired = 0;  // (d)/(e): per flush
   bool ok = true;
 };
+
+// The q-quantile of `v` (sorted in place).
+double quantile(std::vector<double>& v, double q) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<std::size_t>(q * static_cast<double>(v.size())))];
+}
 
 // One open file, written with zeros and flushed before the cell, as an engine
 // preallocates its log: the appends then overwrite allocated, written blocks
@@ -78,8 +90,11 @@ struct bench_file {
   }
 };
 
-// Runs `append(slot)` on `threads` threads for `seconds`; returns records/s.
-double run_cell(unsigned threads, double seconds, const std::function<bool(std::size_t)>& append, bool& ok) {
+// Runs `append(slot)` on `threads` threads for `seconds`; returns records/s
+// and sets the latency percentiles of one append (microseconds) in `r`.
+double run_cell(unsigned threads, double seconds, const std::function<bool(std::size_t)>& append, bool& ok,
+                cell_result* r = nullptr) {
+  std::vector<std::vector<double>> lat(threads);
   std::atomic<std::size_t> next{0};
   std::atomic<bool> stop{false};
   std::atomic<std::size_t> done{0};
@@ -88,14 +103,17 @@ double run_cell(unsigned threads, double seconds, const std::function<bool(std::
   std::vector<std::thread> pool;
   const auto t0 = std::chrono::steady_clock::now();
   for (unsigned t = 0; t < threads; ++t)
-    pool.emplace_back([&] {
+    pool.emplace_back([&, t] {
+      lat[t].reserve(1 << 16);
       while (!stop.load(std::memory_order_relaxed)) {
         const std::size_t slot = next.fetch_add(1);
         if (slot >= capacity) break;
+        const auto a = std::chrono::steady_clock::now();
         if (!append(slot)) {
           failed = true;
           break;
         }
+        lat[t].push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - a).count());
         done.fetch_add(1, std::memory_order_relaxed);
       }
     });
@@ -104,6 +122,12 @@ double run_cell(unsigned threads, double seconds, const std::function<bool(std::
   for (auto& t : pool) t.join();
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   ok = !failed;
+  if (r) {
+    std::vector<double> all;
+    for (auto& v : lat) all.insert(all.end(), v.begin(), v.end());
+    r->p50_us = quantile(all, 0.50);
+    r->p99_us = quantile(all, 0.99);
+  }
   return static_cast<double>(done.load()) / elapsed;
 }
 
@@ -132,7 +156,7 @@ cell_result bench_msync(const std::string& dir, unsigned threads, double seconds
         char* lo = reinterpret_cast<char*>(reinterpret_cast<std::uintptr_t>(dst) & ~(std::uintptr_t{page} - 1));
         return ::msync(lo, static_cast<std::size_t>(dst + record_size - lo), MS_SYNC) == 0;
       },
-      r.ok);
+      r.ok, &r);
   ::munmap(base, file_size);
   return r;
 }
@@ -249,9 +273,13 @@ cell_result bench_mapdirect(const std::string& dir, unsigned threads, double sec
         auto h = committer.persist_async(map, slot * record_size, record_size);
         return h && h.value().wait();
       },
-      r.ok);
+      r.ok, &r);
   const auto st = committer.stats();
   r.records_per_flush = st.flushes ? static_cast<double>(st.requests) / static_cast<double>(st.flushes) : 0;
+  if (st.flushes) {
+    r.merge_windows = static_cast<double>(st.merge_windows) / static_cast<double>(st.flushes);
+    r.merge_expired = static_cast<double>(st.merge_expired) / static_cast<double>(st.flushes);
+  }
   committer.detach(map);
   return r;
 }
@@ -283,6 +311,9 @@ int main(int argc, char** argv) {
   // samples[threads][method] = records/s of each round; per_flush likewise for d and e.
   std::vector<double> samples[thread_counts.size()][methods];
   std::vector<double> per_flush[thread_counts.size()][3];
+  // Blocking methods a, d, e: p50 and p99 latency per round; d/a and e/a per round.
+  std::vector<double> p50[thread_counts.size()][3], p99[thread_counts.size()][3], gain[thread_counts.size()][2];
+  std::vector<double> expired[thread_counts.size()][2];
   bool all_ok = true;
   for (int round = 0; round < rounds; ++round) {
     for (std::size_t ti = 0; ti < thread_counts.size(); ++ti) {
@@ -298,6 +329,17 @@ int main(int argc, char** argv) {
       per_flush[ti][0].push_back(r[3].records_per_flush);
       per_flush[ti][1].push_back(r[4].records_per_flush);
       per_flush[ti][2].push_back(r[5].records_per_flush);
+      const int blocking[3] = {0, 3, 4};
+      for (int b = 0; b < 3; ++b) {
+        p50[ti][b].push_back(r[blocking[b]].p50_us);
+        p99[ti][b].push_back(r[blocking[b]].p99_us);
+      }
+      if (r[0].records_per_s > 0) {
+        gain[ti][0].push_back(r[3].records_per_s / r[0].records_per_s);
+        gain[ti][1].push_back(r[4].records_per_s / r[0].records_per_s);
+      }
+      expired[ti][0].push_back(r[3].merge_expired);
+      expired[ti][1].push_back(r[4].merge_expired);
     }
   }
   std::printf("durable %zu-byte appends, records/s: median of %d interleaved rounds of %.2f s per cell\n\n",
@@ -314,6 +356,23 @@ int main(int argc, char** argv) {
                 fmt(med[4]).c_str(), fmt(med[5]).c_str(), med[0] > 0 ? med[3] / med[0] : 0.0,
                 median(per_flush[ti][0]), median(per_flush[ti][1]), median(per_flush[ti][2]));
   }
+  std::printf("\nblocking writers (each waits for its own record): records per flush, commit latency in us "
+              "(median over rounds of each round's p50/p99), median of per-round records/s ratios\n\n");
+  std::printf("%7s | %8s | %8s | %8s | %8s | %8s | %8s | %8s | %8s | %8s | %6s | %6s | %7s | %7s\n", "threads",
+              "d rec/fl", "e rec/fl", "a p50", "a p99", "d p50", "d p99", "e p50", "e p99", "rec/fl/N", "d/a",
+              "e/a", "d expir", "e expir");
+  std::printf("--------+----------+----------+----------+----------+----------+----------+----------+----------+"
+              "----------+--------+--------+---------+--------\n");
+  for (std::size_t ti = 0; ti < thread_counts.size(); ++ti) {
+    const double dfl = median(per_flush[ti][0]);
+    std::printf("%7u | %8.2f | %8.2f | %8.0f | %8.0f | %8.0f | %8.0f | %8.0f | %8.0f | %8.2f | %6.2f | %6.2f | %7.2f | "
+                "%7.2f\n",
+                thread_counts[ti], dfl, median(per_flush[ti][1]), median(p50[ti][0]), median(p99[ti][0]),
+                median(p50[ti][1]), median(p99[ti][1]), median(p50[ti][2]), median(p99[ti][2]),
+                dfl / thread_counts[ti], median(gain[ti][0]), median(gain[ti][1]), median(expired[ti][0]),
+                median(expired[ti][1]));
+  }
+  std::printf("(d/e expir: merge windows that ran out of time, per flush)\n");
   if (!all_ok) {
     std::printf("\nsome persist calls FAILED\n");
     return 1;
