@@ -29,6 +29,18 @@
 // wait for the next one, which covers them all at once (group commit); at most
 // one flush per file is in flight.
 //
+// Merging cohorts. Writers blocked in persist()/wait() cannot enqueue while
+// the flush that will release them runs, so starting the next flush at once
+// would cover only those that arrived meanwhile (two half cohorts alternate).
+// After a flush that released blocked writers, while other blocked writers
+// exist, the next flush of the file starts once as many requests as that
+// flush released are queued again, or after a bound derived from the measured
+// flush time (their share of the next group times its duration, at most half
+// of it), whichever comes first. No knob: a lone writer, requests without a
+// blocked writer (pipelined, callbacks), inline_rounds > 1 and the fallback
+// thread without inline_flush never wait. It only delays a flush's start:
+// the guarantee above is unchanged. committer_stats::merge_windows counts.
+//
 // Waiting. persist_handle::wait() blocks, ready() polls, a callback runs once
 // at completion, and notify_fd() is an eventfd that turns readable after
 // completions, so an event loop needs no blocked thread. A thread blocked in

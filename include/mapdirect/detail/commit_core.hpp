@@ -604,7 +604,9 @@ class commit_core final : public page_persister {
   // last flush's duration, at most half of it: waiting can cost at most what
   // the merge can gain.
   void open_merge_window_locked(commit_lane& l, std::uint64_t released) noexcept {
-    if (released == 0 || closing_) return;
+    // Enforced by a blocked waiter (inline flushes) or by the reap thread; the
+    // fallback thread without inline flushes starts every flush at once.
+    if (released == 0 || closing_ || (!inline_flush_ && !uring_)) return;
     std::uint64_t queued = 0, queued_waiters = 0;
     for (const commit_request* r = l.head; r; r = r->next) {
       ++queued;
@@ -627,7 +629,7 @@ class commit_core final : public page_persister {
     if (!l.merging) return false;
     if (!closing_ && l.issued < l.merge_target) {
       if (commit_lane::clock::now() < l.merge_deadline) return true;
-      ++stats_.merge_expired;
+      if (l.issued > l.covered) ++stats_.merge_expired;
     }
     l.merging = false;
     return false;
@@ -761,6 +763,7 @@ class commit_core final : public page_persister {
     if (inline_flush_) return ring_.wait();
     commit_lane::clock::time_point deadline{};
     bool timed = false;
+    done_list failed;
     {
       std::lock_guard<std::mutex> g(mu_);
       for (commit_lane* l = lanes_; l; l = l->next_lane) {
@@ -772,7 +775,9 @@ class commit_core final : public page_persister {
         if (!timed || l->merge_deadline < deadline) deadline = l->merge_deadline;
         timed = true;
       }
+      failed = deferred_.take();  // a submit that failed in kick_locked
     }
+    complete(failed);
     if (!timed) return ring_.wait();
     const auto left = deadline - commit_lane::clock::now();
     const long long ns = left.count() > 0 ? std::chrono::duration_cast<std::chrono::nanoseconds>(left).count() : 0;
