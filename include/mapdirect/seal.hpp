@@ -63,6 +63,13 @@ constexpr const char* to_string(seal_kind k) noexcept {
 }
 
 /// Options for iomap_seal::acquire.
+/// Progress of iomap_seal::acquire on a large range: `done` of `total` units
+/// of work (bytes of the range walked, twice: allocating, then unsharing and
+/// writing). Return false to cancel. Called on acquire's thread; must not
+/// call into mapdirect's seal or file helpers for the same file.
+using seal_progress = bool (*)(std::uint64_t done, std::uint64_t total, void* context) noexcept;
+
+/// Options for iomap_seal::acquire.
 struct seal_options {
   /// Which kind of seal to take.
   seal_method method = seal_method::automatic;
@@ -85,6 +92,16 @@ struct seal_options {
   /// Realtime signal for lease breaks; 0 picks SIGRTMIN+6. It must have no
   /// other handler.
   int lease_signal = 0;
+  /// Called as acquire() works through the range (after each step of at
+  /// least 64 MiB, and once at the end of each pass, so at least twice when
+  /// the file system reports its block map; once on one that does not).
+  /// Returning false cancels: acquire fails with
+  /// std::errc::operation_canceled, the file's size is restored and no byte
+  /// of data has changed (blocks allocated so far stay allocated and read as
+  /// zeros, as after any failed acquire).
+  seal_progress progress = nullptr;
+  /// Passed to progress unchanged.
+  void* progress_context = nullptr;
 };
 
 /// What acquire() found and did.
@@ -270,7 +287,9 @@ inline result<iomap_seal> iomap_seal::acquire(int fd, std::uint64_t offset, std:
   // Both kinds first make the range stable: a natively sealed file can no
   // longer allocate, so a later fault on a hole could only fail.
   detail::stabilise_report done{};
-  if (auto ec = detail::stabilise(s.fd_, offset, offset + length, size, options.allow_unverifiable, done)) return ec;
+  const detail::stabilise_progress progress{options.progress, options.progress_context};
+  if (auto ec = detail::stabilise(s.fd_, offset, offset + length, size, options.allow_unverifiable, done, progress))
+    return ec;
   s.report_.extents = done.extents;
   s.report_.allocated_bytes = done.allocated_bytes;
   s.report_.zeroed_bytes = done.zeroed_bytes;

@@ -373,6 +373,81 @@ TEST_CASE("seal: extend grows the file over a stable range; without it a range p
   CHECK(read_range(f.fd(), 0, 4) == "head");
 }
 
+namespace {
+// Records every progress call; cancels at call number `cancel_at` (0: never).
+struct progress_log {
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> calls;
+  std::size_t cancel_at = 0;
+  static bool record(std::uint64_t done, std::uint64_t total, void* ctx) noexcept {
+    auto* self = static_cast<progress_log*>(ctx);
+    self->calls.emplace_back(done, total);
+    return self->cancel_at == 0 || self->calls.size() < self->cancel_at;
+  }
+};
+}  // namespace
+
+TEST_CASE("seal: progress reports monotonic work up to the total over a large sparse range", "[seal][progress]") {
+  if (!dir_has_fiemap(mdtest::test_dir())) {
+    WARN("skipped: the test directory's file system has no FIEMAP");
+    return;
+  }
+  // 140 MiB sparse with data islands: holes to allocate across several
+  // 64 MiB steps (fallocate of holes costs no writes).
+  const std::uint64_t len = 140 * MiB;
+  temp_file f(mdtest::test_dir(), len);
+  for (std::uint64_t at = 0; at < len; at += 32 * MiB) write_at(f.fd(), at + 4096, "island");
+  ::fsync(f.fd());
+  progress_log log;
+  seal_options o;
+  o.progress = &progress_log::record;
+  o.progress_context = &log;
+  auto s = iomap_seal::acquire(f.fd(), 0, len, o);
+  INFO(last_error_detail());
+  if (!s && s.error() == std::errc::no_space_on_device) {
+    WARN("skipped: no room for 140 MiB in the test directory");
+    return;
+  }
+  REQUIRE(s);
+  REQUIRE(log.calls.size() >= 3);  // two steps of 64 MiB inside a 140 MiB pass, plus the end of each pass
+  for (std::size_t i = 0; i < log.calls.size(); ++i) {
+    CHECK(log.calls[i].second == 2 * len);
+    if (i) CHECK(log.calls[i].first > log.calls[i - 1].first);
+  }
+  CHECK(log.calls.back().first == 2 * len);
+  CHECK(s.value().report().allocated_bytes > 0);
+  CHECK(read_range(f.fd(), 32 * MiB + 4096, 6) == "island");
+}
+
+TEST_CASE("seal: a progress callback that cancels leaves size and data unchanged", "[seal][progress]") {
+  if (!dir_has_fiemap(mdtest::test_dir())) {
+    WARN("skipped: the test directory's file system has no FIEMAP");
+    return;
+  }
+  for (std::size_t cancel_at : {std::size_t{1}, std::size_t{2}}) {
+    // Past EOF with extend: the second pass runs after the file grew, so a
+    // cancel there must shrink it back.
+    temp_file f(mdtest::test_dir(), 8192);
+    write_at(f.fd(), 0, "head");
+    const std::string before = f.read_all();
+    progress_log log;
+    log.cancel_at = cancel_at;
+    seal_options o;
+    o.extend = true;
+    o.progress = &progress_log::record;
+    o.progress_context = &log;
+    auto s = iomap_seal::acquire(f.fd(), 4096, 4 * MiB, o);
+    INFO("cancel at call " << cancel_at << ": " << last_error_detail());
+    REQUIRE_FALSE(s);
+    CHECK(s.error() == std::errc::operation_canceled);
+    CHECK(log.calls.size() == cancel_at);
+    CHECK(f.size() == 8192);
+    CHECK(f.read_all() == before);
+    CHECK(std::string(last_error_detail()).find("canceled by seal_options::progress") != std::string::npos);
+    // Nothing stays sealed: the size can change again.
+    CHECK(::ftruncate(f.fd(), 16384) == 0);
+  }
+}
+
 TEST_CASE("seal: tmpfs has no FIEMAP: a distinct unverifiable result, never a silent success", "[seal]") {
   if (::access("/dev/shm", W_OK) != 0) {
     WARN("skipped: /dev/shm (tmpfs) is not writable here");

@@ -289,15 +289,24 @@ struct stabilise_report {
   bool extended = false;
 };
 
+// seal_options::progress and its context (seal.hpp), as stabilise() calls it:
+// `done` of 2 * length (a pass over the range to allocate, one to unshare and
+// write), at most every 64 MiB and at the end of each pass.
+struct stabilise_progress {
+  bool (*fn)(std::uint64_t, std::uint64_t, void*) noexcept = nullptr;
+  void* context = nullptr;
+};
+
 // Makes [offset, end) of a file allocated, written and unshared, growing it
 // to `end` when asked, in the numbered steps of run(). On failure the
 // file's size is restored and no byte of existing data has changed (blocks
 // allocated so far stay allocated and read as zeros).
 class stabiliser {
  public:
-  stabiliser(int fd, std::uint64_t offset, std::uint64_t end, std::uint64_t old_size,
-             stabilise_report& report) noexcept
-      : fd_(fd), offset_(offset), end_(end), length_(end - offset), old_size_(old_size), report_(report) {}
+  stabiliser(int fd, std::uint64_t offset, std::uint64_t end, std::uint64_t old_size, stabilise_report& report,
+             stabilise_progress progress = {}) noexcept
+      : fd_(fd), offset_(offset), end_(end), length_(end - offset), old_size_(old_size), report_(report),
+        progress_(progress) {}
 
   std::error_code run(bool allow_unverifiable) noexcept {
     // Dirty page-cache data over an unwritten extent reads back as data but
@@ -314,12 +323,36 @@ class stabiliser {
     const int fl = sys::fcntl(fd_, F_GETFL);
     pwrite_unsafe_ = fl < 0 || (fl & (O_APPEND | O_DIRECT)) != 0;
     if (auto ec = allocate_holes(before)) return ec;  // 1.
-    if (auto ec = grow()) return ec;                  // 2.
-    if (auto ec = unshare_and_write()) return ec;     // 3. and 4.
-    return sync_and_verify();                         // 5. and 6.
+    if (!report_progress(0, length_, true)) return canceled();
+    if (auto ec = grow()) return ec;               // 2.
+    if (auto ec = unshare_and_write()) return ec;  // 3. and 4.
+    if (!report_progress(1, length_, true)) return canceled();
+    return sync_and_verify();  // 5. and 6.
   }
 
  private:
+  // Tells the caller's progress callback that pass `pass` (0: allocating,
+  // 1: unsharing and writing) reached byte `at` of the range, when it moved
+  // 64 MiB since the last call or `final` is set. False: the caller cancels.
+  bool report_progress(int pass, std::uint64_t at, bool final) noexcept {
+    if (!progress_.fn) return true;
+    const std::uint64_t done = static_cast<std::uint64_t>(pass) * length_ + (at < length_ ? at : length_);
+    if (!final && done - last_reported_ < (std::uint64_t{64} << 20)) return true;
+    if (final && done == last_reported_ && reported_) return true;
+    last_reported_ = done;
+    reported_ = true;
+    if (progress_.fn(done, 2 * length_, progress_.context)) return true;
+    canceled_ = true;
+    return false;
+  }
+
+  // The callback cancelled: the size is restored (fail_with), data unchanged.
+  std::error_code canceled() noexcept {
+    set_detail("seal: canceled by seal_options::progress after %llu of %llu units; the file's size is restored and "
+               "no data changed (blocks allocated so far stay allocated)",
+               static_cast<unsigned long long>(last_reported_), static_cast<unsigned long long>(2 * length_));
+    return fail_with(errno_code(ECANCELED));
+  }
   std::error_code fail_with(std::error_code ec) noexcept {
     if (grew_) (void)sys::ftruncate(fd_, static_cast<off_t>(old_size_));
     return ec;
@@ -339,6 +372,7 @@ class stabiliser {
       return seal_errno(errno, "seal: fallocate");
     if (auto ec = grow()) return ec;
     if (fdatasync_retry(fd_) != 0) return fail_with(seal_errno(errno, "seal: fdatasync"));
+    if (!report_progress(1, length_, true)) return canceled();
     report_.verified = false;
     return {};
   }
@@ -380,6 +414,7 @@ class stabiliser {
   // 1. Allocate holes (only holes), without changing the size.
   std::error_code allocate_holes(const block_map_summary& before) noexcept {
     const int err = walk_block_map(fd_, offset_, length_, 0, [&](std::uint64_t start, std::uint64_t n, unsigned p) {
+      if (!report_progress(0, start - offset_, false)) return ECANCELED;
       if (!(p & extent_hole)) return 0;
       if (sys::fallocate(fd_, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(start), static_cast<off_t>(n)) == 0) {
         report_.allocated_bytes += n;
@@ -393,6 +428,7 @@ class stabiliser {
       return errno;
     });
     report_.allocated_bytes += before.delalloc_bytes;
+    if (canceled_) return canceled();
     if (refused_) return refusal();
     if (err != 0) return seal_errno(err, "seal: allocating holes (fallocate)");
     return {};
@@ -414,6 +450,7 @@ class stabiliser {
     const std::uint64_t size = end_ > old_size_ ? end_ : old_size_;
     bool unshare_supported = true;
     const int err = walk_block_map(fd_, offset_, length_, 0, [&](std::uint64_t start, std::uint64_t n, unsigned p) {
+      if (!report_progress(1, start - offset_, false)) return ECANCELED;
       if (p & extent_shared) {
         if (unshare_supported && sys::fallocate(fd_, FALLOC_FL_UNSHARE_RANGE, static_cast<off_t>(start),
                                                 static_cast<off_t>(n)) == 0) {
@@ -433,6 +470,7 @@ class stabiliser {
       }
       return 0;
     });
+    if (canceled_) return canceled();
     if (refused_) return fail_with(refusal());
     if (err != 0) return fail_with(seal_errno(err, "seal: unsharing or writing extents"));
     return {};
@@ -463,6 +501,10 @@ class stabiliser {
   int fd_;
   std::uint64_t offset_, end_, length_, old_size_;
   stabilise_report& report_;
+  stabilise_progress progress_;
+  std::uint64_t last_reported_ = 0;
+  bool reported_ = false;
+  bool canceled_ = false;
   bool grew_ = false;
   bool refused_ = false;
   bool pwrite_unsafe_ = false;
@@ -471,8 +513,9 @@ class stabiliser {
 // Makes [offset, end) allocated, written and unshared, growing the file to
 // `end` when needed (see stabiliser).
 inline std::error_code stabilise(int fd, std::uint64_t offset, std::uint64_t end, std::uint64_t old_size,
-                                 bool allow_unverifiable, stabilise_report& report) noexcept {
-  return stabiliser(fd, offset, end, old_size, report).run(allow_unverifiable);
+                                 bool allow_unverifiable, stabilise_report& report,
+                                 stabilise_progress progress = {}) noexcept {
+  return stabiliser(fd, offset, end, old_size, report, progress).run(allow_unverifiable);
 }
 
 }  // namespace detail
