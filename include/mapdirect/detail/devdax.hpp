@@ -90,6 +90,77 @@ inline bool is_device_dax(dev_t rdev) noexcept {
   return link_basename(path, sub, sizeof sub) && std::strcmp(sub, "dax") == 0;
 }
 
+// query_devdax: the device's name from uevent's DEVNAME=, else the link's target.
+inline void read_devdax_name(const char* dir, devdax_info& out) noexcept {
+  char path[128];
+  std::snprintf(path, sizeof path, "%s/uevent", dir);
+  char text[256];
+  if (sys::read_text(path, text, sizeof text) >= 0) {
+    if (const char* at = std::strstr(text, "DEVNAME=")) {
+      at += 8;
+      std::size_t i = 0;
+      while (at[i] && at[i] != '\n' && i + 1 < sizeof out.name) {
+        out.name[i] = at[i];
+        ++i;
+      }
+      out.name[i] = '\0';
+    }
+  }
+  if (!out.name[0]) (void)link_basename(dir, out.name, sizeof out.name);
+}
+
+// query_devdax: `cur` is the nd region's directory (it has
+// persistence_domain): its resource and name, for bad blocks.
+inline void read_devdax_region(int cur, devdax_info& out) noexcept {
+  const int res = sys::openat(cur, "resource", O_RDONLY | O_CLOEXEC);
+  if (res >= 0) {
+    char text[64] = {};
+    const ssize_t n = sys::pread(res, text, sizeof text - 1, 0);
+    sys::close_quietly(res);
+    if (n > 0) {
+      text[n] = '\0';
+      out.region_resource_known = parse_sysfs_u64(text, out.region_resource);
+    }
+  }
+  // The region's own name: /proc/self/fd/N of the O_PATH descriptor.
+  const ssize_t n = sys::readlink(sys::proc_fd_path(cur).c_str(), out.region_path, sizeof out.region_path - 1);
+  if (n > 0) {
+    out.region_path[n] = '\0';
+    const char* slash = std::strrchr(out.region_path, '/');
+    copy_text(out.region, sizeof out.region, slash ? slash + 1 : out.region_path);
+  } else {
+    out.region_path[0] = '\0';
+  }
+}
+
+// query_devdax: upward from the device to the first directory with
+// persistence_domain, the nd region (as for an fsdax block device,
+// detail/nd.hpp): its domain, resource and name.
+inline void find_devdax_region(const char* dir, devdax_info& out) noexcept {
+  const int fd = sys::open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;
+  nd_scan scan;
+  scan_block_dir(fd, scan, 4);  // depth 4: no "slaves" to follow on a dax device
+  if (scan.regions == 1)
+    out.domain = scan.cpu_cache           ? persistence_domain::cpu_cache
+                 : scan.memory_controller ? persistence_domain::memory_controller
+                                          : persistence_domain::unknown;
+  int cur = sys::openat(fd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+  for (int level = 0; cur >= 0 && level < 16; ++level) {
+    const int pd = sys::openat(cur, "persistence_domain", O_RDONLY | O_CLOEXEC);
+    if (pd >= 0) {
+      sys::close_quietly(pd);
+      read_devdax_region(cur, out);
+      break;
+    }
+    const int up = sys::openat(cur, "..", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    sys::close_quietly(cur);
+    cur = up;
+  }
+  if (cur >= 0) sys::close_quietly(cur);
+  sys::close_quietly(fd);
+}
+
 /// Fills `out` for the device DAX `rdev`. Returns 0, or an errno: ENODEV
 /// (not a device DAX), or the errno of an unreadable `size` attribute.
 /// Everything else is best effort (see the *_known flags).
@@ -98,25 +169,7 @@ inline int query_devdax(dev_t rdev, devdax_info& out) noexcept {
   if (!is_device_dax(rdev)) return ENODEV;
   char dir[64];
   std::snprintf(dir, sizeof dir, "/sys/dev/char/%u:%u", major(rdev), minor(rdev));
-  char path[128];
-  std::snprintf(path, sizeof path, "%s/uevent", dir);
-  {
-    // DEVNAME=dax0.0 in uevent names the device; else the link's target.
-    char text[256];
-    if (sys::read_text(path, text, sizeof text) >= 0) {
-      const char* at = std::strstr(text, "DEVNAME=");
-      if (at) {
-        at += 8;
-        std::size_t i = 0;
-        while (at[i] && at[i] != '\n' && i + 1 < sizeof out.name) {
-          out.name[i] = at[i];
-          ++i;
-        }
-        out.name[i] = '\0';
-      }
-    }
-    if (!out.name[0]) (void)link_basename(dir, out.name, sizeof out.name);
-  }
+  read_devdax_name(dir, out);
   if (!read_sysfs_u64(dir, "size", out.size)) return errno ? errno : EINVAL;
   // `align` is the dev_dax's own attribute since Linux 5.10; before, the
   // nd_dax parent ("device") carried it.
@@ -126,53 +179,7 @@ inline int query_devdax(dev_t rdev, devdax_info& out) noexcept {
     out.align = sys::page_size();
   }
   out.resource_known = read_sysfs_u64(dir, "resource", out.resource);
-
-  // Upward from the device to the first directory with persistence_domain:
-  // the nd region (as for an fsdax block device, detail/nd.hpp).
-  const int fd = sys::open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-  if (fd >= 0) {
-    nd_scan scan;
-    scan_block_dir(fd, scan, 4);  // depth 4: no "slaves" to follow on a dax device
-    if (scan.regions == 1)
-      out.domain = scan.cpu_cache ? persistence_domain::cpu_cache
-                   : scan.memory_controller ? persistence_domain::memory_controller
-                                            : persistence_domain::unknown;
-    // The region's name and resource, for bad blocks (relative to the region).
-    int cur = sys::openat(fd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
-    for (int level = 0; cur >= 0 && level < 16; ++level) {
-      const int pd = sys::openat(cur, "persistence_domain", O_RDONLY | O_CLOEXEC);
-      if (pd >= 0) {
-        sys::close_quietly(pd);
-        const int res = sys::openat(cur, "resource", O_RDONLY | O_CLOEXEC);
-        if (res >= 0) {
-          char text[64] = {};
-          const ssize_t n = sys::pread(res, text, sizeof text - 1, 0);
-          sys::close_quietly(res);
-          if (n > 0) {
-            text[n] = '\0';
-            out.region_resource_known = parse_sysfs_u64(text, out.region_resource);
-          }
-        }
-        // The region's own name: /proc/self/fd/N of the O_PATH descriptor.
-        char self[64];
-        std::snprintf(self, sizeof self, "/proc/self/fd/%d", cur);
-        const ssize_t n = sys::readlink(self, out.region_path, sizeof out.region_path - 1);
-        if (n > 0) {
-          out.region_path[n] = '\0';
-          const char* slash = std::strrchr(out.region_path, '/');
-          copy_text(out.region, sizeof out.region, slash ? slash + 1 : out.region_path);
-        } else {
-          out.region_path[0] = '\0';
-        }
-        break;
-      }
-      const int up = sys::openat(cur, "..", O_PATH | O_DIRECTORY | O_CLOEXEC);
-      sys::close_quietly(cur);
-      cur = up;
-    }
-    if (cur >= 0) sys::close_quietly(cur);
-    sys::close_quietly(fd);
-  }
+  find_devdax_region(dir, out);
   return 0;
 }
 

@@ -9,6 +9,62 @@
 
 MAPDIRECT_BEGIN_NAMESPACE
 
+namespace detail {
+// map_device_dax: `info` of the device behind `st`, and the request checked
+// against it (options a device cannot honour, alignment, the device's end);
+// length 0 becomes "to the end of the device".
+inline std::error_code check_devdax_request(const struct stat& st, const map_options& options, std::uint64_t offset,
+                                            std::size_t& length, devdax_info& info) noexcept {
+  const int q = query_devdax(st.st_rdev, info);
+  if (q == ENODEV)
+    return fail(errc::invalid_argument,
+                "map: character device %u:%u is not a device DAX (its sysfs subsystem is not the dax bus); "
+                "only regular files and /dev/daxX.Y can be mapped",
+                major(st.st_rdev), minor(st.st_rdev));
+  if (q != 0) {
+    char what[128];
+    std::snprintf(what, sizeof what, "map: device DAX %u:%u: reading its size from /sys/dev/char/%u:%u/size",
+                  major(st.st_rdev), minor(st.st_rdev), major(st.st_rdev), minor(st.st_rdev));
+    return fail_errno(q, what);
+  }
+  if (options.seal)
+    return fail(errc::invalid_argument,
+                "map: %s is device DAX: no file system, so no block map to seal (options.seal must be empty; "
+                "faults never allocate there)",
+                info.name);
+  if (offset % info.align != 0)
+    return fail(errc::misaligned_offset,
+                "map: offset %llu on device DAX %s is not a multiple of its alignment %llu (%s)",
+                static_cast<unsigned long long>(offset), info.name,
+                static_cast<unsigned long long>(info.align),
+                info.align_known ? "sysfs align" : "no align attribute: page size assumed");
+  if (offset >= info.size)
+    return fail(errc::beyond_eof, "map: offset %llu is at or past the end of device DAX %s (%llu bytes)",
+                static_cast<unsigned long long>(offset), info.name,
+                static_cast<unsigned long long>(info.size));
+  if (length == 0) {
+    if (info.size - offset > std::numeric_limits<std::size_t>::max())
+      return fail(errc::invalid_argument, "map: device too large for the address space");
+    length = static_cast<std::size_t>(info.size - offset);
+  }
+  if (length > info.size - offset)
+    return fail(errc::beyond_eof, "map: range [%llu, %llu) extends past the end of device DAX %s (%llu bytes)",
+                static_cast<unsigned long long>(offset), static_cast<unsigned long long>(offset + length),
+                info.name, static_cast<unsigned long long>(info.size));
+  if (length % info.align != 0)
+    return fail(errc::invalid_argument,
+                "map: length %zu on device DAX %s is not a multiple of its alignment %llu (%s)", length,
+                info.name, static_cast<unsigned long long>(info.align),
+                info.align_known ? "sysfs align" : "no align attribute: page size assumed");
+  if (options.reserve > length)
+    return fail(errc::invalid_argument,
+                "map: %s is device DAX: a device mapping cannot grow (options.reserve must not exceed the "
+                "length)",
+                info.name);
+  return {};
+}
+}  // namespace detail
+
 // Device DAX: no file system, so no block map to seal or allocate, no page
 // cache, and no MAP_SYNC needed: every fault maps device memory directly and
 // stores persist by CPU flush alone. The mode is reported as map_mode::sync
@@ -20,52 +76,7 @@ inline result<direct_mapping> direct_mapping::map_device_dax(int fd, std::uint64
                                                              const struct stat& st) noexcept {
   detail::clear_detail();
   detail::devdax_info info;
-  const int q = detail::query_devdax(st.st_rdev, info);
-  if (q == ENODEV)
-    return detail::fail(errc::invalid_argument,
-                        "map: character device %u:%u is not a device DAX (its sysfs subsystem is not the dax bus); "
-                        "only regular files and /dev/daxX.Y can be mapped",
-                        major(st.st_rdev), minor(st.st_rdev));
-  if (q != 0) {
-    char what[128];
-    std::snprintf(what, sizeof what, "map: device DAX %u:%u: reading its size from /sys/dev/char/%u:%u/size",
-                  major(st.st_rdev), minor(st.st_rdev), major(st.st_rdev), minor(st.st_rdev));
-    return detail::fail_errno(q, what);
-  }
-  if (options.seal)
-    return detail::fail(errc::invalid_argument,
-                        "map: %s is device DAX: no file system, so no block map to seal (options.seal must be empty; "
-                        "faults never allocate there)",
-                        info.name);
-  if (offset % info.align != 0)
-    return detail::fail(errc::misaligned_offset,
-                        "map: offset %llu on device DAX %s is not a multiple of its alignment %llu (%s)",
-                        static_cast<unsigned long long>(offset), info.name,
-                        static_cast<unsigned long long>(info.align),
-                        info.align_known ? "sysfs align" : "no align attribute: page size assumed");
-  if (offset >= info.size)
-    return detail::fail(errc::beyond_eof, "map: offset %llu is at or past the end of device DAX %s (%llu bytes)",
-                        static_cast<unsigned long long>(offset), info.name,
-                        static_cast<unsigned long long>(info.size));
-  if (length == 0) {
-    if (info.size - offset > std::numeric_limits<std::size_t>::max())
-      return detail::fail(errc::invalid_argument, "map: device too large for the address space");
-    length = static_cast<std::size_t>(info.size - offset);
-  }
-  if (length > info.size - offset)
-    return detail::fail(errc::beyond_eof, "map: range [%llu, %llu) extends past the end of device DAX %s (%llu bytes)",
-                        static_cast<unsigned long long>(offset), static_cast<unsigned long long>(offset + length),
-                        info.name, static_cast<unsigned long long>(info.size));
-  if (length % info.align != 0)
-    return detail::fail(errc::invalid_argument,
-                        "map: length %zu on device DAX %s is not a multiple of its alignment %llu (%s)", length,
-                        info.name, static_cast<unsigned long long>(info.align),
-                        info.align_known ? "sysfs align" : "no align attribute: page size assumed");
-  if (options.reserve > length)
-    return detail::fail(errc::invalid_argument,
-                        "map: %s is device DAX: a device mapping cannot grow (options.reserve must not exceed the "
-                        "length)",
-                        info.name);
+  if (auto ec = detail::check_devdax_request(st, options, offset, length, info)) return ec;
 
   direct_mapping m;
   if (auto ec = m.take_descriptor(fd, st, options)) return ec;
