@@ -398,13 +398,7 @@ struct log_writer {
       if (!exists) ::unlink(path.c_str());  // ours, just created: leave nothing behind
       std::exit(1);
     }
-    if (!r.header_ok) init_header();
-    else prev_crc = r.last_crc;
-    print_scan(r);
-    end = r.end;
-    next_seq = r.last_seq + 1;
-    group_start = end;
-    group_first_seq = next_seq;
+    resume_after(r);
   }
 
   // A device DAX (/dev/daxX.Y): the log is the first `size` bytes of the
@@ -430,6 +424,12 @@ struct log_writer {
       std::fprintf(stderr, "durable_log: refusing to append to a corrupt log\n");
       std::exit(1);
     }
+    resume_after(r);
+  }
+
+  // The scan found an intact log (or none yet): position the writer after
+  // its last record, writing the header first for a new log.
+  void resume_after(const scan_result& r) {
     if (!r.header_ok) init_header();
     else prev_crc = r.last_crc;
     print_scan(r);

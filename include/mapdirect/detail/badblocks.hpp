@@ -54,12 +54,6 @@ int parse_badblocks(const char* text, Visit&& visit) noexcept {
   return 0;
 }
 
-/// Reads a whole sysfs badblocks file (up to one page: the kernel's limit
-/// for a show()). Returns its length or -1 with errno.
-inline ssize_t read_badblocks_file(const char* path, char* buf, std::size_t cap) noexcept {
-  return sys::read_text(path, buf, cap);
-}
-
 /// Calls visit(physical, logical, length) for each extent of fd in
 /// [offset, offset+length) that has a known device location (no holes,
 /// delayed allocations, inline or encoded data). Returns 0 or the FIEMAP errno.
