@@ -164,7 +164,13 @@ SQL
   not_killed $rst reader
   [ $wst -eq 0 ] || { cat "$dir/wout"; fail "writer exited $wst"; }
   [ $rst -eq 0 ] || { cat "$dir/rout"; fail "reader exited $rst"; }
-  bad=$(grep -v '^check|1|' "$dir/rout" | grep -v '^([0-9]*) mapdirect: ' | head -5)
+  # Allowed besides the checks: the VFS's own mode notices, and SQLite's
+  # notice 283 (SQLITE_NOTICE_RECOVER_WAL): when writer and reader close at
+  # the same moment neither gets the lock to checkpoint and delete the WAL,
+  # and the next reader rebuilds the WAL index from it (the unix VFS does the
+  # same). Its rows are still checked above.
+  bad=$(grep -v '^check|1|' "$dir/rout" | grep -v '^([0-9]*) mapdirect: ' |
+    grep -vE '^\(283\) recovered [0-9]+ frames from WAL file ' | head -5)
   [ -z "$bad" ] || fail "reader saw an inconsistent state: $bad"
   [ "$(grep -c '^check|1|' "$dir/rout")" -eq $((batches * 400)) ] || fail "reader output incomplete"
   # The reader must have run while the writer wrote (else this proves little).
