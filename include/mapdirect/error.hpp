@@ -7,6 +7,7 @@
 #include <boost/outcome/std_result.hpp>
 #include <boost/outcome/try.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdarg>
 #include <cstdio>
@@ -138,11 +139,29 @@ inline void clear_detail() noexcept { error_detail_buffer()[0] = '\0'; }
 /// An error_code from an errno value.
 inline std::error_code errno_code(int e) noexcept { return {e, std::system_category()}; }
 
-/// Fails with errno, recording "<what>: <strerror>" as the detail.
-inline std::error_code fail_errno(int e, const char* what) noexcept {
+// strerror_r is the XSI variant (int; musl, or glibc without _GNU_SOURCE) or
+// the GNU one (char*, possibly a static string); the overloads pick by return type.
+inline const char* strerror_text(int rc, const char* buf) noexcept { return rc == 0 ? buf : "unknown error"; }
+inline const char* strerror_text(const char* text, const char*) noexcept { return text; }
+
+/// The text of errno value `e` (strerror_r, either variant), in `buf` or static storage.
+inline const char* errno_text(int e, char* buf, std::size_t size) noexcept {
+  return strerror_text(::strerror_r(e, buf, size), buf);
+}
+
+/// Fails with errno, recording "<printf-style what>: <strerror> (errno <e>)" as the detail.
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 3)))
+#endif
+inline std::error_code fail_errno(int e, const char* fmt, ...) noexcept {
+  char* out = error_detail_buffer();
+  va_list args;
+  va_start(args, fmt);
+  const int n = std::vsnprintf(out, MAPDIRECT_ERROR_DETAIL_SIZE, fmt, args);
+  va_end(args);
+  const std::size_t used = n < 0 ? 0 : std::min(static_cast<std::size_t>(n), static_cast<std::size_t>(MAPDIRECT_ERROR_DETAIL_SIZE) - 1);
   char buf[128];
-  const char* text = ::strerror_r(e, buf, sizeof buf);
-  set_detail("%s: %s (errno %d)", what, text, e);
+  std::snprintf(out + used, MAPDIRECT_ERROR_DETAIL_SIZE - used, ": %s (errno %d)", errno_text(e, buf, sizeof buf), e);
   return errno_code(e);
 }
 
@@ -158,16 +177,26 @@ inline std::error_code fail(errc e, const char* fmt, ...) noexcept {
   return make_error_code(e);
 }
 
+/// Fails with errno `e` from a call on a file, ETXTBSY (the kernel sealed the
+/// block map) as errc::sealed; records `what`.
+inline std::error_code file_errno(int e, const char* what) noexcept {
+  if (e == ETXTBSY) return fail(errc::sealed, "%s: ETXTBSY (the file's block map is sealed)", what);
+  return fail_errno(e, "%s", what);
+}
+
 /// True for the errors with which a flush reports lost write-back (fsyncgate):
 /// the kernel may have dropped the dirty pages and reports it only once.
 inline bool is_writeback_error(int e) noexcept { return e == EIO || e == ENOSPC || e == EDQUOT; }
 
-/// Fails with errc::durability_lost after an earlier failed flush.
-inline std::error_code fail_durability_lost(const char* what) noexcept {
+inline const char* errno_name(int e) noexcept;
+
+/// Fails with errc::durability_lost after an earlier failed flush of the file
+/// (`e`: that flush's errno when known, else 0); the one text of this error.
+inline std::error_code fail_durability_lost(const char* what, int e = 0) noexcept {
   return fail(errc::durability_lost,
-              "%s: an earlier flush of this file failed; the kernel may have dropped dirty pages (rewrite the "
-              "data, then clear_durability_error())",
-              what);
+              "%s: an earlier flush of this file failed%s%s (through this or another mapdirect object in this "
+              "process); the kernel may have dropped dirty pages (rewrite the data, then clear_durability_error())",
+              what, e != 0 ? " with " : "", e != 0 ? errno_name(e) : "");
 }
 
 /// Short name of an errno value ("EOPNOTSUPP"), for messages.

@@ -926,7 +926,7 @@ class direct_mapping {
     char what[160];
     std::snprintf(what, sizeof what, "map: placing %zu mapped bytes in %zu bytes of reserved address space",
                   new_map_length, capacity);
-    return detail::fail_errno(e, what);
+    return detail::fail_errno(e, "%s", what);
   }
 
   // After a failed MAP_FIXED into [at, from) the range may be a hole another
@@ -1558,7 +1558,7 @@ inline std::error_code direct_mapping::map_tail_in_place(std::size_t new_map) no
                   "grow: mapping %zu more bytes (%s) at the end of the mapping failed; size and file unchanged%s", add,
                   to_string(mode_),
                   still_ours ? "" : "; the reserved room after the mapping was given up (capacity() == size())");
-    return detail::fail_errno(e, what);
+    return detail::fail_errno(e, "%s", what);
   }
   map_length_ = new_map;
   return {};
@@ -1696,10 +1696,7 @@ inline result<direct_mapping> create_unnamed(const parent_dir& parent, const cha
     return m;
   }
   if (e != EEXIST) {
-    char text[128];
-    set_detail("open: linking the new file into place as %s: %s (errno %d)", path, ::strerror_r(e, text, sizeof text),
-               e);
-    return errno_code(e);
+    return detail::fail_errno(e, "open: linking the new file into place as %s", path);
   }
   (void)m.value().close();
   return open_taken_name(parent, path, options, rules, retry);

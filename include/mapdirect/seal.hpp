@@ -386,7 +386,7 @@ inline std::error_code iomap_seal::pin_native(seal_method method, std::uint64_t 
   }
   if (e == ETXTBSY) {
     undo_growth(old_size);
-    return detail::seal_errno(e, "seal: fcntl(F_MAY_SEAL_IOMAP)");
+    return detail::file_errno(e, "seal: fcntl(F_MAY_SEAL_IOMAP)");
   }
   const bool unknown = (e == EINVAL || e == EOPNOTSUPP || e == ENOTTY);
   if (!unknown || method == seal_method::native) {

@@ -414,27 +414,15 @@ class commit_core final : public page_persister {
   // Records the detail of a request's error for the calling thread.
   static void describe_error(const std::error_code& ec) noexcept {
     if (ec == errc::durability_lost)
-      set_detail("group_committer: an earlier flush of this file failed (through this committer or another "
-                 "mapdirect consumer of the file); the kernel may have dropped dirty pages (rewrite the data, then "
-                 "clear_durability_error())");
+      (void)fail_durability_lost("group_committer");
     else if (ec.category() == std::system_category())
       set_detail("group_committer: fdatasync of the file failed: %s (errno %d)", errno_name(ec.value()), ec.value());
   }
 
  private:
-  static std::error_code lost_error(int e) noexcept {
-    return fail(errc::durability_lost,
-                "group_committer: an earlier flush of this file failed with %s; the kernel may have dropped dirty "
-                "pages (rewrite the data, then clear_durability_error())",
-                errno_name(e));
-  }
+  static std::error_code lost_error(int e) noexcept { return fail_durability_lost("group_committer", e); }
 
-  static std::error_code registry_lost_error() noexcept {
-    return fail(errc::durability_lost,
-                "group_committer: a write-back error of this file was reported earlier (to this committer or another "
-                "mapdirect consumer of the file); the kernel may have dropped dirty pages (rewrite the data, then "
-                "clear_durability_error())");
-  }
+  static std::error_code registry_lost_error() noexcept { return fail_durability_lost("group_committer"); }
 
   // A lane for the file behind fd, with a description of its own where
   // possible (issue 10 item 2): Linux reports a write-back error once per open

@@ -25,7 +25,7 @@ inline std::error_code check_devdax_request(const struct stat& st, const map_opt
     char what[128];
     std::snprintf(what, sizeof what, "map: device DAX %u:%u: reading its size from /sys/dev/char/%u:%u/size",
                   major(st.st_rdev), minor(st.st_rdev), major(st.st_rdev), minor(st.st_rdev));
-    return fail_errno(q, what);
+    return fail_errno(q, "%s", what);
   }
   if (options.seal)
     return fail(errc::invalid_argument,
