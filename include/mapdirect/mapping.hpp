@@ -257,23 +257,6 @@ struct open_options {
   map_options map = {};
 };
 
-// Checks a range against the mapping (used inside direct_mapping members).
-#define MAPDIRECT_TRY_RANGE(off, len)                                                             \
-  do {                                                                                            \
-    if (!data_) return detail::fail(errc::not_mapped, "no mapping");                             \
-    const std::size_t mapped_now = size_.load(std::memory_order_acquire);                         \
-    if ((off) > mapped_now || (len) > mapped_now - (off))                                         \
-      return detail::fail(errc::out_of_range, "range [%zu, +%zu) outside mapping of %zu bytes", \
-                          static_cast<std::size_t>(off), static_cast<std::size_t>(len), mapped_now); \
-  } while (0)
-
-// Refuses a write-side call on a read-only mapping (used inside direct_mapping members).
-#define MAPDIRECT_TRY_WRITABLE(what)                                                                     \
-  do {                                                                                                   \
-    if (access_ == map_access::read_only)                                                                \
-      return detail::fail(errc::read_only, "%s: the mapping is read-only (map_options::access)", what); \
-  } while (0)
-
 /// A move-only RAII shared mapping of a file range with a known durability
 /// guarantee. The destructor unmaps and never throws; close() reports errors.
 ///
@@ -545,6 +528,11 @@ class direct_mapping {
   static std::string describe_ladder(const map_ladder& ladder);
 
  private:
+  // The checks that open each ranged call: a mapping, [off, +len) inside it;
+  // a writable mapping for the write side. Return the error to give back.
+  std::error_code check_range(std::size_t off, std::size_t len) const noexcept;
+  std::error_code check_writable(const char* what) const noexcept;
+
   // The state that orders flush() and drain() between threads, guarded by
   // pin_.lock. Generations number the flushes: a drain that starts when
   // flush_gen == T is done once done_gen >= T (an msync that began after all
@@ -1026,9 +1014,23 @@ inline std::string direct_mapping::describe() const {
   return out;
 }
 
+inline std::error_code direct_mapping::check_range(std::size_t off, std::size_t len) const noexcept {
+  if (!data_) return detail::fail(errc::not_mapped, "no mapping");
+  const std::size_t mapped_now = size_.load(std::memory_order_acquire);
+  if (off > mapped_now || len > mapped_now - off)
+    return detail::fail(errc::out_of_range, "range [%zu, +%zu) outside mapping of %zu bytes", off, len, mapped_now);
+  return {};
+}
+
+inline std::error_code direct_mapping::check_writable(const char* what) const noexcept {
+  if (access_ == map_access::read_only)
+    return detail::fail(errc::read_only, "%s: the mapping is read-only (map_options::access)", what);
+  return {};
+}
+
 inline result<void> direct_mapping::persist(std::size_t offset, std::size_t length) noexcept {
-  MAPDIRECT_TRY_RANGE(offset, length);
-  MAPDIRECT_TRY_WRITABLE("persist");
+  if (auto ec = check_range(offset, length)) return ec;
+  if (auto ec = check_writable("persist")) return ec;
   switch (granularity_) {
     case granularity::byte: store_fence(); return outcome::success();
     case granularity::cache_line:
@@ -1054,7 +1056,7 @@ inline void direct_mapping::flush(std::size_t offset, std::size_t length) noexce
 
 inline result<void> direct_mapping::drain() noexcept {
   if (!data_) return detail::fail(errc::not_mapped, "drain: no mapping");
-  MAPDIRECT_TRY_WRITABLE("drain");
+  if (auto ec = check_writable("drain")) return ec;
   if (granularity_ == granularity::byte) {
     store_fence();
     return outcome::success();
@@ -1067,8 +1069,8 @@ inline result<void> direct_mapping::drain() noexcept {
 }
 
 inline result<void> direct_mapping::copy_persist(std::size_t offset, const void* src, std::size_t n) noexcept {
-  MAPDIRECT_TRY_RANGE(offset, n);
-  MAPDIRECT_TRY_WRITABLE("copy_persist");
+  if (auto ec = check_range(offset, n)) return ec;
+  if (auto ec = check_writable("copy_persist")) return ec;
   if (n == 0) return outcome::success();
   switch (granularity_) {
     case granularity::byte:
@@ -1086,8 +1088,8 @@ inline result<void> direct_mapping::copy_persist(std::size_t offset, const void*
 }
 
 inline result<void> direct_mapping::fill_persist(std::size_t offset, int byte, std::size_t n) noexcept {
-  MAPDIRECT_TRY_RANGE(offset, n);
-  MAPDIRECT_TRY_WRITABLE("fill_persist");
+  if (auto ec = check_range(offset, n)) return ec;
+  if (auto ec = check_writable("fill_persist")) return ec;
   if (n == 0) return outcome::success();
   switch (granularity_) {
     case granularity::byte:
@@ -1109,7 +1111,7 @@ inline void direct_mapping::clear_durability_error() noexcept {
 }
 
 inline access_result<void> direct_mapping::read(std::size_t offset, void* dst, std::size_t n) const noexcept {
-  MAPDIRECT_TRY_RANGE(offset, n);
+  if (auto ec = check_range(offset, n)) return ec;
   const guard_range target{data_, size_, fd_, offset_};
   auto r = detail::copy_guarded(dst, data_ + offset, n, nullptr, &target, "direct_mapping::read");
   if (!r && r.error().code() == errc::io_error) return media_error_if_listed(r.error(), "direct_mapping::read");
@@ -1117,15 +1119,15 @@ inline access_result<void> direct_mapping::read(std::size_t offset, void* dst, s
 }
 
 inline access_result<void> direct_mapping::write(std::size_t offset, const void* src, std::size_t n) noexcept {
-  MAPDIRECT_TRY_RANGE(offset, n);
-  MAPDIRECT_TRY_WRITABLE("direct_mapping::write");
+  if (auto ec = check_range(offset, n)) return ec;
+  if (auto ec = check_writable("direct_mapping::write")) return ec;
   const guard_range target{data_, size_, fd_, offset_};
   return detail::copy_guarded(data_ + offset, src, n, &target, nullptr, "direct_mapping::write");
 }
 
 inline access_result<void> direct_mapping::repair(std::size_t offset, const void* src, std::size_t n) noexcept {
-  MAPDIRECT_TRY_RANGE(offset, n);
-  MAPDIRECT_TRY_WRITABLE("repair");
+  if (auto ec = check_range(offset, n)) return ec;
+  if (auto ec = check_writable("repair")) return ec;
   if (device_dax_)
     return access_error(detail::fail(errc::invalid_argument,
                                      "repair: device DAX has no write(2) path that clears poison; clear the "
@@ -1796,8 +1798,6 @@ inline result<direct_mapping> direct_mapping::open(const char* path, open_option
   return detail::errno_code(EAGAIN);
 }
 
-#undef MAPDIRECT_TRY_RANGE
-#undef MAPDIRECT_TRY_WRITABLE
 
 MAPDIRECT_END_NAMESPACE
 
