@@ -129,7 +129,11 @@ enum class commit_backend {
 
 /// Name of a backend ("io_uring").
 constexpr const char* to_string(commit_backend b) noexcept {
-  return b == commit_backend::io_uring ? "io_uring" : "thread";
+  switch (b) {
+    case commit_backend::io_uring: return "io_uring";
+    case commit_backend::thread: return "thread";
+  }
+  return "?";
 }
 
 /// Options for group_committer::create.

@@ -100,7 +100,11 @@ enum class map_access {
 
 /// Name of an access mode ("read_only").
 constexpr const char* to_string(map_access a) noexcept {
-  return a == map_access::read_only ? "read_only" : "read_write";
+  switch (a) {
+    case map_access::read_write: return "read_write";
+    case map_access::read_only: return "read_only";
+  }
+  return "?";
 }
 
 /// Options for direct_mapping::map.

@@ -59,7 +59,11 @@ enum class seal_method {
 
 /// Name of a seal kind ("stabilised").
 constexpr const char* to_string(seal_kind k) noexcept {
-  return k == seal_kind::native ? "native" : "stabilised";
+  switch (k) {
+    case seal_kind::native: return "native";
+    case seal_kind::stabilised: return "stabilised";
+  }
+  return "?";
 }
 
 /// Options for iomap_seal::acquire.
