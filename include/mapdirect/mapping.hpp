@@ -1536,7 +1536,7 @@ inline std::error_code direct_mapping::grow_file(const grow_plan& plan, const gr
     if (!ext) return ext.error();  // size unchanged (extend_file's guarantee)
     extended = true;
   }
-  if (extended && detail::sys::fdatasync(fd_) != 0) {
+  if (extended && detail::retry_eintr([&] { return detail::sys::fdatasync(fd_); }) != 0) {
     // The new size must be durable before anything is stored past the old end.
     const int e = errno;
     note_flush_failure(detail::errno_code(e));
@@ -1692,7 +1692,7 @@ inline result<direct_mapping> create_unnamed(const parent_dir& parent, const cha
   if (raw < 0) return fail_errno(errno, "open: O_TMPFILE in the parent directory");
   const scoped_fd tmp(raw);
   if (auto ec = size_new_file(raw, options.size, options.preallocate)) return ec;
-  if (sys::fsync(raw) != 0) return fail_errno(errno, "open: fsync of the new file");
+  if (retry_eintr([&] { return sys::fsync(raw); }) != 0) return fail_errno(errno, "open: fsync of the new file");
   auto m = direct_mapping::map(raw, 0, static_cast<std::size_t>(options.size), options.map);
   if (!m) return m.error();  // the unnamed file vanishes with its descriptors
   const int e = link_tmpfile(raw, parent.fd.get(), parent.name);
@@ -1730,7 +1730,7 @@ inline result<direct_mapping> create_by_name(const parent_dir& parent, const cha
     char why[160] = "";
     const bool removed = unlink_if_still_ours(parent.fd.get(), parent.name, raw, why, sizeof why);
     if (removed) {
-      (void)sys::fsync(parent.fd.get());
+      (void)retry_eintr([&] { return sys::fsync(parent.fd.get()); });
       if (options.created) *options.created = false;
     }
     append_detail("O_TMPFILE unsupported here (%s), so %s was created by name; %s%s", errno_name(refused), path,
@@ -1738,7 +1738,7 @@ inline result<direct_mapping> create_by_name(const parent_dir& parent, const cha
     return ec;
   };
   if (auto ec = size_new_file(raw, options.size, options.preallocate)) return undo(ec);
-  if (sys::fsync(raw) != 0) return undo(fail_errno(errno, "open: fsync of the new file"));
+  if (retry_eintr([&] { return sys::fsync(raw); }) != 0) return undo(fail_errno(errno, "open: fsync of the new file"));
   auto m = direct_mapping::map(raw, 0, static_cast<std::size_t>(options.size), options.map);
   if (!m) return undo(m.error());
   if (auto ec = fsync_dir(parent.fd.get(), path, "open")) return ec;

@@ -682,7 +682,7 @@ class commit_core final : public page_persister {
       l.flush_started = commit_lane::clock::now();
       const int fd = l.fd;
       lk.unlock();
-      const int e = sys::fdatasync(fd) == 0 ? 0 : errno;
+      const int e = retry_eintr([&] { return sys::fdatasync(fd); }) == 0 ? 0 : errno;
       lk.lock();
       done_list done;
       if (l.flight == id) finish_flush_locked(l, cover, e, true, done);
@@ -836,7 +836,7 @@ class commit_core final : public page_persister {
       l->flush_started = commit_lane::clock::now();
       const int fd = l->fd;
       lk.unlock();
-      const int e = sys::fdatasync(fd) == 0 ? 0 : errno;
+      const int e = retry_eintr([&] { return sys::fdatasync(fd); }) == 0 ? 0 : errno;
       lk.lock();
       done_list done;
       if (l->in_flight && l->flight == id) finish_flush_locked(*l, cover, e, true, done);
@@ -880,7 +880,7 @@ class commit_core final : public page_persister {
     }
     if (l->failed || durability_registry::is_lost(l->dev, l->ino)) {
       ec = make_error_code(errc::durability_lost);
-    } else if (sys::fdatasync(l->fd) != 0) {
+    } else if (retry_eintr([&] { return sys::fdatasync(l->fd); }) != 0) {
       const int e = errno;
       if (is_writeback_error(e)) durability_registry::mark_lost(l->dev, l->ino, l->fd);
       ec = errno_code(e);

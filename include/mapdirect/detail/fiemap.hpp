@@ -111,10 +111,7 @@ int walk_block_map(int fd, std::uint64_t offset, std::uint64_t length, std::uint
     fm->fm_length = end - pos;
     fm->fm_flags = fiemap_flags;
     fm->fm_extent_count = batch;
-    int rc;
-    do {
-      rc = sys::ioctl(fd, FS_IOC_FIEMAP, fm);
-    } while (rc != 0 && errno == EINTR);
+    const int rc = retry_eintr([&] { return sys::ioctl(fd, FS_IOC_FIEMAP, fm); });
     if (rc != 0) return errno;
     if (fm->fm_mapped_extents == 0) return visit(pos, end - pos, unsigned{extent_hole});
     bool last = false;
@@ -169,10 +166,7 @@ inline bool fiemap_unsupported(int e) noexcept { return e == EOPNOTSUPP || e == 
 // report of lost data (consumed for a description shared with the caller),
 // so it marks the file durability-lost process-wide (durability.hpp).
 inline int fdatasync_retry(int fd) noexcept {
-  int rc;
-  do {
-    rc = sys::fdatasync(fd);
-  } while (rc != 0 && errno == EINTR);
+  const int rc = retry_eintr([&] { return sys::fdatasync(fd); });
   if (rc != 0 && is_writeback_error(errno)) {
     const int saved = errno;
     struct stat st {};
@@ -250,20 +244,15 @@ inline int rewrite_range(int fd, std::uint64_t start, std::uint64_t n, std::uint
   } free_heap{heap};
   while (n > 0) {
     const std::size_t chunk = n < cap ? static_cast<std::size_t>(n) : cap;
-    const ssize_t r = sys::pread(fd, buf, chunk, static_cast<off_t>(start));
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return errno;
-    }
+    const ssize_t r = retry_eintr([&] { return sys::pread(fd, buf, chunk, static_cast<off_t>(start)); });
+    if (r < 0) return errno;
     if (r == 0) return 0;  // the file shrank under us: nothing left to rewrite
     std::size_t done = 0;
     while (done < static_cast<std::size_t>(r)) {
-      const ssize_t w = sys::pwrite(fd, buf + done, static_cast<std::size_t>(r) - done,
-                                    static_cast<off_t>(start + done));
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        return errno;
-      }
+      const ssize_t w = retry_eintr([&] {
+        return sys::pwrite(fd, buf + done, static_cast<std::size_t>(r) - done, static_cast<off_t>(start + done));
+      });
+      if (w < 0) return errno;
       done += static_cast<std::size_t>(w);
     }
     start += static_cast<std::uint64_t>(r);

@@ -304,7 +304,7 @@ inline std::error_code open_existing(int dirfd, const char* name, const char* pa
 
 /// fsync of a directory, so that a new entry survives a power cut.
 inline std::error_code fsync_dir(int dirfd, const char* path, const char* what) noexcept {
-  if (sys::fsync(dirfd) == 0) return {};
+  if (retry_eintr([&] { return sys::fsync(dirfd); }) == 0) return {};
   const int e = errno;
   return fail_errno(e, "%s: fsync of the directory of %s failed (the file exists but its name may not survive a "
                      "power cut)", what, path);

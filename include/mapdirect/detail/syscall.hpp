@@ -112,6 +112,18 @@ struct proc_fd_path {
   char text[32];
 };
 }  // namespace sys
+
+/// Calls `call` (a sys:: call that fails with -1 and errno) again while it
+/// fails with EINTR; the real call stays named at each call site. EINTR is
+/// never a write-back error, so retrying fsync/fdatasync loses no report.
+template <class Call>
+inline auto retry_eintr(Call&& call) noexcept -> decltype(call()) {
+  decltype(call()) rc;
+  do {
+    rc = call();
+  } while (rc < 0 && errno == EINTR);
+  return rc;
+}
 }  // namespace detail
 
 MAPDIRECT_END_NAMESPACE
