@@ -48,6 +48,8 @@ enum class errc {
   lease_compromised,        ///< the lease's signal or owner was changed through a shared description
   read_only,                ///< a write-side call on a read-only mapping; equals std::errc::permission_denied
   reservation_exhausted,    ///< grow() past the reserved address space; equals std::errc::not_enough_memory
+  empty_object,             ///< a call on an empty committer, handle or seal (default-constructed, moved-from,
+                            ///< released or destroyed); equals std::errc::bad_file_descriptor
 };
 
 namespace detail {
@@ -73,6 +75,7 @@ class errc_category_impl final : public std::error_category {
       case errc::lease_compromised: return "file lease compromised: its signal or owner was changed by another holder of the description";
       case errc::read_only: return "the mapping is read-only";
       case errc::reservation_exhausted: return "the mapping cannot grow in place beyond its reserved address space";
+      case errc::empty_object: return "the object is empty (default-constructed, moved-from or released)";
     }
     return "unknown mapdirect error";
   }
@@ -89,7 +92,9 @@ class errc_category_impl final : public std::error_category {
       case errc::durability_lost: return std::errc::io_error;
       case errc::misaligned_offset:
       case errc::invalid_argument: return std::errc::invalid_argument;
-      case errc::not_mapped: return std::errc::bad_file_descriptor;
+      // What a call on a closed descriptor gives (EBADF).
+      case errc::not_mapped:
+      case errc::empty_object: return std::errc::bad_file_descriptor;
       case errc::block_map_unstable: return std::errc::no_space_on_device;
       case errc::lease_broken:
       case errc::lease_compromised: return std::errc::resource_unavailable_try_again;

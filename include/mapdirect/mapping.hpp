@@ -343,10 +343,9 @@ class direct_mapping {
   std::size_t capacity() const noexcept { return data_ ? reserved_ : 0; }
   /// read_write, or read_only (map_options::access).
   map_access access() const noexcept { return access_; }
-  /// True when this object holds a mapping.
-  bool is_mapped() const noexcept { return data_ != nullptr; }
-  /// is_mapped().
-  explicit operator bool() const noexcept { return is_mapped(); }
+  /// True when this object holds a mapping (false when default-constructed,
+  /// moved-from or closed); every mapdirect type spells emptiness this way.
+  explicit operator bool() const noexcept { return data_ != nullptr; }
   /// File offset of data()[0].
   std::uint64_t file_offset() const noexcept { return offset_; }
   /// The mapping's own file descriptor, or -1.
@@ -462,7 +461,7 @@ class direct_mapping {
   void clear_durability_error() noexcept;
   /// True after a failed msync/persister flush of this file (through any
   /// mapping, committer or seal), until clear_durability_error().
-  bool durability_failed() const noexcept { return is_mapped() && file_lost(); }
+  bool durability_failed() const noexcept { return data_ != nullptr && file_lost(); }
 
   // --- guarded access (see guard.hpp)
   /// Copies n bytes at offset into dst; a SIGBUS becomes an error whose
@@ -694,6 +693,13 @@ class direct_mapping {
     sync_ = page_sync{};
     persister_ = nullptr;
     device_dax_ = false;
+    // Every accessor reads as a default-constructed object's (as after a move).
+    mode_ = map_mode::shared;
+    granularity_ = granularity::page;
+    domain_ = persistence_domain::unknown;
+    flush_ = flush_instruction::none;
+    movnt_threshold_ = MAPDIRECT_MOVNT_THRESHOLD;
+    ladder_ = map_ladder{};
   }
 
   // Validates map()'s arguments against the file; returns the length to map.
@@ -1010,7 +1016,7 @@ inline result<direct_mapping> direct_mapping::open(const std::string& path, open
 
 inline std::string direct_mapping::describe() const {
   std::string out = describe_ladder(ladder_);
-  if (is_mapped() && !own_description_) {
+  if (data_ && !own_description_) {
     out += "descriptor: shares the caller's open file description (";
     out += shared_cause_;
     out += "); write-back errors still reach every mapping through the per-file durability state\n";
@@ -1111,7 +1117,7 @@ inline result<void> direct_mapping::fill_persist(std::size_t offset, int byte, s
 }
 
 inline void direct_mapping::clear_durability_error() noexcept {
-  if (is_mapped()) detail::durability_registry::clear(dev_, ino_);
+  if (data_) detail::durability_registry::clear(dev_, ino_);
 }
 
 inline access_result<void> direct_mapping::read(std::size_t offset, void* dst, std::size_t n) const noexcept {

@@ -302,7 +302,7 @@ class commit_core final : public page_persister {
       if (closing_) {
         lk.unlock();
         discard_lane(fresh);
-        return fail(errc::not_mapped, "group_committer: closed (being destroyed)");
+        return fail(errc::empty_object, "group_committer: closed (being destroyed)");
       }
       commit_lane* l = find_lane_locked(dev, ino);
       if (!l && fresh) l = adopt_lane_locked(std::exchange(fresh, nullptr));
@@ -875,7 +875,7 @@ class commit_core final : public page_persister {
     std::error_code ec;
     commit_lane* l = req->lane;
     if (abandoned_ || !l) {
-      ec = fail(errc::not_mapped, "persist_handle::wait: the committer was destroyed in this (forked) process");
+      ec = fail(errc::empty_object, "persist_handle::wait: the committer was destroyed in this (forked) process");
       return ec;
     }
     if (l->failed || durability_registry::is_lost(l->dev, l->ino)) {
