@@ -58,7 +58,6 @@ MAPDIRECT_SYSCALL(fdatasync, (int fd), (fd))
 MAPDIRECT_SYSCALL(sync_file_range, (int fd, off_t off, off_t n, unsigned flags), (fd, off, n, flags))
 MAPDIRECT_SYSCALL(ioctl, (int fd, unsigned long request, void* arg), (fd, request, arg))
 MAPDIRECT_SYSCALL(fcntl, (int fd, int cmd, long arg = 0), (fd, cmd, arg))
-MAPDIRECT_SYSCALL(unlink, (const char* path), (path))
 MAPDIRECT_SYSCALL(unlinkat, (int dirfd, const char* path, int flags), (dirfd, path, flags))
 MAPDIRECT_SYSCALL(linkat, (int olddirfd, const char* oldpath, int newdirfd, const char* newpath, int flags),
                   (olddirfd, oldpath, newdirfd, newpath, flags))
