@@ -529,6 +529,9 @@ class direct_mapping {
 
   /// Renders a ladder as text, one rung per line.
   static std::string describe_ladder(const map_ladder& ladder);
+  /// As describe_ladder(ladder), into out[0, size) (truncated, NUL-terminated;
+  /// never allocates); returns the length the whole text needs, as snprintf.
+  static std::size_t describe_ladder(const map_ladder& ladder, char* out, std::size_t size) noexcept;
 
  private:
   // The checks that open each ranged call: a mapping, [off, +len) inside it;
@@ -800,15 +803,17 @@ class direct_mapping {
         return {};
       }
       if (!classify_refusal(fd, a)) {
-        const std::string steps = describe_ladder(ladder);
+        char steps[MAPDIRECT_ERROR_DETAIL_SIZE];
+        (void)describe_ladder(ladder, steps, sizeof steps);
         detail::set_detail("map: %s mapping failed with %s; tried:\n%s", to_string(mode),
-                           detail::errno_name(a.error), steps.c_str());
+                           detail::errno_name(a.error), steps);
         return a.error == ETXTBSY ? make_error_code(errc::sealed) : detail::errno_code(a.error);
       }
     }
-    const std::string steps = describe_ladder(ladder);
+    char steps[MAPDIRECT_ERROR_DETAIL_SIZE];
+    (void)describe_ladder(ladder, steps, sizeof steps);
     return detail::fail(errc::mode_unavailable, "map: no mode from %s to %s is available; tried:\n%s",
-                        to_string(options.strongest), to_string(options.weakest), steps.c_str());
+                        to_string(options.strongest), to_string(options.weakest), steps);
   }
 
   // Moves a large mapping to a 2 MiB-aligned address (DAX PMD faults)
@@ -1223,34 +1228,37 @@ inline result<map_mode> direct_mapping::try_modes_read_only(int fd, map_options 
       return mode;
     }
     if (!classify_refusal(fd, a)) {
-      const std::string steps = describe_ladder(ladder);
+      char steps[MAPDIRECT_ERROR_DETAIL_SIZE];
+      (void)describe_ladder(ladder, steps, sizeof steps);
       detail::set_detail("probe: %s mapping failed with %s; tried:\n%s", to_string(mode),
-                         detail::errno_name(a.error), steps.c_str());
+                         detail::errno_name(a.error), steps);
       return detail::errno_code(a.error);
     }
   }
-  const std::string steps = describe_ladder(ladder);
+  char steps[MAPDIRECT_ERROR_DETAIL_SIZE];
+  (void)describe_ladder(ladder, steps, sizeof steps);
   return detail::fail(errc::mode_unavailable, "probe: no mode from %s to %s is available; tried:\n%s",
-                      to_string(options.strongest), to_string(options.weakest), steps.c_str());
+                      to_string(options.strongest), to_string(options.weakest), steps);
 }
 
 inline std::string direct_mapping::describe_ladder(const map_ladder& ladder) {
-  std::string out;
+  std::string out(describe_ladder(ladder, nullptr, 0) + 1, '\0');
+  out.resize(describe_ladder(ladder, &out[0], out.size()));
+  return out;
+}
+
+inline std::size_t direct_mapping::describe_ladder(const map_ladder& ladder, char* out, std::size_t size) noexcept {
+  std::size_t need = 0;
   for (std::size_t i = 0; i < ladder.count; ++i) {
     const map_attempt& a = ladder.steps[i];
-    out += to_string(a.mode);
-    out += ": ";
-    if (!a.attempted) out += "skipped";
-    else if (a.error == 0) out += "ok";
-    else out += detail::errno_name(a.error);
-    if (a.cause && *a.cause) {
-      out += " (";
-      out += a.cause;
-      out += ")";
-    }
-    out += "\n";
+    const char* result = !a.attempted ? "skipped" : a.error == 0 ? "ok" : detail::errno_name(a.error);
+    const bool cause = a.cause && *a.cause;
+    const int n = std::snprintf(need < size ? out + need : nullptr, need < size ? size - need : 0, "%s: %s%s%s%s\n",
+                                to_string(a.mode), result, cause ? " (" : "", cause ? a.cause : "", cause ? ")" : "");
+    if (n > 0) need += static_cast<std::size_t>(n);
   }
-  return out;
+  if (size > 0 && need < size) out[need] = '\0';
+  return need;
 }
 
 inline result<std::size_t> direct_mapping::check_map_request(int fd, std::uint64_t offset, std::size_t length,
@@ -1337,9 +1345,10 @@ inline std::error_code direct_mapping::settle_granularity(const map_options& opt
                         "map: %s mapping needs a cache-line flush instruction and this CPU has none",
                         to_string(mode_));
   if (static_cast<int>(granularity_) > static_cast<int>(options.coarsest)) {
-    const std::string steps = describe_ladder(ladder_);
+    char steps[MAPDIRECT_ERROR_DETAIL_SIZE];
+    (void)describe_ladder(ladder_, steps, sizeof steps);
     return detail::fail(errc::granularity_unavailable, "map: granularity %s is coarser than the required %s; tried:\n%s",
-                        to_string(granularity_), to_string(options.coarsest), steps.c_str());
+                        to_string(granularity_), to_string(options.coarsest), steps);
   }
   return {};
 }
