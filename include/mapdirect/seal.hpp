@@ -382,10 +382,9 @@ inline std::error_code iomap_seal::pin_native(seal_method method, std::uint64_t 
   const int e = errno;
   if (e == EPERM || e == EACCES) {
     undo_growth(old_size);
-    detail::set_detail("seal: fcntl(F_MAY_SEAL_IOMAP) refused with %s: sealing a block map needs "
-                       "CAP_LINUX_IMMUTABLE (or a descriptor passed by a process that has it)",
-                       detail::errno_name(e));
-    return detail::errno_code(e);
+    return detail::fail_errno(e, "seal: fcntl(F_MAY_SEAL_IOMAP) refused with %s (sealing a block map needs "
+                              "CAP_LINUX_IMMUTABLE, or a descriptor passed by a process that has it)",
+                              detail::errno_name(e));
   }
   if (e == ETXTBSY) {
     undo_growth(old_size);

@@ -224,3 +224,23 @@ TEST_CASE("EINTR: the thread committer retries an interrupted fdatasync", "[erro
   CHECK_FALSE(m.value().durability_failed());
 }
 #endif
+
+TEST_CASE("describe_ladder into a buffer: the std::string text, truncated safely, no allocation", "[errors][mapping]") {
+  map_ladder ladder;
+  ladder.steps[0] = map_attempt{map_mode::direct, false, 0, "not built in"};
+  ladder.steps[1] = map_attempt{map_mode::sync, true, EOPNOTSUPP, "no DAX"};
+  ladder.steps[2] = map_attempt{map_mode::shared, true, 0, ""};
+  ladder.count = 3;
+  const std::string text = direct_mapping::describe_ladder(ladder);
+  CHECK(text == "direct: skipped (not built in)\nsync: EOPNOTSUPP (no DAX)\nshared: ok\n");
+  char buf[256];
+  CHECK(direct_mapping::describe_ladder(ladder, buf, sizeof buf) == text.size());
+  CHECK(std::string(buf) == text);
+  char small[10];
+  std::memset(small, 'x', sizeof small);
+  CHECK(direct_mapping::describe_ladder(ladder, small, 8) == text.size());
+  CHECK(std::string(small) == text.substr(0, 7));
+  CHECK(small[8] == 'x');  // nothing written past the size given
+  CHECK(direct_mapping::describe_ladder(map_ladder{}, buf, sizeof buf) == 0);
+  CHECK(buf[0] == '\0');
+}

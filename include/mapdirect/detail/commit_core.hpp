@@ -278,8 +278,7 @@ class commit_core final : public page_persister {
     if (length && sys::msync(addr, length, MS_SYNC) != 0) {
       const int e = errno;
       if (is_writeback_error(e)) durability_registry::mark_lost(dev, ino, fd);
-      set_detail("group_committer (inherited across fork): msync(MS_SYNC) failed: %s (errno %d)", errno_name(e), e);
-      return errno_code(e);
+      return fail_errno(e, "group_committer (inherited across fork): msync(MS_SYNC) failed with %s", errno_name(e));
     }
     set_detail("group_committer: %s", inherited_detail);
     return {};
@@ -416,7 +415,7 @@ class commit_core final : public page_persister {
     if (ec == errc::durability_lost)
       (void)fail_durability_lost("group_committer");
     else if (ec.category() == std::system_category())
-      set_detail("group_committer: fdatasync of the file failed: %s (errno %d)", errno_name(ec.value()), ec.value());
+      (void)fail_errno(ec.value(), "group_committer: fdatasync of the file failed with %s", errno_name(ec.value()));
   }
 
  private:
