@@ -164,9 +164,10 @@ inline std::error_code fail_errno(int e, const char* fmt, ...) noexcept {
   va_start(args, fmt);
   const int n = std::vsnprintf(out, MAPDIRECT_ERROR_DETAIL_SIZE, fmt, args);
   va_end(args);
-  const std::size_t used = n < 0 ? 0 : std::min(static_cast<std::size_t>(n), static_cast<std::size_t>(MAPDIRECT_ERROR_DETAIL_SIZE) - 1);
+  const std::size_t size = MAPDIRECT_ERROR_DETAIL_SIZE;
+  const std::size_t used = n < 0 ? 0 : std::min(static_cast<std::size_t>(n), size - 1);
   char buf[128];
-  std::snprintf(out + used, MAPDIRECT_ERROR_DETAIL_SIZE - used, ": %s (errno %d)", errno_text(e, buf, sizeof buf), e);
+  std::snprintf(out + used, size - used, ": %s (errno %d)", errno_text(e, buf, sizeof buf), e);
   return errno_code(e);
 }
 

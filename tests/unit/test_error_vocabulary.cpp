@@ -244,3 +244,31 @@ TEST_CASE("describe_ladder into a buffer: the std::string text, truncated safely
   CHECK(direct_mapping::describe_ladder(map_ladder{}, buf, sizeof buf) == 0);
   CHECK(buf[0] == '\0');
 }
+
+TEST_CASE("fail_errno: printf-style text, then strerror and the errno, truncated within the buffer", "[errors]") {
+  auto ec = detail::fail_errno(ENOSPC, "grow: fallocate of %s at %d", "f.db", 4096);
+  CHECK(ec == std::errc::no_space_on_device);
+  char text[128];
+  const std::string want = std::string("grow: fallocate of f.db at 4096: ") + detail::errno_text(ENOSPC, text, sizeof text) +
+                           " (errno " + std::to_string(ENOSPC) + ")";
+  CHECK(std::string(last_error_detail()) == want);
+  const std::string huge(3 * MAPDIRECT_ERROR_DETAIL_SIZE, 'w');
+  (void)detail::fail_errno(EIO, "%s", huge.c_str());
+  CHECK(std::string(last_error_detail()).size() == MAPDIRECT_ERROR_DETAIL_SIZE - 1);
+  // Both strerror_r variants: XSI (int, 0 on success) and GNU (the text).
+  CHECK(std::string(detail::strerror_text(0, "from buf")) == "from buf");
+  CHECK(std::string(detail::strerror_text(ERANGE, "partial")) == "unknown error");
+  CHECK(std::string(detail::strerror_text("static text", "unused")) == "static text");
+}
+
+TEST_CASE("durability lost: one text, naming the caller, the errno when known, and the way out", "[errors]") {
+  auto ec = detail::fail_durability_lost("persist");
+  CHECK(ec == errc::durability_lost);
+  const std::string plain = last_error_detail();
+  CHECK(plain.rfind("persist: an earlier flush of this file failed (", 0) == 0);
+  CHECK(plain.find("clear_durability_error()") != std::string::npos);
+  (void)detail::fail_durability_lost("group_committer", EIO);
+  const std::string with = last_error_detail();
+  CHECK(with.rfind("group_committer: an earlier flush of this file failed with EIO (", 0) == 0);
+  CHECK(with.substr(with.find(" (")) == plain.substr(plain.find(" (")));
+}
