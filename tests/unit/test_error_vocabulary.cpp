@@ -51,7 +51,15 @@ void check_like_default(const iomap_seal& s) {
   CHECK_FALSE(static_cast<bool>(s));
   CHECK(s.kind() == fresh.kind());
   CHECK(s.verified() == fresh.verified());
-  CHECK(std::memcmp(&s.report(), &fresh.report(), sizeof(seal_report)) == 0);
+  const seal_report& r = s.report();
+  const seal_report& f = fresh.report();
+  CHECK(r.extents == f.extents);
+  CHECK(r.allocated_bytes == f.allocated_bytes);
+  CHECK(r.zeroed_bytes == f.zeroed_bytes);
+  CHECK(r.unshared_bytes == f.unshared_bytes);
+  CHECK(r.rewrote_shared == f.rewrote_shared);
+  CHECK(r.verified == f.verified);
+  CHECK(r.extended == f.extended);
   CHECK(s.offset() == 0);
   CHECK(s.length() == 0);
   CHECK(s.native_handle() == -1);
