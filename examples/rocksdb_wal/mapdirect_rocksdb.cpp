@@ -134,11 +134,11 @@ class mapped_wal final : public FSWritableFile {
   mapped_wal(std::string name, mapdirect::direct_mapping m, bool persist, const FileOptions& fo)
       : FSWritableFile(fo), name_(std::move(name)), map_(std::move(m)), persist_(persist) {}
   ~mapped_wal() override {
-    if (map_.is_mapped()) (void)close_now();
+    if (map_) (void)close_now();
   }
 
   IOStatus Append(const Slice& data, const IOOptions&, IODebugContext*) override {
-    if (!map_.is_mapped()) return IOStatus::IOError("append to closed WAL " + name_);
+    if (!map_) return IOStatus::IOError("append to closed WAL " + name_);
     const std::size_t n = data.size();
     if (n > map_.size() - end_) {
       if (IOStatus s = make_room(n); !s.ok()) return s;
@@ -168,7 +168,7 @@ class mapped_wal final : public FSWritableFile {
   uint64_t GetFileSize(const IOOptions&, IODebugContext*) override { return end_; }
 
   IOStatus Close(const IOOptions&, IODebugContext*) override {
-    if (!map_.is_mapped()) return IOStatus::OK();
+    if (!map_) return IOStatus::OK();
     return close_now();
   }
 
@@ -189,7 +189,7 @@ class mapped_wal final : public FSWritableFile {
   }
 
   IOStatus sync_now() {
-    if (!map_.is_mapped()) return IOStatus::IOError("sync of closed WAL " + name_);
+    if (!map_) return IOStatus::IOError("sync of closed WAL " + name_);
     if (!persist_) {  // negative control (mapdirect-nopersist): acknowledges without persisting
       synced_ = end_;
       return IOStatus::OK();

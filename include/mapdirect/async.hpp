@@ -129,7 +129,11 @@ enum class commit_backend {
 
 /// Name of a backend ("io_uring").
 constexpr const char* to_string(commit_backend b) noexcept {
-  return b == commit_backend::io_uring ? "io_uring" : "thread";
+  switch (b) {
+    case commit_backend::io_uring: return "io_uring";
+    case commit_backend::thread: return "thread";
+  }
+  return "?";
 }
 
 /// Options for group_committer::create.
@@ -175,7 +179,7 @@ struct committer_stats {
 /// and wait() may run concurrently on it (the request is shared safely).
 class persist_handle {
  public:
-  /// An empty handle (valid() is false).
+  /// An empty handle (converts to false).
   persist_handle() noexcept = default;
   /// Takes over `o`'s request; `o` becomes empty.
   persist_handle(persist_handle&& o) noexcept;
@@ -186,7 +190,7 @@ class persist_handle {
   ~persist_handle();
 
   /// True unless empty (default-constructed or moved-from).
-  bool valid() const noexcept { return state_ != empty; }
+  explicit operator bool() const noexcept { return state_ != empty; }
 
   /// True once the request has completed (durable, or failed) and its
   /// callback, if any, has returned; never blocks. In a child of fork(), a
@@ -198,7 +202,8 @@ class persist_handle {
   /// request inherited pending). Repeatable.
   /// Errors: flush errno codes (EIO, ENOSPC, EDQUOT, ...) for the flush that
   /// covered the request, errc::durability_lost (an earlier flush of the file
-  /// failed), errc::invalid_argument (empty handle).
+  /// failed), errc::empty_object (empty handle, or its committer was destroyed
+  /// in this forked process).
   result<void> wait() noexcept;
 
  private:
@@ -226,7 +231,7 @@ class persist_handle {
 /// threads).
 class group_committer {
  public:
-  /// An empty committer (every call fails with errc::not_mapped).
+  /// An empty committer (converts to false; every call fails with errc::empty_object).
   group_committer() noexcept = default;
   /// Takes over `o`'s committer; `o` becomes empty.
   group_committer(group_committer&& o) noexcept : core_(std::exchange(o.core_, nullptr)) {}
@@ -235,6 +240,9 @@ class group_committer {
   group_committer(const group_committer&) = delete;
   group_committer& operator=(const group_committer&) = delete;
   ~group_committer() { reset(); }
+
+  /// True unless empty (default-constructed or moved-from).
+  explicit operator bool() const noexcept { return core_ != nullptr; }
 
   /// Starts a committer: io_uring unless unavailable (ENOSYS, EPERM,
   /// kernel.io_uring_disabled, seccomp) or options.force_thread.
@@ -260,8 +268,8 @@ class group_committer {
   /// Requests durability of [offset, offset+length) of m (stores made before
   /// this call; see the guarantee at the top of async.hpp). On a sync/direct
   /// mapping the CPU flush runs now and the handle is already complete.
-  /// Errors: errc::not_mapped (empty mapping or committer, or committer being
-  /// destroyed), errc::out_of_range, errc::durability_lost (an earlier flush of
+  /// Errors: errc::not_mapped (empty mapping), errc::empty_object (empty
+  /// committer, or committer being destroyed), errc::out_of_range, errc::durability_lost (an earlier flush of
   /// the file failed, through this committer or any mapdirect consumer),
   /// fcntl/sync_file_range errno codes, ENOMEM; in a child of fork() (completes
   /// at once) msync errno codes.
@@ -338,7 +346,7 @@ inline bool persist_handle::ready() const noexcept {
 
 inline result<void> persist_handle::wait() noexcept {
   std::error_code ec;
-  if (state_ == empty) return detail::fail(errc::invalid_argument, "persist_handle::wait: empty handle");
+  if (state_ == empty) return detail::fail(errc::empty_object, "persist_handle::wait: empty handle");
   if (state_ == immediate) ec = immediate_;
   else ec = req_->core->wait(req_);
   if (ec) {
@@ -408,7 +416,7 @@ inline result<void> group_committer::persist(direct_mapping& m, std::size_t offs
 }
 
 inline void group_committer::clear_durability_error(direct_mapping& m) noexcept {
-  if (core_ && m.is_mapped()) core_->clear_failure(m.dev_, m.ino_);
+  if (core_ && m) core_->clear_failure(m.dev_, m.ino_);
   m.clear_durability_error();
 }
 
@@ -427,8 +435,8 @@ inline committer_stats group_committer::stats() const noexcept {
 template <class Make, class Immediate>
 result<persist_handle> group_committer::submit(direct_mapping& m, std::size_t offset, std::size_t length, Make make,
                                                Immediate immediate, bool waited) noexcept {
-  if (!core_) return detail::fail(errc::not_mapped, "persist_async: empty group_committer");
-  if (!m.is_mapped()) return detail::fail(errc::not_mapped, "persist_async: no mapping");
+  if (!core_) return detail::fail(errc::empty_object, "persist_async: empty group_committer");
+  if (!m) return detail::fail(errc::not_mapped, "persist_async: no mapping");
   if (offset > m.size() || length > m.size() - offset)
     return detail::fail(errc::out_of_range, "persist_async: range [%zu, +%zu) outside mapping of %zu bytes", offset,
                         length, m.size());

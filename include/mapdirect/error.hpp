@@ -7,6 +7,7 @@
 #include <boost/outcome/std_result.hpp>
 #include <boost/outcome/try.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdarg>
 #include <cstdio>
@@ -47,6 +48,8 @@ enum class errc {
   lease_compromised,        ///< the lease's signal or owner was changed through a shared description
   read_only,                ///< a write-side call on a read-only mapping; equals std::errc::permission_denied
   reservation_exhausted,    ///< grow() past the reserved address space; equals std::errc::not_enough_memory
+  empty_object,             ///< a call on an empty committer, handle or seal (default-constructed, moved-from,
+                            ///< released or destroyed); equals std::errc::bad_file_descriptor
 };
 
 namespace detail {
@@ -72,6 +75,7 @@ class errc_category_impl final : public std::error_category {
       case errc::lease_compromised: return "file lease compromised: its signal or owner was changed by another holder of the description";
       case errc::read_only: return "the mapping is read-only";
       case errc::reservation_exhausted: return "the mapping cannot grow in place beyond its reserved address space";
+      case errc::empty_object: return "the object is empty (default-constructed, moved-from or released)";
     }
     return "unknown mapdirect error";
   }
@@ -88,7 +92,9 @@ class errc_category_impl final : public std::error_category {
       case errc::durability_lost: return std::errc::io_error;
       case errc::misaligned_offset:
       case errc::invalid_argument: return std::errc::invalid_argument;
-      case errc::not_mapped: return std::errc::bad_file_descriptor;
+      // What a call on a closed descriptor gives (EBADF).
+      case errc::not_mapped:
+      case errc::empty_object: return std::errc::bad_file_descriptor;
       case errc::block_map_unstable: return std::errc::no_space_on_device;
       case errc::lease_broken:
       case errc::lease_compromised: return std::errc::resource_unavailable_try_again;
@@ -138,11 +144,30 @@ inline void clear_detail() noexcept { error_detail_buffer()[0] = '\0'; }
 /// An error_code from an errno value.
 inline std::error_code errno_code(int e) noexcept { return {e, std::system_category()}; }
 
-/// Fails with errno, recording "<what>: <strerror>" as the detail.
-inline std::error_code fail_errno(int e, const char* what) noexcept {
+// strerror_r is the XSI variant (int; musl, or glibc without _GNU_SOURCE) or
+// the GNU one (char*, possibly a static string); the overloads pick by return type.
+inline const char* strerror_text(int rc, const char* buf) noexcept { return rc == 0 ? buf : "unknown error"; }
+inline const char* strerror_text(const char* text, const char*) noexcept { return text; }
+
+/// The text of errno value `e` (strerror_r, either variant), in `buf` or static storage.
+inline const char* errno_text(int e, char* buf, std::size_t size) noexcept {
+  return strerror_text(::strerror_r(e, buf, size), buf);
+}
+
+/// Fails with errno, recording "<printf-style what>: <strerror> (errno <e>)" as the detail.
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 3)))
+#endif
+inline std::error_code fail_errno(int e, const char* fmt, ...) noexcept {
+  char* out = error_detail_buffer();
+  va_list args;
+  va_start(args, fmt);
+  const int n = std::vsnprintf(out, MAPDIRECT_ERROR_DETAIL_SIZE, fmt, args);
+  va_end(args);
+  const std::size_t size = MAPDIRECT_ERROR_DETAIL_SIZE;
+  const std::size_t used = n < 0 ? 0 : std::min(static_cast<std::size_t>(n), size - 1);
   char buf[128];
-  const char* text = ::strerror_r(e, buf, sizeof buf);
-  set_detail("%s: %s (errno %d)", what, text, e);
+  std::snprintf(out + used, size - used, ": %s (errno %d)", errno_text(e, buf, sizeof buf), e);
   return errno_code(e);
 }
 
@@ -158,16 +183,26 @@ inline std::error_code fail(errc e, const char* fmt, ...) noexcept {
   return make_error_code(e);
 }
 
+/// Fails with errno `e` from a call on a file, ETXTBSY (the kernel sealed the
+/// block map) as errc::sealed; records `what`.
+inline std::error_code file_errno(int e, const char* what) noexcept {
+  if (e == ETXTBSY) return fail(errc::sealed, "%s: ETXTBSY (the file's block map is sealed)", what);
+  return fail_errno(e, "%s", what);
+}
+
 /// True for the errors with which a flush reports lost write-back (fsyncgate):
 /// the kernel may have dropped the dirty pages and reports it only once.
 inline bool is_writeback_error(int e) noexcept { return e == EIO || e == ENOSPC || e == EDQUOT; }
 
-/// Fails with errc::durability_lost after an earlier failed flush.
-inline std::error_code fail_durability_lost(const char* what) noexcept {
+inline const char* errno_name(int e) noexcept;
+
+/// Fails with errc::durability_lost after an earlier failed flush of the file
+/// (`e`: that flush's errno when known, else 0); the one text of this error.
+inline std::error_code fail_durability_lost(const char* what, int e = 0) noexcept {
   return fail(errc::durability_lost,
-              "%s: an earlier flush of this file failed; the kernel may have dropped dirty pages (rewrite the "
-              "data, then clear_durability_error())",
-              what);
+              "%s: an earlier flush of this file failed%s%s (through this or another mapdirect object in this "
+              "process); the kernel may have dropped dirty pages (rewrite the data, then clear_durability_error())",
+              what, e != 0 ? " with " : "", e != 0 ? errno_name(e) : "");
 }
 
 /// Short name of an errno value ("EOPNOTSUPP"), for messages.

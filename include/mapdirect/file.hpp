@@ -60,7 +60,7 @@ class unsealed_change {
 
   std::error_code begin(int fd, const char* what, struct stat& st) noexcept {
     if (fd < 0) return fail(errc::invalid_argument, "%s: negative file descriptor %d", what, fd);
-    if (sys::fstat(fd, &st) != 0) return fail_errno(errno, what);
+    if (sys::fstat(fd, &st) != 0) return fail_errno(errno, "%s", what);
     if (!S_ISREG(st.st_mode)) return fail(errc::invalid_argument, "%s: not a regular file", what);
     ino_ = st.st_ino;
     blockmap_changes::bucket(ino_).fetch_add(1, std::memory_order_seq_cst);
@@ -76,11 +76,6 @@ class unsealed_change {
   ino_t ino_ = 0;
   bool counted_ = false;
 };
-
-inline std::error_code file_errno(int e, const char* what) noexcept {
-  if (e == ETXTBSY) return fail(errc::sealed, "%s: ETXTBSY (the block map is sealed by the kernel)", what);
-  return fail_errno(e, what);
-}
 
 inline bool fits_off_t(std::uint64_t v) noexcept {
   return v <= static_cast<std::uint64_t>(std::numeric_limits<off_t>::max());

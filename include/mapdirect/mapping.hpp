@@ -100,7 +100,11 @@ enum class map_access {
 
 /// Name of an access mode ("read_only").
 constexpr const char* to_string(map_access a) noexcept {
-  return a == map_access::read_only ? "read_only" : "read_write";
+  switch (a) {
+    case map_access::read_write: return "read_write";
+    case map_access::read_only: return "read_only";
+  }
+  return "?";
 }
 
 /// Options for direct_mapping::map.
@@ -257,23 +261,6 @@ struct open_options {
   map_options map = {};
 };
 
-// Checks a range against the mapping (used inside direct_mapping members).
-#define MAPDIRECT_TRY_RANGE(off, len)                                                             \
-  do {                                                                                            \
-    if (!data_) return detail::fail(errc::not_mapped, "no mapping");                             \
-    const std::size_t mapped_now = size_.load(std::memory_order_acquire);                         \
-    if ((off) > mapped_now || (len) > mapped_now - (off))                                         \
-      return detail::fail(errc::out_of_range, "range [%zu, +%zu) outside mapping of %zu bytes", \
-                          static_cast<std::size_t>(off), static_cast<std::size_t>(len), mapped_now); \
-  } while (0)
-
-// Refuses a write-side call on a read-only mapping (used inside direct_mapping members).
-#define MAPDIRECT_TRY_WRITABLE(what)                                                                     \
-  do {                                                                                                   \
-    if (access_ == map_access::read_only)                                                                \
-      return detail::fail(errc::read_only, "%s: the mapping is read-only (map_options::access)", what); \
-  } while (0)
-
 /// A move-only RAII shared mapping of a file range with a known durability
 /// guarantee. The destructor unmaps and never throws; close() reports errors.
 ///
@@ -356,10 +343,9 @@ class direct_mapping {
   std::size_t capacity() const noexcept { return data_ ? reserved_ : 0; }
   /// read_write, or read_only (map_options::access).
   map_access access() const noexcept { return access_; }
-  /// True when this object holds a mapping.
-  bool is_mapped() const noexcept { return data_ != nullptr; }
-  /// is_mapped().
-  explicit operator bool() const noexcept { return is_mapped(); }
+  /// True when this object holds a mapping (false when default-constructed,
+  /// moved-from or closed); every mapdirect type spells emptiness this way.
+  explicit operator bool() const noexcept { return data_ != nullptr; }
   /// File offset of data()[0].
   std::uint64_t file_offset() const noexcept { return offset_; }
   /// The mapping's own file descriptor, or -1.
@@ -475,7 +461,7 @@ class direct_mapping {
   void clear_durability_error() noexcept;
   /// True after a failed msync/persister flush of this file (through any
   /// mapping, committer or seal), until clear_durability_error().
-  bool durability_failed() const noexcept { return is_mapped() && file_lost(); }
+  bool durability_failed() const noexcept { return data_ != nullptr && file_lost(); }
 
   // --- guarded access (see guard.hpp)
   /// Copies n bytes at offset into dst; a SIGBUS becomes an error whose
@@ -543,8 +529,16 @@ class direct_mapping {
 
   /// Renders a ladder as text, one rung per line.
   static std::string describe_ladder(const map_ladder& ladder);
+  /// As describe_ladder(ladder), into out[0, size) (truncated, NUL-terminated;
+  /// never allocates); returns the length the whole text needs, as snprintf.
+  static std::size_t describe_ladder(const map_ladder& ladder, char* out, std::size_t size) noexcept;
 
  private:
+  // The checks that open each ranged call: a mapping, [off, +len) inside it;
+  // a writable mapping for the write side. Return the error to give back.
+  std::error_code check_range(std::size_t off, std::size_t len) const noexcept;
+  std::error_code check_writable(const char* what) const noexcept;
+
   // The state that orders flush() and drain() between threads, guarded by
   // pin_.lock. Generations number the flushes: a drain that starts when
   // flush_gen == T is done once done_gen >= T (an msync that began after all
@@ -702,6 +696,13 @@ class direct_mapping {
     sync_ = page_sync{};
     persister_ = nullptr;
     device_dax_ = false;
+    // Every accessor reads as a default-constructed object's (as after a move).
+    mode_ = map_mode::shared;
+    granularity_ = granularity::page;
+    domain_ = persistence_domain::unknown;
+    flush_ = flush_instruction::none;
+    movnt_threshold_ = MAPDIRECT_MOVNT_THRESHOLD;
+    ladder_ = map_ladder{};
   }
 
   // Validates map()'s arguments against the file; returns the length to map.
@@ -802,15 +803,17 @@ class direct_mapping {
         return {};
       }
       if (!classify_refusal(fd, a)) {
-        const std::string steps = describe_ladder(ladder);
+        char steps[MAPDIRECT_ERROR_DETAIL_SIZE];
+        (void)describe_ladder(ladder, steps, sizeof steps);
         detail::set_detail("map: %s mapping failed with %s; tried:\n%s", to_string(mode),
-                           detail::errno_name(a.error), steps.c_str());
+                           detail::errno_name(a.error), steps);
         return a.error == ETXTBSY ? make_error_code(errc::sealed) : detail::errno_code(a.error);
       }
     }
-    const std::string steps = describe_ladder(ladder);
+    char steps[MAPDIRECT_ERROR_DETAIL_SIZE];
+    (void)describe_ladder(ladder, steps, sizeof steps);
     return detail::fail(errc::mode_unavailable, "map: no mode from %s to %s is available; tried:\n%s",
-                        to_string(options.strongest), to_string(options.weakest), steps.c_str());
+                        to_string(options.strongest), to_string(options.weakest), steps);
   }
 
   // Moves a large mapping to a 2 MiB-aligned address (DAX PMD faults)
@@ -926,7 +929,7 @@ class direct_mapping {
     char what[160];
     std::snprintf(what, sizeof what, "map: placing %zu mapped bytes in %zu bytes of reserved address space",
                   new_map_length, capacity);
-    return detail::fail_errno(e, what);
+    return detail::fail_errno(e, "%s", what);
   }
 
   // After a failed MAP_FIXED into [at, from) the range may be a hole another
@@ -1018,7 +1021,7 @@ inline result<direct_mapping> direct_mapping::open(const std::string& path, open
 
 inline std::string direct_mapping::describe() const {
   std::string out = describe_ladder(ladder_);
-  if (is_mapped() && !own_description_) {
+  if (data_ && !own_description_) {
     out += "descriptor: shares the caller's open file description (";
     out += shared_cause_;
     out += "); write-back errors still reach every mapping through the per-file durability state\n";
@@ -1026,9 +1029,23 @@ inline std::string direct_mapping::describe() const {
   return out;
 }
 
+inline std::error_code direct_mapping::check_range(std::size_t off, std::size_t len) const noexcept {
+  if (!data_) return detail::fail(errc::not_mapped, "no mapping");
+  const std::size_t mapped_now = size_.load(std::memory_order_acquire);
+  if (off > mapped_now || len > mapped_now - off)
+    return detail::fail(errc::out_of_range, "range [%zu, +%zu) outside mapping of %zu bytes", off, len, mapped_now);
+  return {};
+}
+
+inline std::error_code direct_mapping::check_writable(const char* what) const noexcept {
+  if (access_ == map_access::read_only)
+    return detail::fail(errc::read_only, "%s: the mapping is read-only (map_options::access)", what);
+  return {};
+}
+
 inline result<void> direct_mapping::persist(std::size_t offset, std::size_t length) noexcept {
-  MAPDIRECT_TRY_RANGE(offset, length);
-  MAPDIRECT_TRY_WRITABLE("persist");
+  if (auto ec = check_range(offset, length)) return ec;
+  if (auto ec = check_writable("persist")) return ec;
   switch (granularity_) {
     case granularity::byte: store_fence(); return outcome::success();
     case granularity::cache_line:
@@ -1054,7 +1071,7 @@ inline void direct_mapping::flush(std::size_t offset, std::size_t length) noexce
 
 inline result<void> direct_mapping::drain() noexcept {
   if (!data_) return detail::fail(errc::not_mapped, "drain: no mapping");
-  MAPDIRECT_TRY_WRITABLE("drain");
+  if (auto ec = check_writable("drain")) return ec;
   if (granularity_ == granularity::byte) {
     store_fence();
     return outcome::success();
@@ -1067,8 +1084,8 @@ inline result<void> direct_mapping::drain() noexcept {
 }
 
 inline result<void> direct_mapping::copy_persist(std::size_t offset, const void* src, std::size_t n) noexcept {
-  MAPDIRECT_TRY_RANGE(offset, n);
-  MAPDIRECT_TRY_WRITABLE("copy_persist");
+  if (auto ec = check_range(offset, n)) return ec;
+  if (auto ec = check_writable("copy_persist")) return ec;
   if (n == 0) return outcome::success();
   switch (granularity_) {
     case granularity::byte:
@@ -1086,8 +1103,8 @@ inline result<void> direct_mapping::copy_persist(std::size_t offset, const void*
 }
 
 inline result<void> direct_mapping::fill_persist(std::size_t offset, int byte, std::size_t n) noexcept {
-  MAPDIRECT_TRY_RANGE(offset, n);
-  MAPDIRECT_TRY_WRITABLE("fill_persist");
+  if (auto ec = check_range(offset, n)) return ec;
+  if (auto ec = check_writable("fill_persist")) return ec;
   if (n == 0) return outcome::success();
   switch (granularity_) {
     case granularity::byte:
@@ -1105,11 +1122,11 @@ inline result<void> direct_mapping::fill_persist(std::size_t offset, int byte, s
 }
 
 inline void direct_mapping::clear_durability_error() noexcept {
-  if (is_mapped()) detail::durability_registry::clear(dev_, ino_);
+  if (data_) detail::durability_registry::clear(dev_, ino_);
 }
 
 inline access_result<void> direct_mapping::read(std::size_t offset, void* dst, std::size_t n) const noexcept {
-  MAPDIRECT_TRY_RANGE(offset, n);
+  if (auto ec = check_range(offset, n)) return ec;
   const guard_range target{data_, size_, fd_, offset_};
   auto r = detail::copy_guarded(dst, data_ + offset, n, nullptr, &target, "direct_mapping::read");
   if (!r && r.error().code() == errc::io_error) return media_error_if_listed(r.error(), "direct_mapping::read");
@@ -1117,15 +1134,15 @@ inline access_result<void> direct_mapping::read(std::size_t offset, void* dst, s
 }
 
 inline access_result<void> direct_mapping::write(std::size_t offset, const void* src, std::size_t n) noexcept {
-  MAPDIRECT_TRY_RANGE(offset, n);
-  MAPDIRECT_TRY_WRITABLE("direct_mapping::write");
+  if (auto ec = check_range(offset, n)) return ec;
+  if (auto ec = check_writable("direct_mapping::write")) return ec;
   const guard_range target{data_, size_, fd_, offset_};
   return detail::copy_guarded(data_ + offset, src, n, &target, nullptr, "direct_mapping::write");
 }
 
 inline access_result<void> direct_mapping::repair(std::size_t offset, const void* src, std::size_t n) noexcept {
-  MAPDIRECT_TRY_RANGE(offset, n);
-  MAPDIRECT_TRY_WRITABLE("repair");
+  if (auto ec = check_range(offset, n)) return ec;
+  if (auto ec = check_writable("repair")) return ec;
   if (device_dax_)
     return access_error(detail::fail(errc::invalid_argument,
                                      "repair: device DAX has no write(2) path that clears poison; clear the "
@@ -1211,34 +1228,37 @@ inline result<map_mode> direct_mapping::try_modes_read_only(int fd, map_options 
       return mode;
     }
     if (!classify_refusal(fd, a)) {
-      const std::string steps = describe_ladder(ladder);
+      char steps[MAPDIRECT_ERROR_DETAIL_SIZE];
+      (void)describe_ladder(ladder, steps, sizeof steps);
       detail::set_detail("probe: %s mapping failed with %s; tried:\n%s", to_string(mode),
-                         detail::errno_name(a.error), steps.c_str());
+                         detail::errno_name(a.error), steps);
       return detail::errno_code(a.error);
     }
   }
-  const std::string steps = describe_ladder(ladder);
+  char steps[MAPDIRECT_ERROR_DETAIL_SIZE];
+  (void)describe_ladder(ladder, steps, sizeof steps);
   return detail::fail(errc::mode_unavailable, "probe: no mode from %s to %s is available; tried:\n%s",
-                      to_string(options.strongest), to_string(options.weakest), steps.c_str());
+                      to_string(options.strongest), to_string(options.weakest), steps);
 }
 
 inline std::string direct_mapping::describe_ladder(const map_ladder& ladder) {
-  std::string out;
+  std::string out(describe_ladder(ladder, nullptr, 0) + 1, '\0');
+  out.resize(describe_ladder(ladder, &out[0], out.size()));
+  return out;
+}
+
+inline std::size_t direct_mapping::describe_ladder(const map_ladder& ladder, char* out, std::size_t size) noexcept {
+  std::size_t need = 0;
   for (std::size_t i = 0; i < ladder.count; ++i) {
     const map_attempt& a = ladder.steps[i];
-    out += to_string(a.mode);
-    out += ": ";
-    if (!a.attempted) out += "skipped";
-    else if (a.error == 0) out += "ok";
-    else out += detail::errno_name(a.error);
-    if (a.cause && *a.cause) {
-      out += " (";
-      out += a.cause;
-      out += ")";
-    }
-    out += "\n";
+    const char* result = !a.attempted ? "skipped" : a.error == 0 ? "ok" : detail::errno_name(a.error);
+    const bool cause = a.cause && *a.cause;
+    const int n = std::snprintf(need < size ? out + need : nullptr, need < size ? size - need : 0, "%s: %s%s%s%s\n",
+                                to_string(a.mode), result, cause ? " (" : "", cause ? a.cause : "", cause ? ")" : "");
+    if (n > 0) need += static_cast<std::size_t>(n);
   }
-  return out;
+  if (size > 0 && need < size) out[need] = '\0';
+  return need;
 }
 
 inline result<std::size_t> direct_mapping::check_map_request(int fd, std::uint64_t offset, std::size_t length,
@@ -1325,9 +1345,10 @@ inline std::error_code direct_mapping::settle_granularity(const map_options& opt
                         "map: %s mapping needs a cache-line flush instruction and this CPU has none",
                         to_string(mode_));
   if (static_cast<int>(granularity_) > static_cast<int>(options.coarsest)) {
-    const std::string steps = describe_ladder(ladder_);
+    char steps[MAPDIRECT_ERROR_DETAIL_SIZE];
+    (void)describe_ladder(ladder_, steps, sizeof steps);
     return detail::fail(errc::granularity_unavailable, "map: granularity %s is coarser than the required %s; tried:\n%s",
-                        to_string(granularity_), to_string(options.coarsest), steps.c_str());
+                        to_string(granularity_), to_string(options.coarsest), steps);
   }
   return {};
 }
@@ -1530,7 +1551,7 @@ inline std::error_code direct_mapping::grow_file(const grow_plan& plan, const gr
     if (!ext) return ext.error();  // size unchanged (extend_file's guarantee)
     extended = true;
   }
-  if (extended && detail::sys::fdatasync(fd_) != 0) {
+  if (extended && detail::retry_eintr([&] { return detail::sys::fdatasync(fd_); }) != 0) {
     // The new size must be durable before anything is stored past the old end.
     const int e = errno;
     note_flush_failure(detail::errno_code(e));
@@ -1558,7 +1579,7 @@ inline std::error_code direct_mapping::map_tail_in_place(std::size_t new_map) no
                   "grow: mapping %zu more bytes (%s) at the end of the mapping failed; size and file unchanged%s", add,
                   to_string(mode_),
                   still_ours ? "" : "; the reserved room after the mapping was given up (capacity() == size())");
-    return detail::fail_errno(e, what);
+    return detail::fail_errno(e, "%s", what);
   }
   map_length_ = new_map;
   return {};
@@ -1686,7 +1707,7 @@ inline result<direct_mapping> create_unnamed(const parent_dir& parent, const cha
   if (raw < 0) return fail_errno(errno, "open: O_TMPFILE in the parent directory");
   const scoped_fd tmp(raw);
   if (auto ec = size_new_file(raw, options.size, options.preallocate)) return ec;
-  if (sys::fsync(raw) != 0) return fail_errno(errno, "open: fsync of the new file");
+  if (retry_eintr([&] { return sys::fsync(raw); }) != 0) return fail_errno(errno, "open: fsync of the new file");
   auto m = direct_mapping::map(raw, 0, static_cast<std::size_t>(options.size), options.map);
   if (!m) return m.error();  // the unnamed file vanishes with its descriptors
   const int e = link_tmpfile(raw, parent.fd.get(), parent.name);
@@ -1696,10 +1717,7 @@ inline result<direct_mapping> create_unnamed(const parent_dir& parent, const cha
     return m;
   }
   if (e != EEXIST) {
-    char text[128];
-    set_detail("open: linking the new file into place as %s: %s (errno %d)", path, ::strerror_r(e, text, sizeof text),
-               e);
-    return errno_code(e);
+    return detail::fail_errno(e, "open: linking the new file into place as %s", path);
   }
   (void)m.value().close();
   return open_taken_name(parent, path, options, rules, retry);
@@ -1727,7 +1745,7 @@ inline result<direct_mapping> create_by_name(const parent_dir& parent, const cha
     char why[160] = "";
     const bool removed = unlink_if_still_ours(parent.fd.get(), parent.name, raw, why, sizeof why);
     if (removed) {
-      (void)sys::fsync(parent.fd.get());
+      (void)retry_eintr([&] { return sys::fsync(parent.fd.get()); });
       if (options.created) *options.created = false;
     }
     append_detail("O_TMPFILE unsupported here (%s), so %s was created by name; %s%s", errno_name(refused), path,
@@ -1735,7 +1753,7 @@ inline result<direct_mapping> create_by_name(const parent_dir& parent, const cha
     return ec;
   };
   if (auto ec = size_new_file(raw, options.size, options.preallocate)) return undo(ec);
-  if (sys::fsync(raw) != 0) return undo(fail_errno(errno, "open: fsync of the new file"));
+  if (retry_eintr([&] { return sys::fsync(raw); }) != 0) return undo(fail_errno(errno, "open: fsync of the new file"));
   auto m = direct_mapping::map(raw, 0, static_cast<std::size_t>(options.size), options.map);
   if (!m) return undo(m.error());
   if (auto ec = fsync_dir(parent.fd.get(), path, "open")) return ec;
@@ -1799,8 +1817,6 @@ inline result<direct_mapping> direct_mapping::open(const char* path, open_option
   return detail::errno_code(EAGAIN);
 }
 
-#undef MAPDIRECT_TRY_RANGE
-#undef MAPDIRECT_TRY_WRITABLE
 
 MAPDIRECT_END_NAMESPACE
 

@@ -279,7 +279,12 @@ inline void stream_fill_words(char* dst, int byte, std::size_t n) noexcept {
 enum class nt_isa : int { sse2 = 0, avx2 = 1, avx512 = 2 };
 
 inline const char* to_string(nt_isa i) noexcept {
-  return i == nt_isa::avx512 ? "avx512" : i == nt_isa::avx2 ? "avx2" : "sse2";
+  switch (i) {
+    case nt_isa::sse2: return "sse2";
+    case nt_isa::avx2: return "avx2";
+    case nt_isa::avx512: return "avx512";
+  }
+  return "?";
 }
 
 /// Whether this CPU and OS can run the `isa` variant (SSE2: always on x86-64).

@@ -59,7 +59,11 @@ enum class seal_method {
 
 /// Name of a seal kind ("stabilised").
 constexpr const char* to_string(seal_kind k) noexcept {
-  return k == seal_kind::native ? "native" : "stabilised";
+  switch (k) {
+    case seal_kind::native: return "native";
+    case seal_kind::stabilised: return "stabilised";
+  }
+  return "?";
 }
 
 /// Options for iomap_seal::acquire.
@@ -175,10 +179,9 @@ class iomap_seal {
   static result<iomap_seal> acquire(int fd, std::uint64_t offset, std::uint64_t length,
                                     seal_options options = {}) noexcept;
 
-  /// True when this object holds a seal.
-  bool is_held() const noexcept { return fd_ >= 0; }
-  /// is_held().
-  explicit operator bool() const noexcept { return is_held(); }
+  /// True when this object holds a seal (false when default-constructed,
+  /// moved-from or released).
+  explicit operator bool() const noexcept { return fd_ >= 0; }
   /// Native or stabilised.
   seal_kind kind() const noexcept { return kind_; }
   /// False when the file system could not report its block map (allow_unverifiable).
@@ -193,7 +196,7 @@ class iomap_seal {
   int native_handle() const noexcept { return fd_; }
 
   /// Re-checks the range now; returns the number of extents covering it.
-  /// Errors: errc::not_mapped (empty seal), errc::lease_compromised (the
+  /// Errors: errc::empty_object (empty seal), errc::lease_compromised (the
   /// lease's signal or owner was changed), errc::lease_broken,
   /// errc::block_map_unstable (detail names the first offending byte),
   /// errc::block_map_unverifiable (no FIEMAP), fstat/FIEMAP errno codes.
@@ -379,14 +382,13 @@ inline std::error_code iomap_seal::pin_native(seal_method method, std::uint64_t 
   const int e = errno;
   if (e == EPERM || e == EACCES) {
     undo_growth(old_size);
-    detail::set_detail("seal: fcntl(F_MAY_SEAL_IOMAP) refused with %s: sealing a block map needs "
-                       "CAP_LINUX_IMMUTABLE (or a descriptor passed by a process that has it)",
-                       detail::errno_name(e));
-    return detail::errno_code(e);
+    return detail::fail_errno(e, "seal: fcntl(F_MAY_SEAL_IOMAP) refused with %s (sealing a block map needs "
+                              "CAP_LINUX_IMMUTABLE, or a descriptor passed by a process that has it)",
+                              detail::errno_name(e));
   }
   if (e == ETXTBSY) {
     undo_growth(old_size);
-    return detail::seal_errno(e, "seal: fcntl(F_MAY_SEAL_IOMAP)");
+    return detail::file_errno(e, "seal: fcntl(F_MAY_SEAL_IOMAP)");
   }
   const bool unknown = (e == EINVAL || e == EOPNOTSUPP || e == ENOTTY);
   if (!unknown || method == seal_method::native) {
@@ -428,7 +430,7 @@ inline std::error_code iomap_seal::take_lease(int signal, std::uint64_t old_size
 
 inline result<std::uint64_t> iomap_seal::verify() const noexcept {
   detail::clear_detail();
-  if (fd_ < 0) return detail::fail(errc::not_mapped, "verify: empty iomap_seal");
+  if (fd_ < 0) return detail::fail(errc::empty_object, "verify: empty iomap_seal");
   if (lease_.compromised())
     return detail::fail(errc::lease_compromised,
                         "verify: the lease's signal or owner was changed on its open file description (by a process "

@@ -80,7 +80,6 @@ class syscall_interposer {
   }
   virtual int ioctl(int fd, unsigned long request, void* arg) noexcept { return ::ioctl(fd, request, arg); }
   virtual int fcntl(int fd, int cmd, long arg) noexcept { return ::fcntl(fd, cmd, arg); }
-  virtual int unlink(const char* path) noexcept { return ::unlink(path); }
   virtual int unlinkat(int dirfd, const char* path, int flags) noexcept { return ::unlinkat(dirfd, path, flags); }
   virtual int linkat(int olddirfd, const char* oldpath, int newdirfd, const char* newpath, int flags) noexcept {
     return ::linkat(olddirfd, oldpath, newdirfd, newpath, flags);

@@ -49,7 +49,7 @@ int child_body(int i, direct_mapping& m, group_committer& g, persist_handle& inh
   if (g.notify_fd() != -1) return 23;
   (void)g.stats();
   // A request enqueued by the parent just before fork(): flushed here, or done before.
-  if (inherited.valid()) {
+  if (inherited) {
     auto r = inherited.wait();
     if (!r) return 24;
     if (!inherited.ready()) return 25;
@@ -81,7 +81,7 @@ int child_body(int i, direct_mapping& m, group_committer& g, persist_handle& inh
     if (!s.value().release()) return 35;
   }
   // Releasing the inherited leased seal must leave the parent's lease alone.
-  if (held.is_held()) {
+  if (held) {
     iomap_seal gone = std::move(held);
     (void)gone.release();
   }

@@ -463,6 +463,7 @@ TEST_CASE("every errc has a message and compares equal to its documented std::er
       {errc::misaligned_offset, std::errc::invalid_argument},
       {errc::out_of_range, std::errc::result_out_of_range},
       {errc::not_mapped, std::errc::bad_file_descriptor},
+      {errc::empty_object, std::errc::bad_file_descriptor},
       {errc::invalid_argument, std::errc::invalid_argument},
       {errc::block_map_unverifiable, std::errc::operation_not_supported},
       {errc::block_map_unstable, std::errc::no_space_on_device},

@@ -130,7 +130,7 @@ TEST_CASE("seal: sparse file becomes allocated and written, data unchanged", "[s
   REQUIRE(v);
   CHECK(v.value() == s.value().report().extents);
   REQUIRE(s.value().release());
-  CHECK_FALSE(s.value().is_held());
+  CHECK_FALSE(static_cast<bool>(s.value()));
   CHECK(s.value().release());  // releasing twice is harmless
 }
 
@@ -622,12 +622,12 @@ TEST_CASE("seal: move-only RAII: moving transfers the seal, destruction releases
     auto s = iomap_seal::acquire(f.fd(), 0, 0, o);
     REQUIRE(s);
     iomap_seal a = std::move(s.value());
-    CHECK(a.is_held());
-    CHECK_FALSE(s.value().is_held());
+    CHECK(static_cast<bool>(a));
+    CHECK_FALSE(static_cast<bool>(s.value()));
     CHECK(is_sealed(f.fd()).value());
     iomap_seal b;
     b = std::move(a);
-    CHECK(b.is_held());
+    CHECK(static_cast<bool>(b));
     CHECK(b.native_handle() >= 0);
     CHECK(b.native_handle() != f.fd());
     CHECK(is_sealed(f.fd()).value());
@@ -648,7 +648,7 @@ TEST_CASE("map with options.seal: the range is stable before mapping and the map
     auto m = direct_mapping::map(f.fd(), 0, 0, o);
     INFO(last_error_detail());
     REQUIRE(m);
-    REQUIRE(m.value().seal().is_held());
+    REQUIRE(static_cast<bool>(m.value().seal()));
     CHECK(m.value().seal().verified());
     CHECK(m.value().seal().offset() == 0);
     CHECK(m.value().seal().length() == 512 * 1024);
@@ -656,8 +656,8 @@ TEST_CASE("map with options.seal: the range is stable before mapping and the map
     CHECK(is_sealed(f.fd()).value());
     REQUIRE(m.value().copy_persist(4096, "sealed", 6));
     direct_mapping moved = std::move(m.value());
-    CHECK(moved.seal().is_held());
-    CHECK_FALSE(m.value().seal().is_held());
+    CHECK(static_cast<bool>(moved.seal()));
+    CHECK_FALSE(static_cast<bool>(m.value().seal()));
     REQUIRE(moved.close());
     CHECK_FALSE(is_sealed(f.fd()).value());
   }

@@ -69,10 +69,7 @@ int walk_physical_extents(int fd, std::uint64_t offset, std::uint64_t length, Vi
     fm->fm_start = pos;
     fm->fm_length = end - pos;
     fm->fm_extent_count = batch;
-    int rc;
-    do {
-      rc = sys::ioctl(fd, FS_IOC_FIEMAP, fm);
-    } while (rc != 0 && errno == EINTR);
+    const int rc = retry_eintr([&] { return sys::ioctl(fd, FS_IOC_FIEMAP, fm); });
     if (rc != 0) return errno;
     if (fm->fm_mapped_extents == 0) return 0;
     bool last = false;

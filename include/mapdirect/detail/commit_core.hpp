@@ -278,8 +278,7 @@ class commit_core final : public page_persister {
     if (length && sys::msync(addr, length, MS_SYNC) != 0) {
       const int e = errno;
       if (is_writeback_error(e)) durability_registry::mark_lost(dev, ino, fd);
-      set_detail("group_committer (inherited across fork): msync(MS_SYNC) failed: %s (errno %d)", errno_name(e), e);
-      return errno_code(e);
+      return fail_errno(e, "group_committer (inherited across fork): msync(MS_SYNC) failed with %s", errno_name(e));
     }
     set_detail("group_committer: %s", inherited_detail);
     return {};
@@ -302,7 +301,7 @@ class commit_core final : public page_persister {
       if (closing_) {
         lk.unlock();
         discard_lane(fresh);
-        return fail(errc::not_mapped, "group_committer: closed (being destroyed)");
+        return fail(errc::empty_object, "group_committer: closed (being destroyed)");
       }
       commit_lane* l = find_lane_locked(dev, ino);
       if (!l && fresh) l = adopt_lane_locked(std::exchange(fresh, nullptr));
@@ -414,27 +413,15 @@ class commit_core final : public page_persister {
   // Records the detail of a request's error for the calling thread.
   static void describe_error(const std::error_code& ec) noexcept {
     if (ec == errc::durability_lost)
-      set_detail("group_committer: an earlier flush of this file failed (through this committer or another "
-                 "mapdirect consumer of the file); the kernel may have dropped dirty pages (rewrite the data, then "
-                 "clear_durability_error())");
+      (void)fail_durability_lost("group_committer");
     else if (ec.category() == std::system_category())
-      set_detail("group_committer: fdatasync of the file failed: %s (errno %d)", errno_name(ec.value()), ec.value());
+      (void)fail_errno(ec.value(), "group_committer: fdatasync of the file failed with %s", errno_name(ec.value()));
   }
 
  private:
-  static std::error_code lost_error(int e) noexcept {
-    return fail(errc::durability_lost,
-                "group_committer: an earlier flush of this file failed with %s; the kernel may have dropped dirty "
-                "pages (rewrite the data, then clear_durability_error())",
-                errno_name(e));
-  }
+  static std::error_code lost_error(int e) noexcept { return fail_durability_lost("group_committer", e); }
 
-  static std::error_code registry_lost_error() noexcept {
-    return fail(errc::durability_lost,
-                "group_committer: a write-back error of this file was reported earlier (to this committer or another "
-                "mapdirect consumer of the file); the kernel may have dropped dirty pages (rewrite the data, then "
-                "clear_durability_error())");
-  }
+  static std::error_code registry_lost_error() noexcept { return fail_durability_lost("group_committer"); }
 
   // A lane for the file behind fd, with a description of its own where
   // possible (issue 10 item 2): Linux reports a write-back error once per open
@@ -694,7 +681,7 @@ class commit_core final : public page_persister {
       l.flush_started = commit_lane::clock::now();
       const int fd = l.fd;
       lk.unlock();
-      const int e = sys::fdatasync(fd) == 0 ? 0 : errno;
+      const int e = retry_eintr([&] { return sys::fdatasync(fd); }) == 0 ? 0 : errno;
       lk.lock();
       done_list done;
       if (l.flight == id) finish_flush_locked(l, cover, e, true, done);
@@ -848,7 +835,7 @@ class commit_core final : public page_persister {
       l->flush_started = commit_lane::clock::now();
       const int fd = l->fd;
       lk.unlock();
-      const int e = sys::fdatasync(fd) == 0 ? 0 : errno;
+      const int e = retry_eintr([&] { return sys::fdatasync(fd); }) == 0 ? 0 : errno;
       lk.lock();
       done_list done;
       if (l->in_flight && l->flight == id) finish_flush_locked(*l, cover, e, true, done);
@@ -887,12 +874,12 @@ class commit_core final : public page_persister {
     std::error_code ec;
     commit_lane* l = req->lane;
     if (abandoned_ || !l) {
-      ec = fail(errc::not_mapped, "persist_handle::wait: the committer was destroyed in this (forked) process");
+      ec = fail(errc::empty_object, "persist_handle::wait: the committer was destroyed in this (forked) process");
       return ec;
     }
     if (l->failed || durability_registry::is_lost(l->dev, l->ino)) {
       ec = make_error_code(errc::durability_lost);
-    } else if (sys::fdatasync(l->fd) != 0) {
+    } else if (retry_eintr([&] { return sys::fdatasync(l->fd); }) != 0) {
       const int e = errno;
       if (is_writeback_error(e)) durability_registry::mark_lost(l->dev, l->ino, l->fd);
       ec = errno_code(e);

@@ -74,9 +74,8 @@ inline bool proc_locks_lists_posix_lock(ino_t ino) noexcept {
   bool held = false, eof = false;
   while (!held && !(eof && have == 0)) {
     if (!eof) {
-      const ssize_t n = sys::read(fd, buf + have, sizeof buf - 1 - have);
+      const ssize_t n = retry_eintr([&] { return sys::read(fd, buf + have, sizeof buf - 1 - have); });
       if (n < 0) {
-        if (errno == EINTR) continue;
         held = true;
         break;
       }

@@ -25,7 +25,7 @@ inline std::error_code check_devdax_request(const struct stat& st, const map_opt
     char what[128];
     std::snprintf(what, sizeof what, "map: device DAX %u:%u: reading its size from /sys/dev/char/%u:%u/size",
                   major(st.st_rdev), minor(st.st_rdev), major(st.st_rdev), minor(st.st_rdev));
-    return fail_errno(q, what);
+    return fail_errno(q, "%s", what);
   }
   if (options.seal)
     return fail(errc::invalid_argument,
@@ -105,9 +105,10 @@ inline result<direct_mapping> direct_mapping::map_device_dax(int fd, std::uint64
     if (sync.error == EINVAL) sync.cause = "device DAX refused the mapping (EINVAL: alignment, or a private mapping)";
     else if (sync.error == EACCES) sync.cause = "descriptor not open O_RDWR (map_access::read_only maps a read-only one)";
     else if (sync.error == ENXIO) sync.cause = "range outside the device";
-    const std::string steps = describe_ladder(m.ladder_);
+    char steps[MAPDIRECT_ERROR_DETAIL_SIZE];
+    (void)describe_ladder(m.ladder_, steps, sizeof steps);
     detail::set_detail("map: device DAX %s: mmap failed with %s; tried:\n%s", info.name,
-                       detail::errno_name(sync.error), steps.c_str());
+                       detail::errno_name(sync.error), steps);
     return detail::errno_code(sync.error);
   }
   m.mode_ = map_mode::sync;

@@ -111,10 +111,7 @@ int walk_block_map(int fd, std::uint64_t offset, std::uint64_t length, std::uint
     fm->fm_length = end - pos;
     fm->fm_flags = fiemap_flags;
     fm->fm_extent_count = batch;
-    int rc;
-    do {
-      rc = sys::ioctl(fd, FS_IOC_FIEMAP, fm);
-    } while (rc != 0 && errno == EINTR);
+    const int rc = retry_eintr([&] { return sys::ioctl(fd, FS_IOC_FIEMAP, fm); });
     if (rc != 0) return errno;
     if (fm->fm_mapped_extents == 0) return visit(pos, end - pos, unsigned{extent_hole});
     bool last = false;
@@ -165,20 +162,11 @@ inline int summarise_block_map(int fd, std::uint64_t offset, std::uint64_t lengt
 /// True for the FIEMAP errnos that mean "this file system cannot report its block map".
 inline bool fiemap_unsupported(int e) noexcept { return e == EOPNOTSUPP || e == ENOTTY || e == ENOSYS; }
 
-/// errno -> error code, with ETXTBSY as errc::sealed; records `what`.
-inline std::error_code seal_errno(int e, const char* what) noexcept {
-  if (e == ETXTBSY) return fail(errc::sealed, "%s: ETXTBSY (the file's block map is sealed)", what);
-  return fail_errno(e, what);
-}
-
 // fdatasync, retried on EINTR. A write-back error it reports may be the only
 // report of lost data (consumed for a description shared with the caller),
 // so it marks the file durability-lost process-wide (durability.hpp).
 inline int fdatasync_retry(int fd) noexcept {
-  int rc;
-  do {
-    rc = sys::fdatasync(fd);
-  } while (rc != 0 && errno == EINTR);
+  const int rc = retry_eintr([&] { return sys::fdatasync(fd); });
   if (rc != 0 && is_writeback_error(errno)) {
     const int saved = errno;
     struct stat st {};
@@ -256,20 +244,15 @@ inline int rewrite_range(int fd, std::uint64_t start, std::uint64_t n, std::uint
   } free_heap{heap};
   while (n > 0) {
     const std::size_t chunk = n < cap ? static_cast<std::size_t>(n) : cap;
-    const ssize_t r = sys::pread(fd, buf, chunk, static_cast<off_t>(start));
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return errno;
-    }
+    const ssize_t r = retry_eintr([&] { return sys::pread(fd, buf, chunk, static_cast<off_t>(start)); });
+    if (r < 0) return errno;
     if (r == 0) return 0;  // the file shrank under us: nothing left to rewrite
     std::size_t done = 0;
     while (done < static_cast<std::size_t>(r)) {
-      const ssize_t w = sys::pwrite(fd, buf + done, static_cast<std::size_t>(r) - done,
-                                    static_cast<off_t>(start + done));
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        return errno;
-      }
+      const ssize_t w = retry_eintr([&] {
+        return sys::pwrite(fd, buf + done, static_cast<std::size_t>(r) - done, static_cast<off_t>(start + done));
+      });
+      if (w < 0) return errno;
       done += static_cast<std::size_t>(w);
     }
     start += static_cast<std::uint64_t>(r);
@@ -312,10 +295,10 @@ class stabiliser {
     // Dirty page-cache data over an unwritten extent reads back as data but
     // FIEMAP still says "unwritten": write it back first so that the scan
     // sees the truth (this also resolves delayed allocations).
-    if (fdatasync_retry(fd_) != 0) return seal_errno(errno, "seal: fdatasync (before scanning)");
+    if (fdatasync_retry(fd_) != 0) return file_errno(errno, "seal: fdatasync (before scanning)");
     block_map_summary before{};
     const int scan = summarise_block_map(fd_, offset_, length_, before);
-    if (scan != 0 && !fiemap_unsupported(scan)) return seal_errno(scan, "seal: FS_IOC_FIEMAP");
+    if (scan != 0 && !fiemap_unsupported(scan)) return file_errno(scan, "seal: FS_IOC_FIEMAP");
     if (scan != 0) return unverifiable(scan, allow_unverifiable);
     if (auto ec = check_free_space(before)) return ec;
     // Where mapping is impossible, pages are written back with pwrite, which
@@ -369,9 +352,9 @@ class stabiliser {
                   errno_name(scan));
     if (sys::fallocate(fd_, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset_), static_cast<off_t>(length_)) != 0 &&
         errno != EOPNOTSUPP)
-      return seal_errno(errno, "seal: fallocate");
+      return file_errno(errno, "seal: fallocate");
     if (auto ec = grow()) return ec;
-    if (fdatasync_retry(fd_) != 0) return fail_with(seal_errno(errno, "seal: fdatasync"));
+    if (fdatasync_retry(fd_) != 0) return fail_with(file_errno(errno, "seal: fdatasync"));
     if (!report_progress(1, length_, true)) return canceled();
     report_.verified = false;
     return {};
@@ -430,14 +413,14 @@ class stabiliser {
     report_.allocated_bytes += before.delalloc_bytes;
     if (canceled_) return canceled();
     if (refused_) return refusal();
-    if (err != 0) return seal_errno(err, "seal: allocating holes (fallocate)");
+    if (err != 0) return file_errno(err, "seal: allocating holes (fallocate)");
     return {};
   }
 
   // 2. Grow the file now that every block it gains is reserved.
   std::error_code grow() noexcept {
     if (end_ <= old_size_) return {};
-    if (sys::ftruncate(fd_, static_cast<off_t>(end_)) != 0) return seal_errno(errno, "seal: ftruncate (extend)");
+    if (sys::ftruncate(fd_, static_cast<off_t>(end_)) != 0) return file_errno(errno, "seal: ftruncate (extend)");
     grew_ = true;
     report_.extended = true;
     return {};
@@ -472,16 +455,16 @@ class stabiliser {
     });
     if (canceled_) return canceled();
     if (refused_) return fail_with(refusal());
-    if (err != 0) return fail_with(seal_errno(err, "seal: unsharing or writing extents"));
+    if (err != 0) return fail_with(file_errno(err, "seal: unsharing or writing extents"));
     return {};
   }
 
   // 5. Make it durable, then 6. verify.
   std::error_code sync_and_verify() noexcept {
-    if (fdatasync_retry(fd_) != 0) return fail_with(seal_errno(errno, "seal: fdatasync"));
+    if (fdatasync_retry(fd_) != 0) return fail_with(file_errno(errno, "seal: fdatasync"));
     block_map_summary after{};
     if (const int e = summarise_block_map(fd_, offset_, length_, after))
-      return fail_with(seal_errno(e, "seal: FIEMAP (verify)"));
+      return fail_with(file_errno(e, "seal: FIEMAP (verify)"));
     if (!after.stable())
       return fail_with(fail(errc::block_map_unstable,
                             "seal: after stabilising, byte %llu of the range is still %s (%llu hole, %llu unwritten, "

@@ -84,8 +84,8 @@ inline access_result<void> open_repair_writer(int fd, std::uint64_t at, std::siz
 inline access_result<void> repair_write(const repair_writer& out, int map_fd, std::uint64_t at, std::size_t offset,
                                         const unsigned char* from, std::size_t n) noexcept {
   for (std::size_t done = 0; done < n;) {
-    const ssize_t w = sys::pwrite(out.fd, from + done, n - done, static_cast<off_t>(at + done));
-    if (w < 0 && errno == EINTR) continue;
+    const ssize_t w =
+        retry_eintr([&] { return sys::pwrite(out.fd, from + done, n - done, static_cast<off_t>(at + done)); });
     // EIO, or EFAULT (the DAX recovery write of some drivers, QEMU's NFIT
     // among them, reports a poisoned destination that way): not cleared.
     if (w < 0 && (errno == EIO || errno == EFAULT)) {
@@ -105,7 +105,7 @@ inline access_result<void> repair_write(const repair_writer& out, int map_fd, st
                                static_cast<unsigned long long>(at + done)));
     done += static_cast<std::size_t>(w);
   }
-  if (sys::fdatasync(out.fd) != 0) {
+  if (retry_eintr([&] { return sys::fdatasync(out.fd); }) != 0) {
     const int e = errno;
     struct stat st {};
     // The write-back error may be this file's only report of lost data.

@@ -94,10 +94,7 @@ inline std::error_code open_parent(const char* path, parent_dir& out, const char
   const stdio_placeholders low;
   const int fd = sys::open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOCTTY, 0);
   if (fd < 0) {
-    const int e = errno;
-    char text[128];
-    set_detail("%s: opening the parent directory %s: %s (errno %d)", what, dir, ::strerror_r(e, text, sizeof text), e);
-    return errno_code(e);
+    return fail_errno(errno, "%s: opening the parent directory %s", what, dir);
   }
   out.fd.reset(fd);
   return {};
@@ -179,9 +176,7 @@ inline std::error_code open_path_only(int dirfd, const char* name, const char* p
     set_detail("%s: %s is a dangling symbolic link; nothing is created through it", what, path);
     return errno_code(rules.may_create ? EEXIST : ENOENT);
   }
-  char text[128];
-  set_detail("%s: %s: %s (errno %d)", what, path, ::strerror_r(e, text, sizeof text), e);
-  return errno_code(e);
+  return fail_errno(e, "%s: %s", what, path);
 }
 
 // Step 1b: only a regular file is opened for real.
@@ -204,7 +199,7 @@ inline std::error_code require_regular(const struct stat& st, const char* path, 
 inline std::error_code check_foreign(int dirfd, int opath, const struct stat& st, bool last_is_link,
                                      const struct stat& link, const char* path, const char* what) noexcept {
   struct stat dir {};
-  if (sys::fstat(dirfd, &dir) != 0) return fail_errno(errno, what);
+  if (sys::fstat(dirfd, &dir) != 0) return fail_errno(errno, "%s", what);
   const uid_t me = ::geteuid();
   if (shared_sticky_dir(dir) && last_is_link && link.st_uid != me && link.st_uid != dir.st_uid) {
     set_detail("%s: refusing %s: a symbolic link owned by uid %u in a sticky directory other users can write to "
@@ -253,12 +248,10 @@ inline std::error_code open_checked(int dirfd, const char* name, const char* pat
   }
   if (fd < 0) {
     const int e = errno;
-    char text[128];
-    set_detail("%s: %s: %s (errno %d)%s", what, path, ::strerror_r(e, text, sizeof text), e,
-               e == EACCES && rules.may_create ? " (fs.protected_regular refuses O_CREAT opens of other users' files "
-                                                 "in sticky directories)"
-                                               : "");
-    return errno_code(e);
+    return fail_errno(e, "%s: %s%s", what, path,
+                      e == EACCES && rules.may_create ? " (fs.protected_regular refuses O_CREAT opens of other users' "
+                                                        "files in sticky directories)"
+                                                      : "");
   }
   scoped_fd real(fd);
   if (rules.may_create && last_is_link) {
@@ -270,7 +263,7 @@ inline std::error_code open_checked(int dirfd, const char* name, const char* pat
     }
   }
   struct stat got {};
-  if (sys::fstat(fd, &got) != 0) return fail_errno(errno, what);
+  if (sys::fstat(fd, &got) != 0) return fail_errno(errno, "%s", what);
   if (got.st_dev != st.st_dev || got.st_ino != st.st_ino) {
     set_detail("%s: %s was replaced while it was being opened; not using it", what, path);
     return errno_code(EAGAIN);
@@ -288,7 +281,7 @@ inline std::error_code open_existing(int dirfd, const char* name, const char* pa
   scoped_fd opath;
   if (auto ec = open_path_only(dirfd, name, path, rules, what, opath)) return ec;
   struct stat st {};
-  if (sys::fstat(opath.get(), &st) != 0) return fail_errno(errno, what);
+  if (sys::fstat(opath.get(), &st) != 0) return fail_errno(errno, "%s", what);
   if (auto ec = require_regular(st, path, what)) return ec;
   struct stat link {};
   const bool last_is_link =
@@ -311,13 +304,10 @@ inline std::error_code open_existing(int dirfd, const char* name, const char* pa
 
 /// fsync of a directory, so that a new entry survives a power cut.
 inline std::error_code fsync_dir(int dirfd, const char* path, const char* what) noexcept {
-  if (sys::fsync(dirfd) == 0) return {};
+  if (retry_eintr([&] { return sys::fsync(dirfd); }) == 0) return {};
   const int e = errno;
-  char text[128];
-  set_detail("%s: fsync of the directory of %s failed: %s (errno %d); the file exists but its name may not survive "
-             "a power cut",
-             what, path, ::strerror_r(e, text, sizeof text), e);
-  return errno_code(e);
+  return fail_errno(e, "%s: fsync of the directory of %s failed (the file exists but its name may not survive a "
+                     "power cut)", what, path);
 }
 
 /// Gives the unnamed file `fd` (O_TMPFILE) the name `name` in `dirfd`

@@ -182,13 +182,12 @@ class file_lease {
     if (sys::fcntl(fd, F_SETSIG, sig) != 0) return fail_errno(errno, "lease: fcntl(F_SETSIG)");
     if (sys::fcntl(fd, F_SETLEASE, F_WRLCK) != 0) {
       const int e = errno;
-      set_detail("lease: fcntl(F_SETLEASE, F_WRLCK) failed with %s: %s", errno_name(e),
-                 e == EAGAIN   ? "the file is open through another file description (a write lease needs the "
-                                 "only one; open the file once and pass that descriptor)"
-                 : e == EACCES ? "the caller neither owns the file nor has CAP_LEASE"
-                 : e == EINVAL ? "the file system does not support leases"
-                               : "unexpected");
-      return errno_code(e);
+      return fail_errno(e, "lease: fcntl(F_SETLEASE, F_WRLCK) failed with %s (%s)", errno_name(e),
+                        e == EAGAIN   ? "the file is open through another file description (a write lease needs the "
+                                        "only one; open the file once and pass that descriptor)"
+                        : e == EACCES ? "the caller neither owns the file nor has CAP_LEASE"
+                        : e == EINVAL ? "the file system does not support leases"
+                                      : "unexpected");
     }
     l.fd_ = fd;
     if (sys::fcntl(fd, F_GETSIG) != sig && sys::fcntl(fd, F_SETSIG, sig) != 0)

@@ -58,7 +58,6 @@ MAPDIRECT_SYSCALL(fdatasync, (int fd), (fd))
 MAPDIRECT_SYSCALL(sync_file_range, (int fd, off_t off, off_t n, unsigned flags), (fd, off, n, flags))
 MAPDIRECT_SYSCALL(ioctl, (int fd, unsigned long request, void* arg), (fd, request, arg))
 MAPDIRECT_SYSCALL(fcntl, (int fd, int cmd, long arg = 0), (fd, cmd, arg))
-MAPDIRECT_SYSCALL(unlink, (const char* path), (path))
 MAPDIRECT_SYSCALL(unlinkat, (int dirfd, const char* path, int flags), (dirfd, path, flags))
 MAPDIRECT_SYSCALL(linkat, (int olddirfd, const char* oldpath, int newdirfd, const char* newpath, int flags),
                   (olddirfd, oldpath, newdirfd, newpath, flags))
@@ -112,6 +111,18 @@ struct proc_fd_path {
   char text[32];
 };
 }  // namespace sys
+
+/// Calls `call` (a sys:: call that fails with -1 and errno) again while it
+/// fails with EINTR; the real call stays named at each call site. EINTR is
+/// never a write-back error, so retrying fsync/fdatasync loses no report.
+template <class Call>
+inline auto retry_eintr(Call&& call) noexcept -> decltype(call()) {
+  decltype(call()) rc;
+  do {
+    rc = call();
+  } while (rc < 0 && errno == EINTR);
+  return rc;
+}
 }  // namespace detail
 
 MAPDIRECT_END_NAMESPACE
