@@ -4,6 +4,7 @@
 // (issue 17), and file.hpp's helpers racing an acquire in another thread.
 #include "catch.hpp"
 #include "process_support.hpp"
+#include "refusals.hpp"
 #include "test_support.hpp"
 
 #include <mapdirect/mapdirect.hpp>
@@ -107,6 +108,19 @@ bool make_mixed(const temp_file& f, std::uint64_t size, std::string& why) {
 
 using mdtest::no_reopen;
 
+// Base, with every shared mapping of a file refused (ENODEV, as on a file
+// system without mmap).
+template <class Base>
+struct no_shared_mmap : Base {
+  void* mmap(void* addr, std::size_t len, int prot, int flags, int fd, off_t off) noexcept override {
+    if ((flags & MAP_SHARED) && fd >= 0) {
+      errno = ENODEV;
+      return MAP_FAILED;
+    }
+    return this->syscall_interposer::mmap(addr, len, prot, flags, fd, off);
+  }
+};
+
 // F_GETLK from another process: does it see this process's lock on [start, start+len)?
 bool child_sees_lock(const std::string& path, off_t start, off_t len) {
   return mdtest::child_sees_lock(path, start, len, ::getpid());
@@ -188,11 +202,7 @@ TEST_CASE("seal: a leased seal on the caller's own O_APPEND or O_DIRECT descript
     seal_options o;
     o.lease = true;
     auto s = iomap_seal::acquire(fd, 0, 0, o);
-    if (!s && s.error().category() == std::system_category() &&
-        (s.error().value() == EACCES || s.error().value() == EINVAL)) {
-      WARN("skipped: leases unavailable here: " << last_error_detail());
-      return;
-    }
+    MDTEST_SKIP_WITHOUT_LEASES(s);
     INFO(last_error_detail());
     REQUIRE(s);
     CHECK(s.value().has_lease());
@@ -221,15 +231,7 @@ TEST_CASE("seal: without a mappable file, an O_APPEND dup is refused up front an
   const std::string before = f.read_all();
   const int afd = ::open(f.path().c_str(), O_RDWR | O_APPEND | O_CLOEXEC);
   REQUIRE(afd >= 0);
-  struct no_mmap_no_reopen : no_reopen {
-    void* mmap(void* addr, std::size_t len, int prot, int flags, int fd, off_t off) noexcept override {
-      if ((flags & MAP_SHARED) && fd >= 0) {
-        errno = ENODEV;
-        return MAP_FAILED;
-      }
-      return syscall_interposer::mmap(addr, len, prot, flags, fd, off);
-    }
-  } refuse;
+  no_shared_mmap<no_reopen> refuse;
   {
     scoped_syscall_interposer use(refuse);
     auto s = iomap_seal::acquire(afd, 0, 0);
@@ -240,15 +242,7 @@ TEST_CASE("seal: without a mappable file, an O_APPEND dup is refused up front an
   CHECK(f.size() == MiB);
   CHECK((f.read_all() == before));
   // With a description of its own (reopen allowed) the pwrite fallback is safe.
-  struct no_mmap : syscall_interposer {
-    void* mmap(void* addr, std::size_t len, int prot, int flags, int fd, off_t off) noexcept override {
-      if ((flags & MAP_SHARED) && fd >= 0) {
-        errno = ENODEV;
-        return MAP_FAILED;
-      }
-      return syscall_interposer::mmap(addr, len, prot, flags, fd, off);
-    }
-  } nm;
+  no_shared_mmap<syscall_interposer> nm;
   {
     scoped_syscall_interposer use(nm);
     auto s = iomap_seal::acquire(afd, 0, 0);
