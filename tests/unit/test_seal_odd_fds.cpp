@@ -5,6 +5,7 @@
 #include "catch.hpp"
 #include "process_support.hpp"
 #include "refusals.hpp"
+#include "rollback_check.hpp"
 #include "test_support.hpp"
 
 #include <mapdirect/mapdirect.hpp>
@@ -143,8 +144,7 @@ TEST_CASE("seal: an O_RDWR|O_APPEND descriptor over unwritten extents: acquire s
   REQUIRE(s);
   CHECK(s.value().verified());
   CHECK(s.value().report().zeroed_bytes > 0);
-  CHECK(f.size() == 2 * MiB);
-  CHECK((f.read_all() == before));
+  mdtest::check_file_holds(f.fd(), before);
   CHECK(stable(f.fd(), 2 * MiB));
   // The seal's descriptor is a description of its own, without O_APPEND.
   CHECK((::fcntl(s.value().native_handle(), F_GETFL) & O_APPEND) == 0);
@@ -169,8 +169,7 @@ TEST_CASE("seal: an O_RDWR|O_DIRECT descriptor over fallocated extents: acquire 
   auto s = iomap_seal::acquire(dfd, 0, 0);
   INFO(last_error_detail());
   REQUIRE(s);
-  CHECK(f.size() == 2 * MiB);
-  CHECK((f.read_all() == before));
+  mdtest::check_file_holds(f.fd(), before);
   CHECK(stable(f.fd(), 2 * MiB));
   REQUIRE(s.value().release());
   ::close(dfd);
@@ -239,8 +238,7 @@ TEST_CASE("seal: without a mappable file, an O_APPEND dup is refused up front an
     CHECK(s.error() == errc::invalid_argument);
     CHECK(std::string(last_error_detail()).find("O_APPEND") != std::string::npos);
   }
-  CHECK(f.size() == MiB);
-  CHECK((f.read_all() == before));
+  mdtest::check_file_holds(f.fd(), before);
   // With a description of its own (reopen allowed) the pwrite fallback is safe.
   no_shared_mmap<syscall_interposer> nm;
   {
@@ -249,8 +247,7 @@ TEST_CASE("seal: without a mappable file, an O_APPEND dup is refused up front an
     INFO(last_error_detail());
     REQUIRE(s);
   }
-  CHECK(f.size() == MiB);
-  CHECK((f.read_all() == before));
+  mdtest::check_file_holds(f.fd(), before);
   CHECK(stable(f.fd(), MiB));
   ::close(afd);
 }
@@ -328,8 +325,7 @@ TEST_CASE("repair through a mapping of an O_DIRECT descriptor writes unaligned s
     REQUIRE(r);
     expect.replace(round * page, page, buf.substr(1));
   }
-  CHECK(f.size() == 4 * page);
-  CHECK((f.read_all() == expect));
+  mdtest::check_file_holds(f.fd(), expect);
   REQUIRE(m.value().close());
   ::close(dfd);
 }
