@@ -33,6 +33,26 @@ run_md() {
 run_unix() { "$shell" -batch "$@" 2>&1; }
 # Fails unless the shell status $1 is an ordinary exit (not a signal).
 not_killed() { [ "$1" -lt 128 ] || fail "$2: the shell died of signal $(($1 - 128))"; }
+# counter_db DB JOURNAL_MODE: creates DB through the mapdirect VFS with the
+# schema the concurrency and crash tests check: t, a row per transaction, and
+# c.n, the number of transactions (count(t) = c.n in every consistent state).
+counter_db() {
+  run_md "$1" "$dir/init" <<SQL || { cat "$dir/init"; fail "init"; }
+PRAGMA journal_mode=$2;
+CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);
+CREATE TABLE c(n INTEGER);
+INSERT INTO c VALUES(0);
+SQL
+}
+# counter_txns N BLOB_BYTES BEGIN: N such transactions (BEGIN: the statement
+# that opens each), one per line, on stdout.
+counter_txns() {
+  i=0
+  while [ $i -lt "$1" ]; do
+    echo "$3; INSERT INTO t(v) VALUES(randomblob($2)); UPDATE c SET n=n+1; COMMIT;"
+    i=$((i + 1))
+  done
+}
 
 case $test_name in
 basic)
@@ -116,20 +136,11 @@ twoproc-wal | twoproc-rollback)
   mode=${test_name#twoproc-}
   [ "$mode" = rollback ] && jm=DELETE || jm=WAL
   db=$dir/two.db
-  run_md "$db" "$dir/init" <<SQL || { cat "$dir/init"; fail "init"; }
-PRAGMA journal_mode=$jm;
-CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);
-CREATE TABLE c(n INTEGER);
-INSERT INTO c VALUES(0);
-SQL
+  counter_db "$db" "$jm"
   [ "$mode" = rollback ] && n=400 || n=1500
   # Frequent checkpoints: the database file itself changes under the reader.
   echo "PRAGMA wal_autocheckpoint=16;" >"$dir/writer.sql"
-  i=0
-  while [ $i -lt $n ]; do
-    echo "BEGIN IMMEDIATE; INSERT INTO t(v) VALUES(randomblob(300)); UPDATE c SET n=n+1; COMMIT;"
-    i=$((i + 1))
-  done >>"$dir/writer.sql"
+  counter_txns "$n" 300 "BEGIN IMMEDIATE" >>"$dir/writer.sql"
   i=0
   while [ $i -lt 400 ]; do
     echo "SELECT 'check', (SELECT count(*) FROM t) = (SELECT n FROM c), (SELECT n FROM c);"
@@ -246,18 +257,9 @@ crash)
   # consistent (hot journal rolled back / WAL recovered through our reads).
   for jm in DELETE WAL; do
     db=$dir/crash-$jm.db
-    run_md "$db" "$dir/init" <<SQL || { cat "$dir/init"; fail "init"; }
-PRAGMA journal_mode=$jm;
-CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);
-CREATE TABLE c(n INTEGER);
-INSERT INTO c VALUES(0);
-SQL
+    counter_db "$db" "$jm"
     printf '.load %s\n.open file:%s?vfs=mapdirect\n' "$lib" "$db" >"$dir/writer.sql"
-    i=0
-    while [ $i -lt 3000 ]; do
-      echo "BEGIN; INSERT INTO t(v) VALUES(randomblob(3000)); UPDATE c SET n=n+1; COMMIT;"
-      i=$((i + 1))
-    done >>"$dir/writer.sql"
+    counter_txns 3000 3000 BEGIN >>"$dir/writer.sql"
     last=0
     for cut in 1 2 3 4 5; do
       "$shell" -batch <"$dir/writer.sql" >"$dir/wout" 2>&1 &

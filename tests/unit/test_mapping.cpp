@@ -1,17 +1,14 @@
 // direct_mapping on real files of this host, and every kernel answer through the seam.
 #include "catch.hpp"
+#include "refusals.hpp"
+#include "rollback_check.hpp"
 #include "test_support.hpp"
 
 #include <mapdirect/mapdirect.hpp>
 
-#include <algorithm>
 #include <cstring>
-#include <fstream>
-#include <iterator>
 #include <string>
 #include <vector>
-
-#include <dirent.h>
 
 using namespace mapdirect;
 using mdtest::temp_file;
@@ -27,31 +24,6 @@ std::string host_expectation(const char* var, const char* fallback) {
 std::string expected_mode() { return host_expectation("MAPDIRECT_EXPECT_MODE", "shared"); }
 std::string expected_granularity() { return host_expectation("MAPDIRECT_EXPECT_GRANULARITY", "page"); }
 
-// Descriptors open in this process (a leaked one shows up here).
-std::size_t open_fd_count() {
-  std::size_t n = 0;
-  if (DIR* d = ::opendir("/proc/self/fd")) {
-    while (const dirent* e = ::readdir(d))
-      if (e->d_name[0] != '.') ++n;
-    ::closedir(d);
-  }
-  return n;
-}
-
-std::vector<std::string> dir_entries(const std::string& dir) {
-  std::vector<std::string> names;
-  if (DIR* d = ::opendir(dir.c_str())) {
-    while (const dirent* e = ::readdir(d)) names.emplace_back(e->d_name);
-    ::closedir(d);
-  }
-  std::sort(names.begin(), names.end());
-  return names;
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
 }  // namespace
 
 TEST_CASE("map, write, persist, reopen and read back on the test directory's file system", "[mapping]") {
@@ -282,7 +254,7 @@ TEST_CASE("open(): create, exclusive, grow, and rollback on failure", "[mapping]
   SECTION("a failed map after growing keeps the new size (never shrinks: others may map it)") {
     // The map is made to fail on every host (the seam refuses every file
     // mmap), so the rollback is checked everywhere, DAX hosts included.
-    const std::size_t fds_before = open_fd_count();
+    const mdtest::rollback_witness before;
     open_options g;
     g.size = 8 * 4096;
     g.grow = true;
@@ -295,20 +267,12 @@ TEST_CASE("open(): create, exclusive, grow, and rollback on failure", "[mapping]
       CHECK(m.error() == std::error_code(ENOMEM, std::system_category()));
     }
     CHECK_FALSE(refuse.mmaps.empty());  // the failure came from the map, after the growth
-    CHECK(refuse.bytes_still_mapped() == 0);
-    CHECK_FALSE(mdtest::path_is_mapped(path));
-    CHECK(open_fd_count() == fds_before);
-    REQUIRE(::stat(path.c_str(), &st) == 0);
-    CHECK(st.st_size == 8 * 4096);
-    const std::string bytes = read_file(path);
-    REQUIRE(bytes.size() == 8 * 4096);
-    CHECK(bytes.substr(0, 3 * 4096 + 100) == std::string(3 * 4096 + 100, '\x5a'));
-    CHECK(bytes.substr(3 * 4096 + 100) == std::string(8 * 4096 - (3 * 4096 + 100), '\0'));
+    before.check_nothing_left(refuse, path);
+    mdtest::check_file_holds(path, std::string(3 * 4096 + 100, '\x5a') + std::string(8 * 4096 - (3 * 4096 + 100), '\0'));
   }
   SECTION("a failed map removes a file open() created") {
     const std::string fresh = path + ".fresh";
-    const std::size_t fds_before = open_fd_count();
-    const std::vector<std::string> entries_before = dir_entries(mdtest::private_dir());
+    const mdtest::rollback_witness before(mdtest::private_dir());  // no stray temporary name either
     open_options g;
     g.create = true;
     g.size = 4096;
@@ -325,32 +289,18 @@ TEST_CASE("open(): create, exclusive, grow, and rollback on failure", "[mapping]
     CHECK_FALSE(refuse.mmaps.empty());
     CHECK_FALSE(created);
     CHECK(::access(fresh.c_str(), F_OK) != 0);
-    CHECK(dir_entries(mdtest::private_dir()) == entries_before);  // no stray temporary name either
-    CHECK(refuse.bytes_still_mapped() == 0);
-    CHECK_FALSE(mdtest::path_is_mapped(fresh));
-    CHECK(open_fd_count() == fds_before);
+    before.check_nothing_left(refuse, fresh);
     ::unlink(fresh.c_str());
   }
   SECTION("a failed map removes a file created by name (no O_TMPFILE)") {
     const std::string fresh = path + ".byname";
-    const std::size_t fds_before = open_fd_count();
-    const std::vector<std::string> entries_before = dir_entries(mdtest::private_dir());
+    const mdtest::rollback_witness before(mdtest::private_dir());  // no stray temporary name either
     open_options g;
     g.create = true;
     g.size = 4096;
     bool created = true;
     g.created = &created;
-    struct no_tmpfile : mdtest::recording_interposer {
-      int refused = 0;
-      int openat(int dirfd, const char* p, int flags, mode_t mode) noexcept override {
-        if ((flags & O_TMPFILE) == O_TMPFILE) {
-          ++refused;
-          errno = EOPNOTSUPP;
-          return -1;
-        }
-        return syscall_interposer::openat(dirfd, p, flags, mode);
-      }
-    } refuse;
+    mdtest::no_tmpfile<mdtest::recording_interposer> refuse;
     refuse.on_file_mmap = [](int) { return ENOMEM; };
     {
       mapdirect::scoped_syscall_interposer scope(refuse);
@@ -359,17 +309,15 @@ TEST_CASE("open(): create, exclusive, grow, and rollback on failure", "[mapping]
       CHECK(m.error() == std::error_code(ENOMEM, std::system_category()));
       CHECK(std::string(last_error_detail()).find("it was removed again") != std::string::npos);
     }
-    CHECK(refuse.refused >= 1);
+    CHECK(refuse.tmpfile_refusals >= 1);
     CHECK_FALSE(created);
     CHECK(::access(fresh.c_str(), F_OK) != 0);
-    CHECK(dir_entries(mdtest::private_dir()) == entries_before);
-    CHECK(refuse.bytes_still_mapped() == 0);
-    CHECK(open_fd_count() == fds_before);
+    before.check_nothing_left(refuse, fresh);
     ::unlink(fresh.c_str());
   }
   SECTION("granularity refused after mapping: the created file is removed and nothing stays mapped") {
     const std::string fresh = path + ".fresh";
-    const std::size_t fds_before = open_fd_count();
+    const mdtest::rollback_witness before(mdtest::private_dir());
     open_options g;
     g.create = true;
     g.size = 4096;
@@ -383,8 +331,7 @@ TEST_CASE("open(): create, exclusive, grow, and rollback on failure", "[mapping]
       CHECK(m.error() == make_error_code(errc::granularity_unavailable));
     }
     CHECK(::access(fresh.c_str(), F_OK) != 0);
-    CHECK(tracker.bytes_still_mapped() == 0);
-    CHECK(open_fd_count() == fds_before);
+    before.check_nothing_left(tracker, fresh);
     ::unlink(fresh.c_str());
   }
   SECTION("missing file without create") {

@@ -2,6 +2,7 @@
 // directory's fsync), the fallback without O_TMPFILE, no destruction of
 // another process's file, safe opening in shared directories, and 0600.
 #include "catch.hpp"
+#include "refusals.hpp"
 #include "test_support.hpp"
 
 #include <mapdirect/mapdirect.hpp>
@@ -80,17 +81,7 @@ struct durability_recorder : syscall_interposer {
 };
 
 // Fails O_TMPFILE opens as a file system without it does.
-struct no_tmpfile : durability_recorder {
-  int tmpfile_refusals = 0;
-  int openat(int dirfd, const char* path, int flags, mode_t mode) noexcept override {
-    if ((flags & O_TMPFILE) == O_TMPFILE) {
-      ++tmpfile_refusals;
-      errno = EOPNOTSUPP;
-      return -1;
-    }
-    return syscall_interposer::openat(dirfd, path, flags, mode);
-  }
-};
+using no_tmpfile = mdtest::no_tmpfile<durability_recorder>;
 }  // namespace
 
 TEST_CASE("open(create): a failing creator never removes the file another process created and acknowledged",

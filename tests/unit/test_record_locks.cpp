@@ -2,6 +2,7 @@
 // lock the process holds. Each case runs the calls in a child that holds a
 // lock; the parent checks with F_GETLK, from another process, after each step.
 #include "catch.hpp"
+#include "rollback_check.hpp"
 #include "test_support.hpp"
 
 #include <mapdirect/descriptor.hpp>
@@ -15,7 +16,6 @@
 #include <string>
 #include <vector>
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -58,16 +58,6 @@ struct flock lock_of(const lock_config& c, short type) {
   fl.l_start = c.whole ? 0 : 4096;
   fl.l_len = c.whole ? 0 : 4096;
   return fl;
-}
-
-std::size_t open_descriptors() {
-  std::size_t n = 0;
-  DIR* d = ::opendir("/proc/self/fd");
-  if (!d) return 0;
-  while (const dirent* e = ::readdir(d))
-    if (e->d_name[0] != '.') ++n;
-  ::closedir(d);
-  return n;
 }
 
 // What happened to the lock while the child ran the calls.
@@ -275,28 +265,28 @@ TEST_CASE("record locks survive group_committer create, attach, persist and dest
 
 TEST_CASE("10,000 map/close cycles leak no descriptor, with or without a record lock held", "[locks]") {
   mdtest::temp_file f(mdtest::test_dir(), 4096);
-  const std::size_t before = open_descriptors();
+  const std::size_t before = mdtest::open_fd_count();
   for (int i = 0; i < 10000; ++i) {
     auto m = direct_mapping::map(f.fd(), 0, 4096, shared());
     REQUIRE(m);
   }
-  CHECK(open_descriptors() == before);
+  CHECK(mdtest::open_fd_count() == before);
 
   check_lock_kept("10,000 map/close cycles", [](int fd, const std::string&, const checkpoint_fn& cp) {
-    const std::size_t start = open_descriptors();
+    const std::size_t start = mdtest::open_fd_count();
     for (int i = 0; i < 10000; ++i) {
       auto m = direct_mapping::map(fd, 0, 4096, shared());
       if (!m) return 1;
     }
     cp('y');
     // A few may stay open while the lock is held, never one per cycle.
-    if (open_descriptors() > start + 4) return 2;
+    if (mdtest::open_fd_count() > start + 4) return 2;
     struct flock fl {};
     fl.l_type = F_UNLCK;
     fl.l_whence = SEEK_SET;
     if (::fcntl(fd, F_SETLK, &fl) != 0) return 3;
     if (release_deferred_descriptors() != 0) return 4;
-    if (open_descriptors() != start) return 5;
+    if (mdtest::open_fd_count() != start) return 5;
     return 0;
   });
 }

@@ -2,6 +2,7 @@
 // opening the file for writing, or truncating it) is observed through
 // lease_broken() and a pollable eventfd, without killing the holder.
 #include "catch.hpp"
+#include "refusals.hpp"
 #include "test_support.hpp"
 
 #include <mapdirect/seal.hpp>
@@ -48,12 +49,7 @@ TEST_CASE("lease: a child opening the file for write breaks the lease; the holde
           "[seal][lease]") {
   temp_file f(mdtest::test_dir(), 64 * 1024);
   auto s = iomap_seal::acquire(f.fd(), 0, 0, leased());
-  // EACCES (not the owner, no CAP_LEASE) or EINVAL (no leases on this file system).
-  if (!s && s.error().category() == std::system_category() &&
-      (s.error().value() == EACCES || s.error().value() == EINVAL)) {
-    WARN("skipped: leases unavailable here: " << last_error_detail());
-    return;
-  }
+  MDTEST_SKIP_WITHOUT_LEASES(s);
   INFO(last_error_detail());
   REQUIRE(s);
   REQUIRE(s.value().has_lease());
@@ -84,11 +80,7 @@ TEST_CASE("lease: a non-blocking open and a truncate by another process both not
   const std::string path = f.path();
   for (const bool truncate : {false, true}) {
     auto s = iomap_seal::acquire(f.fd(), 0, 32 * 1024, leased());
-    if (!s && s.error().category() == std::system_category() &&
-        (s.error().value() == EACCES || s.error().value() == EINVAL)) {
-      WARN("skipped: leases unavailable here: " << last_error_detail());
-      return;
-    }
+    MDTEST_SKIP_WITHOUT_LEASES(s);
     INFO(last_error_detail());
     REQUIRE(s);
     const pid_t child = ::fork();
@@ -156,11 +148,7 @@ TEST_CASE("lease: a lease signal that already has another handler is refused, no
 TEST_CASE("lease: a signal sent by a process (sigqueue, kill) is not a lease break", "[seal][lease]") {
   temp_file f(mdtest::test_dir(), 64 * 1024);
   auto s = iomap_seal::acquire(f.fd(), 0, 0, leased());
-  if (!s && s.error().category() == std::system_category() &&
-      (s.error().value() == EACCES || s.error().value() == EINVAL)) {
-    WARN("skipped: leases unavailable here: " << last_error_detail());
-    return;
-  }
+  MDTEST_SKIP_WITHOUT_LEASES(s);
   INFO(last_error_detail());
   REQUIRE(s);
   const int sig = detail::default_lease_signal();
@@ -185,11 +173,7 @@ TEST_CASE("lease: a changed lease signal or owner on the shared description is r
   for (int what = 0; what < 2; ++what) {
     temp_file f(mdtest::test_dir(), 64 * 1024);
     auto s = iomap_seal::acquire(f.fd(), 0, 0, leased());
-    if (!s && s.error().category() == std::system_category() &&
-        (s.error().value() == EACCES || s.error().value() == EINVAL)) {
-      WARN("skipped: leases unavailable here: " << last_error_detail());
-      return;
-    }
+    MDTEST_SKIP_WITHOUT_LEASES(s);
     INFO(last_error_detail());
     REQUIRE(s);
     CHECK_FALSE(s.value().lease_compromised());
@@ -217,11 +201,7 @@ TEST_CASE("lease: a changed lease signal or owner on the shared description is r
 TEST_CASE("lease: a second seal on a leased file neither reopens it nor breaks the lease", "[seal][lease]") {
   temp_file f(mdtest::test_dir(), 64 * 1024);
   auto s = iomap_seal::acquire(f.fd(), 0, 0, leased());
-  if (!s && s.error().category() == std::system_category() &&
-      (s.error().value() == EACCES || s.error().value() == EINVAL)) {
-    WARN("skipped: leases unavailable here: " << last_error_detail());
-    return;
-  }
+  MDTEST_SKIP_WITHOUT_LEASES(s);
   INFO(last_error_detail());
   REQUIRE(s);
   seal_options plain;

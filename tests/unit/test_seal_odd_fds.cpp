@@ -4,6 +4,8 @@
 // (issue 17), and file.hpp's helpers racing an acquire in another thread.
 #include "catch.hpp"
 #include "process_support.hpp"
+#include "refusals.hpp"
+#include "rollback_check.hpp"
 #include "test_support.hpp"
 
 #include <mapdirect/mapdirect.hpp>
@@ -107,6 +109,19 @@ bool make_mixed(const temp_file& f, std::uint64_t size, std::string& why) {
 
 using mdtest::no_reopen;
 
+// Base, with every shared mapping of a file refused (ENODEV, as on a file
+// system without mmap).
+template <class Base>
+struct no_shared_mmap : Base {
+  void* mmap(void* addr, std::size_t len, int prot, int flags, int fd, off_t off) noexcept override {
+    if ((flags & MAP_SHARED) && fd >= 0) {
+      errno = ENODEV;
+      return MAP_FAILED;
+    }
+    return this->syscall_interposer::mmap(addr, len, prot, flags, fd, off);
+  }
+};
+
 // F_GETLK from another process: does it see this process's lock on [start, start+len)?
 bool child_sees_lock(const std::string& path, off_t start, off_t len) {
   return mdtest::child_sees_lock(path, start, len, ::getpid());
@@ -129,8 +144,7 @@ TEST_CASE("seal: an O_RDWR|O_APPEND descriptor over unwritten extents: acquire s
   REQUIRE(s);
   CHECK(s.value().verified());
   CHECK(s.value().report().zeroed_bytes > 0);
-  CHECK(f.size() == 2 * MiB);
-  CHECK((f.read_all() == before));
+  mdtest::check_file_holds(f.fd(), before);
   CHECK(stable(f.fd(), 2 * MiB));
   // The seal's descriptor is a description of its own, without O_APPEND.
   CHECK((::fcntl(s.value().native_handle(), F_GETFL) & O_APPEND) == 0);
@@ -155,8 +169,7 @@ TEST_CASE("seal: an O_RDWR|O_DIRECT descriptor over fallocated extents: acquire 
   auto s = iomap_seal::acquire(dfd, 0, 0);
   INFO(last_error_detail());
   REQUIRE(s);
-  CHECK(f.size() == 2 * MiB);
-  CHECK((f.read_all() == before));
+  mdtest::check_file_holds(f.fd(), before);
   CHECK(stable(f.fd(), 2 * MiB));
   REQUIRE(s.value().release());
   ::close(dfd);
@@ -188,11 +201,7 @@ TEST_CASE("seal: a leased seal on the caller's own O_APPEND or O_DIRECT descript
     seal_options o;
     o.lease = true;
     auto s = iomap_seal::acquire(fd, 0, 0, o);
-    if (!s && s.error().category() == std::system_category() &&
-        (s.error().value() == EACCES || s.error().value() == EINVAL)) {
-      WARN("skipped: leases unavailable here: " << last_error_detail());
-      return;
-    }
+    MDTEST_SKIP_WITHOUT_LEASES(s);
     INFO(last_error_detail());
     REQUIRE(s);
     CHECK(s.value().has_lease());
@@ -221,15 +230,7 @@ TEST_CASE("seal: without a mappable file, an O_APPEND dup is refused up front an
   const std::string before = f.read_all();
   const int afd = ::open(f.path().c_str(), O_RDWR | O_APPEND | O_CLOEXEC);
   REQUIRE(afd >= 0);
-  struct no_mmap_no_reopen : no_reopen {
-    void* mmap(void* addr, std::size_t len, int prot, int flags, int fd, off_t off) noexcept override {
-      if ((flags & MAP_SHARED) && fd >= 0) {
-        errno = ENODEV;
-        return MAP_FAILED;
-      }
-      return syscall_interposer::mmap(addr, len, prot, flags, fd, off);
-    }
-  } refuse;
+  no_shared_mmap<no_reopen> refuse;
   {
     scoped_syscall_interposer use(refuse);
     auto s = iomap_seal::acquire(afd, 0, 0);
@@ -237,26 +238,16 @@ TEST_CASE("seal: without a mappable file, an O_APPEND dup is refused up front an
     CHECK(s.error() == errc::invalid_argument);
     CHECK(std::string(last_error_detail()).find("O_APPEND") != std::string::npos);
   }
-  CHECK(f.size() == MiB);
-  CHECK((f.read_all() == before));
+  mdtest::check_file_holds(f.fd(), before);
   // With a description of its own (reopen allowed) the pwrite fallback is safe.
-  struct no_mmap : syscall_interposer {
-    void* mmap(void* addr, std::size_t len, int prot, int flags, int fd, off_t off) noexcept override {
-      if ((flags & MAP_SHARED) && fd >= 0) {
-        errno = ENODEV;
-        return MAP_FAILED;
-      }
-      return syscall_interposer::mmap(addr, len, prot, flags, fd, off);
-    }
-  } nm;
+  no_shared_mmap<syscall_interposer> nm;
   {
     scoped_syscall_interposer use(nm);
     auto s = iomap_seal::acquire(afd, 0, 0);
     INFO(last_error_detail());
     REQUIRE(s);
   }
-  CHECK(f.size() == MiB);
-  CHECK((f.read_all() == before));
+  mdtest::check_file_holds(f.fd(), before);
   CHECK(stable(f.fd(), MiB));
   ::close(afd);
 }
@@ -334,8 +325,7 @@ TEST_CASE("repair through a mapping of an O_DIRECT descriptor writes unaligned s
     REQUIRE(r);
     expect.replace(round * page, page, buf.substr(1));
   }
-  CHECK(f.size() == 4 * page);
-  CHECK((f.read_all() == expect));
+  mdtest::check_file_holds(f.fd(), expect);
   REQUIRE(m.value().close());
   ::close(dfd);
 }

@@ -1,6 +1,7 @@
 // Every kernel answer to the mapping ladder, injected through the syscall
 // seam; persist's msync range; copy/fill correctness on every path.
 #include "catch.hpp"
+#include "rollback_check.hpp"
 #include "test_support.hpp"
 
 #include <mapdirect/mapdirect.hpp>
@@ -410,6 +411,7 @@ TEST_CASE("seam: when the mapping fails, open() removes only a file it created a
   ::unlink(path.c_str());
   recording_interposer rec;
   rec.on_file_mmap = [](int) { return ENOMEM; };
+  const mdtest::rollback_witness before;
   SECTION("a grown file is never shrunk back (another process may already map the new size)") {
     {
       temp_file old(mdtest::test_dir(), 3 * 4096 + 100);
@@ -422,9 +424,7 @@ TEST_CASE("seam: when the mapping fails, open() removes only a file it created a
     auto m = direct_mapping::open(path, g);
     REQUIRE_FALSE(m);
     CHECK(m.error() == std::errc::not_enough_memory);
-    struct stat st {};
-    REQUIRE(::stat(path.c_str(), &st) == 0);
-    CHECK(st.st_size == 8 * 4096);
+    mdtest::check_file_holds(path, std::string(8 * 4096, '\0'));
   }
   SECTION("a file open() created is removed") {
     mapdirect::scoped_syscall_interposer guard(rec);
@@ -437,7 +437,7 @@ TEST_CASE("seam: when the mapping fails, open() removes only a file it created a
     CHECK(::access(path.c_str(), F_OK) != 0);
     CHECK(errno == ENOENT);
   }
-  CHECK(rec.bytes_still_mapped() == 0);
+  before.check_nothing_left(rec, path);
   ::unlink(path.c_str());
 }
 

@@ -451,51 +451,90 @@ pl_check_recovery() { # pl_check_recovery RESULTS STEP BOOTNAME
     RECOVERED_LAST=$last
 }
 
+# Power cuts, shared by run_powerloss and the SQLite and RocksDB cycles
+# (lib/powerloss-*.sh). cut_boot WHAT PREFIX N CUTS BINS [CHECK]: the N-th
+# boot (mkfs on the first) with PAYLOAD_BINS=BINS, the environment
+# $cfgdir/PREFIX.env and the steps the caller wrote to $cfgdir/PREFIX.steps;
+# the host SIGKILLs QEMU at a random moment after the first ack. Then the
+# checks every such boot gets, each failure logged as "FAIL WHAT ...": at most
+# kills + 4 boots for CUTS cuts so far, a clean kernel console, the guest's
+# setup (no @@MD FATAL) and, from the second boot on, CHECK RESULTS "boot N"
+# (the recovery steps; CHECK logs its own failures and returns 1, or 2 for a
+# failure the console would not explain). Sets CUT_RES (the results file) and
+# CUT_WRITE (the write step's output without a line the kill cut short: only
+# complete ack lines count). Returns 0 when every check passed.
+cut_boot() {
+    local what=$1 prefix=$2 n=$3 cuts=$4 bins=$5 check=${6:-} rc
+    CUT_RES="$cfgdir/$prefix$n.results" CUT_WRITE=
+    if [ "$n" -gt $((kills + 4)) ]; then
+        log "FAIL $what: $n boots but only $cuts cuts"; return 1
+    fi
+    write_env "$cfgdir/$prefix.env" "$([ "$n" = 1 ] && echo 1 || echo 0)"
+    PAYLOAD_BINS=$bins boot "$prefix$n" "$cfgdir/$prefix.env" "$cfgdir/$prefix.steps" 1
+    if [ "$CONSOLE_BAD" = 1 ]; then
+        log "FAIL $what boot $n: kernel console"; return 1
+    fi
+    if grep -q '^@@MD FATAL' "$CUT_RES"; then
+        log "FAIL $what boot $n: guest setup failed: $(grep '^@@MD FATAL' "$CUT_RES")"
+        show_console "$prefix$n"; return 1
+    fi
+    if [ "$n" -gt 1 ] && [ -n "$check" ]; then
+        "$check" "$CUT_RES" "boot $n"
+        rc=$?
+        if [ $rc != 0 ]; then
+            [ $rc = 2 ] || show_console "$prefix$n"
+            return 1
+        fi
+    fi
+    CUT_WRITE=$(section "$CUT_RES" write)
+    if [ -n "$(tail -c1 "$CUT_RES")" ]; then CUT_WRITE=$(echo "$CUT_WRITE" | sed '$d'); fi
+    return 0
+}
+
+# cut_killed WHAT PREFIX N: the boot cut_boot made ended with the host's
+# SIGKILL, not with the writers stopping by themselves.
+cut_killed() {
+    [ "$BOOT_STATUS" = killed ] && return 0
+    log "FAIL $1 boot $3: not killed (status $BOOT_STATUS): the writers stopped before the kill"
+    section "$CUT_RES" write | tail -n 20 | sed 's/^/    /'
+    show_console "$2$3"
+    return 1
+}
+
+# pl_check_boot RESULTS BOOTNAME: cut_boot's CHECK for the durable_log cycles.
+# shellcheck disable=SC2317 # (called through cut_boot)
+pl_check_boot() {
+    pl_check_recovery "$1" recover "$2" && return 0
+    # (a negative control's expected loss needs no console)
+    [ "$PL_LOST" = 1 ] && [ "$negative" = 1 ] && return 2
+    return 1
+}
+
 run_powerloss() {
-    local env="$cfgdir/pl.env" steps="$cfgdir/pl.steps"
+    local steps="$cfgdir/pl.steps"
     local groups=(1 8 1 32 4 1 16 2 64 1)
     local boots=0 prev_log= group res
     new_disk
     while [ $PL_KILLS -lt $kills ]; do
         boots=$((boots + 1))
-        if [ $boots -gt $((kills + 4)) ]; then
-            log "FAIL powerloss: $boots boots but only $PL_KILLS kills"; PL_FAIL=1; return 1
-        fi
         group=${groups[$(( (boots - 1) % ${#groups[@]} ))]}
-        write_env "$env" $([ $boots = 1 ] && echo 1 || echo 0)
         {
             echo "mkdir -p /mnt/plog"
             [ -n "$PL_SETUP" ] && echo "$PL_SETUP"
             [ -n "$prev_log" ] && echo "step recover $PL_VERIFY $prev_log"
             echo "step write $(pl_writer_cmd $boots $group)"
         } > "$steps"
-        PAYLOAD_BINS=$PL_BIN boot "pl$boots" "$env" "$steps" 1
-        res="$cfgdir/pl$boots.results"
-        if [ "$CONSOLE_BAD" = 1 ]; then
-            log "FAIL powerloss boot $boots: kernel console"; PL_FAIL=1; return 1
-        fi
-        if grep -q '^@@MD FATAL' "$res"; then
-            log "FAIL powerloss boot $boots: guest setup failed: $(grep '^@@MD FATAL' "$res")"
-            show_console "pl$boots"; PL_FAIL=1; return 1
-        fi
         RECOVERED_LAST=0
-        if [ -n "$prev_log" ]; then
-            pl_check_recovery "$res" recover "boot $boots" || {
-                # (a negative control's expected loss needs no console)
-                [ "$PL_LOST" = 1 ] && [ $negative = 1 ] || show_console "pl$boots"
-                return 1
-            }
-            if [ "$prev_log" != "$PL_LOG" ]; then
-                # The previous log filled up; this boot started a new one.
-                RECOVERED_LAST=0
-                PL_MAX_ACK=0
-                PL_LOG_FULL=0
-            fi
+        cut_boot powerloss pl $boots $PL_KILLS "$PL_BIN" pl_check_boot || { PL_FAIL=1; return 1; }
+        res=$CUT_RES
+        if [ -n "$prev_log" ] && [ "$prev_log" != "$PL_LOG" ]; then
+            # The previous log filled up; this boot started a new one.
+            RECOVERED_LAST=0
+            PL_MAX_ACK=0
+            PL_LOG_FULL=0
         fi
-        # Acks: only complete lines count (the last one may be cut by the kill).
         local acks first lastack n
-        acks=$(section "$res" write | awk '/^ack [0-9]+$/ { print $2 }')
-        if [ -n "$(tail -c1 "$res")" ]; then acks=$(echo "$acks" | sed '$d'); fi
+        acks=$(echo "$CUT_WRITE" | awk '/^ack [0-9]+$/ { print $2 }')
         n=$(echo "$acks" | grep -c . || true)
         prev_log=$PL_LOG
         if [ "$BOOT_STATUS" != killed ] && section "$res" write | grep -q 'log full'; then
@@ -519,11 +558,7 @@ run_powerloss() {
             log "FAIL powerloss boot $boots: writer resumed at seq $first, expected $((RECOVERED_LAST + 1))"
             PL_FAIL=1; return 1
         fi
-        if [ "$BOOT_STATUS" != killed ]; then
-            log "FAIL powerloss boot $boots: the writer stopped before the kill (status $BOOT_STATUS)"
-            section "$res" write | tail -n 20 | sed 's/^/    /'
-            show_console "pl$boots"; PL_FAIL=1; return 1
-        fi
+        cut_killed powerloss pl $boots || { PL_FAIL=1; return 1; }
         PL_KILLS=$((PL_KILLS + 1))
         PL_TOTAL_ACKS=$((PL_TOTAL_ACKS + n))
         PL_MAX_ACK=$lastack

@@ -1,5 +1,5 @@
 # RocksDB power-cut cycles for tests/vm/run.sh (sourced; uses its boot,
-# section, step_rc, write_env, new_disk, show_console and log). Issue 13.
+# section, step_rc, write_env, new_disk, cut_boot, cut_killed and log). Issue 13.
 #
 # Every boot runs two writers at once (examples/rocksdb_wal/wal_driver.cpp,
 # RocksDB 7.8 with WriteOptions::sync = true, each acknowledgement printed as
@@ -78,33 +78,15 @@ run_rocksdb_powerloss() {
     new_disk
     while [ $cuts -lt $kills ]; do
         boots=$((boots + 1))
-        if [ $boots -gt $((kills + 4)) ]; then
-            log "FAIL rocksdb: $boots boots but only $cuts cuts"; RK_SUMMARY="FAILED"; return 1
-        fi
-        write_env "$env" $([ $boots = 1 ] && echo 1 || echo 0)
         {
             echo "mkdir -p /mnt/rk"
             [ $boots -gt 1 ] && rk_verify_steps
             echo "rm -rf /mnt/rk/nc"
             echo "step write sh -c 'for t in md nc; do f=mapdirect; [ \$t = nc ] && f=mapdirect-nopersist; RK_ACK_TAG=\$t rocksdb_wal_driver write /mnt/rk/\$t \$f 0 & done; wait'"
         } > "$steps"
-        PAYLOAD_BINS=rocksdb_wal_driver boot "rk$boots" "$env" "$steps" 1
-        res="$cfgdir/rk$boots.results"
-        if [ "$CONSOLE_BAD" = 1 ]; then
-            log "FAIL rocksdb boot $boots: kernel console"; RK_SUMMARY="FAILED"; return 1
-        fi
-        if grep -q '^@@MD FATAL' "$res"; then
-            log "FAIL rocksdb boot $boots: guest setup failed: $(grep '^@@MD FATAL' "$res")"
-            show_console "rk$boots"; RK_SUMMARY="FAILED"; return 1
-        fi
-        if [ $boots -gt 1 ] && ! rk_check_verify "$res" "boot $boots"; then
-            show_console "rk$boots"; RK_SUMMARY="FAILED"; return 1
-        fi
+        cut_boot rocksdb rk $boots $cuts rocksdb_wal_driver rk_check_verify || { RK_SUMMARY="FAILED"; return 1; }
         RK_NEXT[nc]=0  # its database was deleted before this boot's writers started
-        # Acks: only complete lines count (the kill may cut the last one).
-        local w acks line="" n top
-        w=$(section "$res" write)
-        [ -n "$(tail -c1 "$res")" ] && w=$(echo "$w" | sed '$d')
+        local w=$CUT_WRITE acks line="" n top
         if echo "$w" | grep -q 'rocksdb_wal_driver:'; then
             log "FAIL rocksdb boot $boots: a writer failed:"; echo "$w" | grep 'rocksdb_wal_driver:' | sed 's/^/    /'
             RK_SUMMARY="FAILED"; return 1
@@ -119,11 +101,7 @@ run_rocksdb_powerloss() {
             fi
             line+=" $t=$n(next ${RK_NEXT[$t]})"
         done
-        if [ "$BOOT_STATUS" != killed ]; then
-            log "FAIL rocksdb boot $boots: not killed (status $BOOT_STATUS): the writers stopped"
-            section "$res" write | tail -n 20 | sed 's/^/    /'
-            show_console "rk$boots"; RK_SUMMARY="FAILED"; return 1
-        fi
+        cut_killed rocksdb rk $boots || { RK_SUMMARY="FAILED"; return 1; }
         cuts=$((cuts + 1))
         log "rocksdb boot $boots (${BOOT_SECONDS}s): killed ${KILL_DELAY_MS} ms after the first ack; acks:$line"
     done

@@ -1,5 +1,5 @@
 # SQLite power-cut cycles for tests/vm/run.sh (sourced; uses its boot,
-# section, step_rc, write_env, new_disk and log). Issue 14.
+# section, step_rc, write_env, new_disk, cut_boot, cut_killed and log). Issue 14.
 #
 # Every boot runs one writer per mode at once (tests/sqlite/driver.cpp
 # powercut-write, its own database in /mnt/sq, each acknowledgement printed as
@@ -93,10 +93,6 @@ run_sqlite_powerloss() {
     new_disk
     while [ $cuts -lt $kills ]; do
         boots=$((boots + 1))
-        if [ $boots -gt $((kills + 4)) ]; then
-            log "FAIL sqlite: $boots boots but only $cuts cuts"; SQ_SUMMARY="FAILED"; return 1
-        fi
-        write_env "$env" $([ $boots = 1 ] && echo 1 || echo 0)
         {
             echo "mkdir -p /mnt/sq"
             if [ $boots -gt 1 ]; then
@@ -107,22 +103,8 @@ run_sqlite_powerloss() {
             echo "rm -f /mnt/sq/control-off.db /mnt/sq/control-off.db-journal"
             echo "step write sh -c 'for m in $SQ_MODES; do sqlite_vfs_driver powercut-write /mnt/sq/\$m.db \$m & done; wait'"
         } > "$steps"
-        PAYLOAD_BINS=sqlite_vfs_driver boot "sq$boots" "$env" "$steps" 1
-        res="$cfgdir/sq$boots.results"
-        if [ "$CONSOLE_BAD" = 1 ]; then
-            log "FAIL sqlite boot $boots: kernel console"; SQ_SUMMARY="FAILED"; return 1
-        fi
-        if grep -q '^@@MD FATAL' "$res"; then
-            log "FAIL sqlite boot $boots: guest setup failed: $(grep '^@@MD FATAL' "$res")"
-            show_console "sq$boots"; SQ_SUMMARY="FAILED"; return 1
-        fi
-        if [ $boots -gt 1 ] && ! sq_check_verify "$res" "boot $boots"; then
-            show_console "sq$boots"; SQ_SUMMARY="FAILED"; return 1
-        fi
-        # Acks: only complete lines count (the kill may cut the last one).
-        local w acks line=""
-        w=$(section "$res" write)
-        [ -n "$(tail -c1 "$res")" ] && w=$(echo "$w" | sed '$d')
+        cut_boot sqlite sq $boots $cuts sqlite_vfs_driver sq_check_verify || { SQ_SUMMARY="FAILED"; return 1; }
+        local w=$CUT_WRITE acks line=""
         if echo "$w" | grep -q -- ' -> '; then
             log "FAIL sqlite boot $boots: a writer failed:"; echo "$w" | grep -- ' -> ' | sed 's/^/    /'
             SQ_SUMMARY="FAILED"; return 1
@@ -140,10 +122,7 @@ run_sqlite_powerloss() {
             fi
             line+=" $m=$n(last ${SQ_LAST[$m]})"
         done
-        if [ "$BOOT_STATUS" != killed ]; then
-            log "FAIL sqlite boot $boots: not killed (status $BOOT_STATUS): the writers stopped"
-            show_console "sq$boots"; SQ_SUMMARY="FAILED"; return 1
-        fi
+        cut_killed sqlite sq $boots || { SQ_SUMMARY="FAILED"; return 1; }
         cuts=$((cuts + 1))
         log "sqlite boot $boots (${BOOT_SECONDS}s): killed ${KILL_DELAY_MS} ms after the first ack; acks:$line"
     done
