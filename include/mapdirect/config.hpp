@@ -31,6 +31,14 @@
 // #define MAPDIRECT_MAP_DIRECT_FLAG 0x80000
 // #define MAPDIRECT_F_MAY_SEAL_IOMAP 1039
 
+// Derived, not to be defined by the user: 1 when both halves of the series
+// are configured (the native iomap_seal needs the fcntl and the mmap flag).
+#if defined(MAPDIRECT_F_MAY_SEAL_IOMAP) && defined(MAPDIRECT_MAP_DIRECT_FLAG)
+#define MAPDIRECT_HAS_NATIVE_SEAL 1
+#else
+#define MAPDIRECT_HAS_NATIVE_SEAL 0
+#endif
+
 // MAP_SYNC exists only on architectures using the generic mman flags. Never
 // invent a value on alpha, mips, parisc or xtensa, where 0x80000 means
 // MAP_HUGETLB or MAP_STACK.
@@ -71,11 +79,46 @@
 #define MAPDIRECT_AARCH64_DC_CVAP 1
 #endif
 
+// Leased seals one process can hold at once (the lease signal handler scans
+// a fixed table: it may not allocate or lock).
+#ifndef MAPDIRECT_MAX_LEASES
+#define MAPDIRECT_MAX_LEASES 64
+#endif
+
 #if defined(__x86_64__)
 #define MAPDIRECT_ARCH_X86_64 1
 #elif defined(__aarch64__)
 #define MAPDIRECT_ARCH_AARCH64 1
 #endif
+
+// The guarded copy (detail/guard_copy.hpp): 1, the x86-64 assembly routine
+// whose faulting instructions the SIGBUS handler resumes at a fix-up label;
+// 0, sigsetjmp + memcpy. Defaults to 1 on x86-64, and is always 0 under
+// AddressSanitizer (which must see the memcpy to check it). The tests build
+// one binary with 0 so both routines run on x86-64.
+#if defined(__SANITIZE_ADDRESS__)
+#define MAPDIRECT_GUARD_COPY_ASM 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define MAPDIRECT_GUARD_COPY_ASM 0
+#endif
+#endif
+#if !defined(MAPDIRECT_GUARD_COPY_ASM)
+#if defined(MAPDIRECT_ARCH_X86_64)
+#define MAPDIRECT_GUARD_COPY_ASM 1
+#else
+#define MAPDIRECT_GUARD_COPY_ASM 0
+#endif
+#endif
+
+// Guarded copies at least this long use rep movsb (x86-64 assembly routine).
+#ifndef MAPDIRECT_GUARD_REP_MOVSB_FROM
+#define MAPDIRECT_GUARD_REP_MOVSB_FROM 256
+#endif
+
+// Test builds only: MAPDIRECT_TEST_OBSERVER makes persist.hpp report every
+// flush, non-temporal store and fence to functions the test defines
+// (detail/observer.hpp). Undefined by default.
 
 #if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
 #define MAPDIRECT_HAS_EXCEPTIONS 1

@@ -36,6 +36,7 @@
 #include "detail/durability.hpp"
 #include "detail/guard_copy.hpp"
 #include "detail/guard_maps.hpp"
+#include "detail/linux_abi.hpp"
 #include "detail/seal_registry.hpp"
 #include "detail/sigbus.hpp"
 #include "detail/syscall.hpp"
@@ -255,7 +256,7 @@ inline access_error fault_error(const guard_frame& f, const guard_range& target,
   const std::uintptr_t win_lo = reinterpret_cast<std::uintptr_t>(window);
   const fault_window w{reinterpret_cast<std::uintptr_t>(target.data), win_lo, win_lo + window_size};
   const void* fault_ptr = reinterpret_cast<const void*>(addr);
-  if (f.fault_code == BUS_MCEERR_AR) return poison_error(w, addr, f.fault_lsb, what);
+  if (f.fault_code == linux_abi::bus_mceerr_ar) return poison_error(w, addr, f.fault_lsb, what);
   // BUS_ADRERR (or OBJERR/ADRALN): past the end of the file, or a page the
   // kernel could not read or allocate. The file's current size tells which.
   const file_end end = find_file_end(target, addr);

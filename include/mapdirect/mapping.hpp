@@ -12,6 +12,7 @@
 #include "detail/devdax.hpp"
 #include "detail/durability.hpp"
 #include "detail/file_io.hpp"
+#include "detail/linux_abi.hpp"
 #include "detail/nd.hpp"
 #include "detail/open_file.hpp"
 #include "detail/seal_registry.hpp"
@@ -37,16 +38,6 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#ifndef MAP_SHARED_VALIDATE
-#define MAP_SHARED_VALIDATE 0x03
-#endif
-#if MAPDIRECT_HAS_MAP_SYNC && !defined(MAP_SYNC)
-#define MAP_SYNC 0x80000
-#endif
-#ifndef STATX_ATTR_DAX
-#define STATX_ATTR_DAX 0x00200000
-#endif
 
 MAPDIRECT_BEGIN_NAMESPACE
 
@@ -719,14 +710,14 @@ class direct_mapping {
     switch (mode) {
       case map_mode::direct:
 #ifdef MAPDIRECT_MAP_DIRECT_FLAG
-        return MAP_SHARED_VALIDATE | (MAPDIRECT_MAP_DIRECT_FLAG);
+        return detail::linux_abi::map_shared_validate | (MAPDIRECT_MAP_DIRECT_FLAG);
 #else
         cause = "not configured: build does not define MAPDIRECT_MAP_DIRECT_FLAG (MAP_DIRECT is not in mainline)";
         return 0;
 #endif
       case map_mode::sync:
 #if MAPDIRECT_HAS_MAP_SYNC
-        return MAP_SHARED_VALIDATE | MAP_SYNC;
+        return detail::linux_abi::map_shared_validate | detail::linux_abi::map_sync;
 #else
         cause = "no MAP_SYNC on this architecture";
         return 0;
@@ -830,8 +821,9 @@ class direct_mapping {
     const int base_flags = rung_flags(mode_, unused);
     // MAP_SHARED_VALIDATE refuses MAP_FIXED_NOREPLACE (EOPNOTSUPP): MAP_FIXED
     // over the slot, still our reservation, instead (see relocate()).
-    const bool validated = (base_flags & MAP_TYPE) == MAP_SHARED_VALIDATE;
-    const int flags = base_flags | (validated ? MAP_FIXED : MAP_FIXED_NOREPLACE) | (populate ? MAP_POPULATE : 0);
+    const bool validated = (base_flags & MAP_TYPE) == detail::linux_abi::map_shared_validate;
+    const int flags =
+        base_flags | (validated ? MAP_FIXED : detail::linux_abi::map_fixed_noreplace) | (populate ? MAP_POPULATE : 0);
     for (int attempt = 0; attempt < 8; ++attempt) {
       auto slot = detail::address_reservation::reserve(map_length_ + huge);
       if (!slot) return;
@@ -888,8 +880,9 @@ class direct_mapping {
     // MAP_SHARED_VALIDATE (sync, direct) refuses MAP_FIXED_NOREPLACE with
     // EOPNOTSUPP (it is not in the kernel's LEGACY_MAP_MASK): map those with
     // MAP_FIXED over the slot, which is our own reservation (atomic, as grow()).
-    const bool validated = (map_flags_ & MAP_TYPE) == MAP_SHARED_VALIDATE;
-    const int flags = map_flags_ | (validated ? MAP_FIXED : MAP_FIXED_NOREPLACE) | (populate_ ? MAP_POPULATE : 0);
+    const bool validated = (map_flags_ & MAP_TYPE) == detail::linux_abi::map_shared_validate;
+    const int flags =
+        map_flags_ | (validated ? MAP_FIXED : detail::linux_abi::map_fixed_noreplace) | (populate_ ? MAP_POPULATE : 0);
     int e = EEXIST;
     for (int attempt = 0; attempt < 8 && e == EEXIST; ++attempt) {
       auto slot = detail::address_reservation::reserve(capacity + slack);
@@ -956,8 +949,8 @@ class direct_mapping {
     if (e != EOPNOTSUPP) return "";
     struct statx stx {};
     if (detail::sys::statx(fd, "", AT_EMPTY_PATH, STATX_BASIC_STATS, &stx) == 0 &&
-        (stx.stx_attributes_mask & STATX_ATTR_DAX)) {
-      return (stx.stx_attributes & STATX_ATTR_DAX)
+        (stx.stx_attributes_mask & detail::linux_abi::statx_attr_dax)) {
+      return (stx.stx_attributes & detail::linux_abi::statx_attr_dax)
                  ? "DAX file without synchronous faults (virtio-pmem or similar): persist uses msync"
                  : "not on a DAX file system (statx DAX=0)";
     }

@@ -6,6 +6,7 @@
 #define MAPDIRECT_PERSIST_HPP
 
 #include "config.hpp"
+#include "detail/linux_abi.hpp"
 #include "detail/observer.hpp"
 
 #include <algorithm>
@@ -21,9 +22,6 @@
 #include <atomic>
 #elif defined(MAPDIRECT_ARCH_AARCH64)
 #include <sys/auxv.h>
-#ifndef HWCAP_DCPOP
-#define HWCAP_DCPOP (1 << 16)
-#endif
 #endif
 
 MAPDIRECT_BEGIN_NAMESPACE
@@ -79,7 +77,8 @@ inline flush_instruction detect_flush_instruction_uncached() noexcept {
   if (__get_cpuid(1, &a, &b, &c, &d) && (d & (1u << 19))) return flush_instruction::clflush;
   return flush_instruction::none;
 #elif defined(MAPDIRECT_ARCH_AARCH64)
-  if (MAPDIRECT_AARCH64_DC_CVAP && (::getauxval(AT_HWCAP) & HWCAP_DCPOP)) return flush_instruction::dc_cvap;
+  if (MAPDIRECT_AARCH64_DC_CVAP && (::getauxval(AT_HWCAP) & detail::linux_abi::hwcap_dcpop))
+    return flush_instruction::dc_cvap;
   return flush_instruction::dc_cvac;
 #else
   return flush_instruction::none;
@@ -452,6 +451,13 @@ inline void stream_fill_body(char* dst, int byte, std::size_t n) noexcept {
     nt_dispatch_slot().load(std::memory_order_relaxed)->fill(dst, byte, n);
 }
 // ---- end of run-time dispatch ----
+#else
+// No non-temporal stores here: split_nt() returns false without calling
+// these, which exist so that its callers' lambdas need no #if.
+inline void stream_copy_body(char*, const char*, std::size_t) noexcept {}
+inline void stream_copy_words(char*, const char*, std::size_t) noexcept {}
+inline void stream_fill_body(char*, int, std::size_t) noexcept {}
+inline void stream_fill_words(char*, int, std::size_t) noexcept {}
 #endif
 
 // Cached edges of the non-temporal path (fewer than 64 bytes): a few
@@ -567,20 +573,8 @@ inline void memcpy_flush(void* dst, const void* src, std::size_t n, flush_instru
   if (n >= nt_threshold && f != flush_instruction::none) {
     const bool done = detail::split_nt(
         d, n, f,
-        [&](std::size_t off, std::size_t len) {
-#if defined(MAPDIRECT_ARCH_X86_64)
-          detail::stream_copy_body(d + off, s + off, len);
-#else
-          (void)off, (void)len;
-#endif
-        },
-        [&](std::size_t off, std::size_t len) {
-#if defined(MAPDIRECT_ARCH_X86_64)
-          detail::stream_copy_words(d + off, s + off, len);
-#else
-          (void)off, (void)len;
-#endif
-        },
+        [&](std::size_t off, std::size_t len) { detail::stream_copy_body(d + off, s + off, len); },
+        [&](std::size_t off, std::size_t len) { detail::stream_copy_words(d + off, s + off, len); },
         [&](std::size_t off, std::size_t len) { detail::copy_edge(d + off, s + off, len); });
     if (done) return;
   }
@@ -597,20 +591,8 @@ inline void memset_flush(void* dst, int byte, std::size_t n, flush_instruction f
   if (n >= nt_threshold && f != flush_instruction::none) {
     const bool done = detail::split_nt(
         d, n, f,
-        [&](std::size_t off, std::size_t len) {
-#if defined(MAPDIRECT_ARCH_X86_64)
-          detail::stream_fill_body(d + off, byte, len);
-#else
-          (void)off, (void)len;
-#endif
-        },
-        [&](std::size_t off, std::size_t len) {
-#if defined(MAPDIRECT_ARCH_X86_64)
-          detail::stream_fill_words(d + off, byte, len);
-#else
-          (void)off, (void)len;
-#endif
-        },
+        [&](std::size_t off, std::size_t len) { detail::stream_fill_body(d + off, byte, len); },
+        [&](std::size_t off, std::size_t len) { detail::stream_fill_words(d + off, byte, len); },
         [&](std::size_t off, std::size_t len) { detail::fill_edge(d + off, byte, len); });
     if (done) return;
   }

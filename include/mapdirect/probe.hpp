@@ -6,6 +6,7 @@
 #include "config.hpp"
 #include "descriptor.hpp"
 #include "detail/nd.hpp"
+#include "detail/linux_abi.hpp"
 #include "detail/open_file.hpp"
 #include "detail/syscall.hpp"
 #include "error.hpp"
@@ -19,13 +20,6 @@
 #include <cstdio>
 #include <optional>
 #include <string>
-
-#ifndef XFS_SUPER_MAGIC
-#define XFS_SUPER_MAGIC 0x58465342
-#endif
-#ifndef EXT4_SUPER_MAGIC
-#define EXT4_SUPER_MAGIC 0xEF53
-#endif
 
 MAPDIRECT_BEGIN_NAMESPACE
 
@@ -71,8 +65,8 @@ struct probe_report {
 namespace detail {
 inline const char* file_system_name(unsigned long magic) noexcept {
   switch (magic) {
-    case EXT4_SUPER_MAGIC: return "ext4";
-    case XFS_SUPER_MAGIC: return "xfs";
+    case linux_abi::ext4_super_magic: return "ext4";
+    case linux_abi::xfs_super_magic: return "xfs";
     case TMPFS_MAGIC: return "tmpfs";
     case BTRFS_SUPER_MAGIC: return "btrfs";
     case NFS_SUPER_MAGIC: return "nfs";
@@ -269,8 +263,8 @@ inline result<probe_report> probe(int fd) noexcept {
   r.writable = fl >= 0 && (fl & O_ACCMODE) == O_RDWR;
   struct statx stx {};
   if (detail::sys::statx(test_fd >= 0 ? test_fd : fd, "", AT_EMPTY_PATH, STATX_BASIC_STATS, &stx) == 0 &&
-      (stx.stx_attributes_mask & STATX_ATTR_DAX))
-    r.dax = (stx.stx_attributes & STATX_ATTR_DAX) != 0;
+      (stx.stx_attributes_mask & detail::linux_abi::statx_attr_dax))
+    r.dax = (stx.stx_attributes & detail::linux_abi::statx_attr_dax) != 0;
 #ifdef MAPDIRECT_MAP_DIRECT_FLAG
   r.map_direct_configured = true;
 #endif

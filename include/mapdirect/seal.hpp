@@ -340,7 +340,7 @@ inline std::error_code iomap_seal::check_request(int fd, std::uint64_t offset, s
       return detail::fail(errc::invalid_argument, "seal: lease_signal %d is not a realtime signal (%d..%d)",
                           options.lease_signal, SIGRTMIN, SIGRTMAX);
   }
-#if !(defined(MAPDIRECT_F_MAY_SEAL_IOMAP) && defined(MAPDIRECT_MAP_DIRECT_FLAG))
+#if !MAPDIRECT_HAS_NATIVE_SEAL
   if (options.method == seal_method::native)
     return detail::fail(errc::mode_unavailable,
                         "seal: native seal not configured: the build does not define MAPDIRECT_F_MAY_SEAL_IOMAP and "
@@ -373,7 +373,7 @@ inline void iomap_seal::undo_growth(std::uint64_t old_size) noexcept {
 }
 
 inline std::error_code iomap_seal::pin_native(seal_method method, std::uint64_t old_size) noexcept {
-#if defined(MAPDIRECT_F_MAY_SEAL_IOMAP) && defined(MAPDIRECT_MAP_DIRECT_FLAG)
+#if MAPDIRECT_HAS_NATIVE_SEAL
   if (method == seal_method::stabilised) return {};
   if (detail::sys::fcntl(fd_, MAPDIRECT_F_MAY_SEAL_IOMAP, 1) == 0) {
     kind_ = seal_kind::native;
@@ -415,7 +415,7 @@ inline std::error_code iomap_seal::take_lease(int signal, std::uint64_t old_size
   std::error_code ec = detail::file_lease::take(fd_, signal, lease_);
   if (!ec) return {};
   node_->leased.store(false, std::memory_order_release);
-#if defined(MAPDIRECT_F_MAY_SEAL_IOMAP) && defined(MAPDIRECT_MAP_DIRECT_FLAG)
+#if MAPDIRECT_HAS_NATIVE_SEAL
   // Unpin first: a natively sealed file refuses the ftruncate of undo_growth.
   if (kind_ == seal_kind::native) {
     const int saved = errno;
@@ -462,7 +462,7 @@ inline result<void> iomap_seal::release() noexcept {
   if (fd_ < 0 && !node_) return outcome::success();
   std::error_code ec = lease_.release();
   if (node_) node_->leased.store(false, std::memory_order_release);
-#if defined(MAPDIRECT_F_MAY_SEAL_IOMAP) && defined(MAPDIRECT_MAP_DIRECT_FLAG)
+#if MAPDIRECT_HAS_NATIVE_SEAL
   if (fd_ >= 0 && kind_ == seal_kind::native && detail::sys::fcntl(fd_, MAPDIRECT_F_MAY_SEAL_IOMAP, 0) != 0 && !ec)
     ec = detail::fail_errno(errno, "release: fcntl(F_MAY_SEAL_IOMAP, 0)");
 #endif

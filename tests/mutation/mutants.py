@@ -66,8 +66,8 @@ MUTANTS = [
         ("detail/fiemap.hpp", r"if \(needed <= free_bytes\) return \{\};", r"return {};", 1, 1),
     ]),
     ("statx-mask-ignored", "claims", "STATX_ATTR_DAX trusted without its stx_attributes_mask bit", [
-        ("mapping.hpp", r"\(stx\.stx_attributes_mask & STATX_ATTR_DAX\)", r"(true)", 1, 1),
-        ("probe.hpp", r"\(stx\.stx_attributes_mask & STATX_ATTR_DAX\)", r"(true)", 1, 1),
+        ("mapping.hpp", r"\(stx\.stx_attributes_mask & detail::linux_abi::statx_attr_dax\)", r"(true)", 1, 1),
+        ("probe.hpp", r"\(stx\.stx_attributes_mask & detail::linux_abi::statx_attr_dax\)", r"(true)", 1, 1),
     ]),
     ("populate-ignored", "claims", "map_options::populate does not pass MAP_POPULATE", [
         ("mapping.hpp", r"if \(populate\) flags \|= MAP_POPULATE;", r"(void)populate;", 1, 1),

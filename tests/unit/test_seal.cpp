@@ -534,7 +534,7 @@ TEST_CASE("seal: bad input is refused with a clear error and changes nothing", "
   CHECK_FALSE(is_sealed(f.fd()).value());
 }
 
-#if !(defined(MAPDIRECT_F_MAY_SEAL_IOMAP) && defined(MAPDIRECT_MAP_DIRECT_FLAG))
+#if !MAPDIRECT_HAS_NATIVE_SEAL
 TEST_CASE("seal: method native without a configured kernel ABI is mode_unavailable", "[seal]") {
   temp_file f(mdtest::test_dir(), 4096);
   seal_options o;

@@ -11,6 +11,7 @@
 #define MAPDIRECT_DETAIL_ADDRESS_RESERVATION_HPP
 
 #include "../config.hpp"
+#include "linux_abi.hpp"
 #include "syscall.hpp"
 
 #include <cerrno>
@@ -19,10 +20,6 @@
 #include <utility>
 
 #include <sys/mman.h>
-
-#ifndef MAP_FIXED_NOREPLACE
-#define MAP_FIXED_NOREPLACE 0x100000
-#endif
 
 MAPDIRECT_BEGIN_NAMESPACE
 namespace detail {
@@ -127,7 +124,8 @@ class address_reservation {
 /// the range is now owned by the caller; false (errno set) when anything
 /// occupies part of it or the kernel refused.
 inline bool reserve_exactly(char* at, std::size_t length) noexcept {
-  void* p = sys::mmap(at, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
+  const int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | linux_abi::map_fixed_noreplace;
+  void* p = sys::mmap(at, length, PROT_NONE, flags, -1, 0);
   if (p == at) return true;
   if (p != MAP_FAILED) {  // a pre-4.17 kernel took the address as a hint
     (void)sys::munmap(p, length);

@@ -13,6 +13,7 @@
 #include "../error.hpp"
 #include "../guard.hpp"
 #include "durability.hpp"
+#include "linux_abi.hpp"
 #include "syscall.hpp"
 
 #include <cerrno>
@@ -29,10 +30,6 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
-
-#ifndef FALLOC_FL_UNSHARE_RANGE
-#define FALLOC_FL_UNSHARE_RANGE 0x40
-#endif
 
 MAPDIRECT_BEGIN_NAMESPACE
 namespace detail {
@@ -435,7 +432,7 @@ class stabiliser {
     const int err = walk_block_map(fd_, offset_, length_, 0, [&](std::uint64_t start, std::uint64_t n, unsigned p) {
       if (!report_progress(1, start - offset_, false)) return ECANCELED;
       if (p & extent_shared) {
-        if (unshare_supported && sys::fallocate(fd_, FALLOC_FL_UNSHARE_RANGE, static_cast<off_t>(start),
+        if (unshare_supported && sys::fallocate(fd_, linux_abi::falloc_fl_unshare_range, static_cast<off_t>(start),
                                                 static_cast<off_t>(n)) == 0) {
           report_.unshared_bytes += n;
         } else if (!unshare_supported || errno == EOPNOTSUPP || errno == EINVAL) {

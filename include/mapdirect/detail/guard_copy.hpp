@@ -3,9 +3,8 @@
 // instructions the SIGBUS handler recognises by address and resumes at a
 // fix-up label (as the kernel's exception tables do): entering the guard is
 // two stores, no sigsetjmp. Elsewhere, and under AddressSanitizer (which
-// must see the memcpy to check it), sigsetjmp + memcpy. Define
-// MAPDIRECT_GUARD_COPY_ASM=0 to force the portable routine on x86-64 (the
-// tests build one binary that way so both routines run there).
+// must see the memcpy to check it), sigsetjmp + memcpy: MAPDIRECT_GUARD_COPY_ASM
+// and MAPDIRECT_GUARD_REP_MOVSB_FROM (config.hpp) choose.
 #ifndef MAPDIRECT_DETAIL_GUARD_COPY_HPP
 #define MAPDIRECT_DETAIL_GUARD_COPY_HPP
 
@@ -14,26 +13,6 @@
 
 #include <cstddef>
 #include <cstring>
-
-#if defined(__SANITIZE_ADDRESS__)
-#define MAPDIRECT_GUARD_COPY_ASM 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define MAPDIRECT_GUARD_COPY_ASM 0
-#endif
-#endif
-#if !defined(MAPDIRECT_GUARD_COPY_ASM)
-#if defined(MAPDIRECT_ARCH_X86_64)
-#define MAPDIRECT_GUARD_COPY_ASM 1
-#else
-#define MAPDIRECT_GUARD_COPY_ASM 0
-#endif
-#endif
-
-// Copies at least this long use rep movsb (x86-64 fix-up routine).
-#ifndef MAPDIRECT_GUARD_REP_MOVSB_FROM
-#define MAPDIRECT_GUARD_REP_MOVSB_FROM 256
-#endif
 
 MAPDIRECT_BEGIN_NAMESPACE
 namespace detail {

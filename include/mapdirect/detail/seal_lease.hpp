@@ -38,12 +38,6 @@
 MAPDIRECT_BEGIN_NAMESPACE
 namespace detail {
 
-#ifndef MAPDIRECT_MAX_LEASES
-/// Leased seals one process can hold at once (the signal handler scans a
-/// fixed table: it may not allocate or lock).
-#define MAPDIRECT_MAX_LEASES 64
-#endif
-
 /// One leased descriptor, as the signal handler sees it.
 struct lease_slot {
   std::atomic<bool> claimed{false};

@@ -7,6 +7,7 @@
 
 #include "../config.hpp"
 #include "../error.hpp"
+#include "linux_abi.hpp"
 #include "syscall.hpp"
 
 #include <atomic>
@@ -21,14 +22,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <ucontext.h>
-
-// Older libc headers lack the machine-check codes (values from the kernel ABI).
-#ifndef BUS_MCEERR_AR
-#define BUS_MCEERR_AR 4
-#endif
-#ifndef BUS_MCEERR_AO
-#define BUS_MCEERR_AO 5
-#endif
 
 MAPDIRECT_BEGIN_NAMESPACE
 namespace detail {
@@ -169,7 +162,7 @@ inline bool same_disposition(const struct sigaction& a, const struct sigaction& 
 /// A fault the kernel raised for the instruction that is executing, which
 /// it will retry if the handler returns. SI_USER/SI_TKILL/SI_QUEUE... are
 /// <= 0, SI_KERNEL is 0x80 and BUS_MCEERR_AO is an asynchronous report.
-inline bool is_synchronous_fault(int code) noexcept { return code > 0 && code != SI_KERNEL && code != BUS_MCEERR_AO; }
+inline bool is_synchronous_fault(int code) noexcept { return code > 0 && code != SI_KERNEL && code != linux_abi::bus_mceerr_ao; }
 
 /// The interrupted program counter, or 0 where not known.
 inline std::uintptr_t interrupted_pc(void* context) noexcept {
@@ -309,7 +302,7 @@ inline void sigbus_handler(int sig, siginfo_t* info, void* context) noexcept {
 #endif
       f->fault_code = code;
       f->fault_addr = addr;
-      f->fault_lsb = code == BUS_MCEERR_AR ? static_cast<int>(info->si_addr_lsb) : 0;
+      f->fault_lsb = code == linux_abi::bus_mceerr_ar ? static_cast<int>(info->si_addr_lsb) : 0;
       top = f->outer;  // f and every guard nested inside it are gone
       std::atomic_signal_fence(std::memory_order_seq_cst);
       errno = saved_errno;
