@@ -73,6 +73,14 @@ summarize() {
   echo
   echo "Skipped: $((skipped_tests + cases)) ($skipped_tests ctest tests, $cases test cases inside passing tests)"
   printf '%s' "$list"
+  # A failing test's own FAIL lines, again at the end: a CI log that keeps only
+  # its head and tail must still say why (the VM tier prints pages per guest).
+  if [ $rc_all != 0 ]; then
+    echo "Failures (each failing test's FAIL lines, at most 20 per phase):"
+    for p in "$@"; do
+      grep -E '(^|[] ])FAIL' "$p-tests.log" | head -n 20 | sed "s/^/  [$p] /" || true
+    done
+  fi
   echo "$passed passed, $failed failed, $((skipped_tests + cases)) skipped"
   echo "ctest: $passed passed, $failed failed"
   return $rc_all
