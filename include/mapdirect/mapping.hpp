@@ -1409,6 +1409,16 @@ inline void append_detail(const char* fmt, ...) noexcept {
   set_detail("%s%s%s", before, *before ? "; " : "", more);
 }
 
+// True (with the detail set) when the file was unlinked meanwhile (for
+// example another creator's rollback): mapping a file without a name would
+// lose whatever is written to it.
+inline bool unlinked_while_opening(int fd, const char* path) noexcept {
+  struct stat now {};
+  if (sys::fstat(fd, &now) != 0 || now.st_nlink != 0) return false;
+  set_detail("open: %s was removed while it was being opened", path);
+  return true;
+}
+
 // open() of an existing file. `retry` is set when, in create mode, the name
 // vanished or was replaced meanwhile (the caller tries creating again).
 inline result<direct_mapping> open_existing_and_map(const parent_dir& parent, const char* path,
@@ -1460,15 +1470,9 @@ inline result<direct_mapping> open_existing_and_map(const parent_dir& parent, co
   if (size > std::numeric_limits<std::size_t>::max())
     return fail(errc::invalid_argument, "open: size too large for the address space");
   auto m = direct_mapping::map(fd.get(), 0, static_cast<std::size_t>(size), options.map);
-  if (m && options.create) {
-    // Unlinked meanwhile (for example another creator's rollback): mapping a
-    // file without a name would lose whatever is written to it.
-    struct stat now {};
-    if (sys::fstat(fd.get(), &now) == 0 && now.st_nlink == 0) {
-      retry = true;
-      set_detail("open: %s was removed while it was being opened", path);
-      return errno_code(ENOENT);
-    }
+  if (m && options.create && unlinked_while_opening(fd.get(), path)) {
+    retry = true;
+    return errno_code(ENOENT);
   }
   return m;
 }

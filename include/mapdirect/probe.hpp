@@ -223,6 +223,15 @@ inline void probe_ladder_read_only(int test_fd, probe_report& r) noexcept {
     r.ladder += std::string("error: ") + last_error_detail() + "\n";
   }
 }
+
+// probe(const char*): says why the descriptor is read-only (the open for
+// writing was refused with rw_errno) where the report says it was not opened for writing.
+inline void note_write_refused(probe_report& rep, int rw_errno) noexcept {
+  const std::string why = std::string("(opening the file for writing was refused: ") + errno_name(rw_errno) +
+                          (rw_errno == EROFS ? ", read-only file system" : "") + ")";
+  replace_all(rep.untested, kNotOpenForWriting, why);
+  replace_all(rep.ladder, kNotOpenForWriting, why);
+}
 }  // namespace detail
 
 /// Probes an open file or directory: the mode and granularity map() would
@@ -346,14 +355,7 @@ inline result<probe_report> probe(const char* path) noexcept {
   if (fd < 0) return detail::fail_errno(open_errno, "probe: open");
   auto r = probe(fd);
   detail::close_keeping_locks_quietly(fd);
-  if (r && rw_errno != 0) {
-    // Say why the descriptor is read-only: the open for writing was refused.
-    probe_report& rep = r.value();
-    const std::string why = std::string("(opening the file for writing was refused: ") +
-                            detail::errno_name(rw_errno) + (rw_errno == EROFS ? ", read-only file system" : "") + ")";
-    detail::replace_all(rep.untested, detail::kNotOpenForWriting, why);
-    detail::replace_all(rep.ladder, detail::kNotOpenForWriting, why);
-  }
+  if (r && rw_errno != 0) detail::note_write_refused(r.value(), rw_errno);
   return r;
 }
 

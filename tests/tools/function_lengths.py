@@ -6,7 +6,9 @@ usage: function_lengths.py [--max N] [--top K] [--check] [PATH ...]   (default: 
 A function's length is counted from the line that names it to the line of its closing brace, both included.
 Lambdas and local classes count as part of the function that holds them.
 It prints every function over N lines ("lines<TAB>file:first-last<TAB>name"),
-then the longest function found; --top K lists the K longest instead of the
+then the longest function found. A function whose comment (in the five
+lines above its name) says "function_lengths: whole" is listed with
+"(kept whole)" and not counted by --check (an asm routine that cannot be split); --top K lists the K longest instead of the
 ones over N; --check exits 1 when any function is over N (for CI).
 
 The parser is a small brace scanner, not a compiler: comments, string and
@@ -22,6 +24,7 @@ import sys
 
 CONTROL = {"if", "for", "while", "switch", "catch", "do", "else", "try", "return", "sizeof", "alignof",
            "decltype", "noexcept", "static_assert", "alignas", "__attribute__", "asm", "__asm__"}
+WHOLE = "function_lengths: whole"
 SCOPE_RE = re.compile(r"^\s*(template\s*<.*>\s*)?(class|struct|union|enum|namespace|extern)\b", re.S)
 
 
@@ -126,7 +129,9 @@ def is_function_head(head):
 
 def functions(path):
     with open(path, encoding="utf-8", errors="replace") as f:
-        text = blank(f.read())
+        raw = f.read()
+    raw_lines = raw.split("\n")
+    text = blank(raw)
     stack = []  # "scope" | "func" | "inner"
     head_start = 0
     found = []
@@ -150,7 +155,8 @@ def functions(path):
             if stack:
                 kind, first, name = stack.pop()
                 if kind == "func":
-                    found.append((line_of[i] - first + 1, first, line_of[i], name))
+                    whole = any(WHOLE in l for l in raw_lines[max(0, first - 6):first])
+                    found.append((line_of[i] - first + 1, first, line_of[i], name + (" (kept whole)" if whole else "")))
             head_start = i + 1
         elif ch == ";":
             head_start = i + 1
@@ -196,14 +202,17 @@ def main(argv):
         rows += [(n, rel, a, b, name) for n, a, b, name in functions(f)]
     rows.sort(key=lambda r: (-r[0], r[1], r[2]))
     shown = rows[:top] if top else [r for r in rows if r[0] > limit]
+    over = [r for r in rows if r[0] > limit and not r[4].endswith("(kept whole)")]
     for n, rel, a, b, name in shown:
         print(f"{n}\t{rel}:{a}-{b}\t{name}")
     if not top:
-        print(f"{len(shown)} function(s) over {limit} lines in {len(files)} file(s)")
-    if rows:
-        n, rel, a, b, name = rows[0]
-        print(f"longest: {name} ({rel}:{a}-{b}), {n} lines")
-    return 1 if check and any(r[0] > limit for r in rows) else 0
+        print(f"{len(shown)} function(s) over {limit} lines in {len(files)} file(s), "
+              f"{len(shown) - len(over)} of them kept whole")
+    for label, pool in (("longest", rows), ("longest not kept whole", [r for r in rows if "(kept whole)" not in r[4]])):
+        if pool:
+            n, rel, a, b, name = pool[0]
+            print(f"{label}: {name} ({rel}:{a}-{b}), {n} lines")
+    return 1 if check and over else 0
 
 
 if __name__ == "__main__":
