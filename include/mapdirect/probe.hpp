@@ -181,20 +181,27 @@ inline void probe_file_system(int fd, probe_report& r) noexcept {
   }
 }
 
-// probe(): the ladder as map() climbs it on a writable descriptor.
-inline void probe_ladder_writable(int test_fd, probe_report& r) noexcept {
-  map_ladder ladder;
-  auto mode = direct_mapping::try_modes(test_fd, map_options{}, ladder);
-  r.ladder = direct_mapping::describe_ladder(ladder);
+// probe(): what a climb of the ladder found: the rungs, MAP_SYNC's verdict,
+// and the mode (setting `found`: mode_known or mode_inferred) or the error.
+inline void note_ladder_result(const result<map_mode>& mode, const map_ladder& ladder, probe_report& r,
+                               bool& found) noexcept {
   r.rungs = ladder;
   note_map_sync(ladder, r);
   if (mode) {
-    r.mode_known = true;
+    found = true;
     r.mode = mode.value();
     r.store_granularity = granularity_for(r.mode, r.persistence);
   } else {
     r.ladder += std::string("error: ") + last_error_detail() + "\n";
   }
+}
+
+// probe(): the ladder as map() climbs it on a writable descriptor.
+inline void probe_ladder_writable(int test_fd, probe_report& r) noexcept {
+  map_ladder ladder;
+  auto mode = direct_mapping::try_modes(test_fd, map_options{}, ladder);
+  r.ladder = direct_mapping::describe_ladder(ladder);
+  note_ladder_result(mode, ladder, r, r.mode_known);
 }
 
 // probe(): what a writer would get, without writing: the kernel validates
@@ -213,15 +220,7 @@ inline void probe_ladder_read_only(int test_fd, probe_report& r) noexcept {
              "; each rung was tried with a read-only mapping instead, which the kernel checks for MAP_SYNC "
              "as it would a writer's:\n" +
              direct_mapping::describe_ladder(ladder);
-  r.rungs = ladder;
-  note_map_sync(ladder, r);
-  if (mode) {
-    r.mode_inferred = true;
-    r.mode = mode.value();
-    r.store_granularity = granularity_for(r.mode, r.persistence);
-  } else {
-    r.ladder += std::string("error: ") + last_error_detail() + "\n";
-  }
+  note_ladder_result(mode, ladder, r, r.mode_inferred);
 }
 
 // probe(const char*): says why the descriptor is read-only (the open for
