@@ -554,147 +554,29 @@ class direct_mapping {
   // A plain SIGBUS (io_error) on a page the platform lists as bad (the pmem
   // driver refuses such a page without a machine check) is poisoned media:
   // errc::media_error with the listed range (detail/badblocks.hpp).
-  access_error media_error_if_listed(const access_error& e, const char* what) const noexcept {
-    bad_range hit;
-    if (!detail::listed_bad_range(fd_, offset_, e.offset(), e.length(), hit) || hit.offset < offset_) return e;
-    const std::uint64_t off = hit.offset - offset_;
-    detail::set_detail("%s: poisoned media at offset %llu, %llu bytes (listed in the device's bad blocks; the "
-                       "device refused the page); rewrite the range to clear it (direct_mapping::repair)",
-                       what, static_cast<unsigned long long>(off), static_cast<unsigned long long>(hit.length));
-    return access_error(make_error_code(errc::media_error), off, static_cast<std::size_t>(hit.length), e.address());
-  }
+  access_error media_error_if_listed(const access_error& e, const char* what) const noexcept;
 
-  static result<void> durability_lost(const char* what = "persist") noexcept {
-    return detail::fail_durability_lost(what);
-  }
+  static result<void> durability_lost(const char* what = "persist") noexcept;
   // The per-file state is the only one: a mapping's own flag could disagree
   // with a clear_durability_error() made through another mapping of the file.
-  bool file_lost() const noexcept { return detail::durability_registry::is_lost(dev_, ino_); }
+  bool file_lost() const noexcept;
 
-  void note_pending(std::size_t lo, std::size_t hi) noexcept {
-    pthread_mutex_lock(&pin_.lock);
-    if (sync_.hi <= sync_.lo) {
-      sync_.lo = lo;
-      sync_.hi = hi;
-    } else {
-      if (lo < sync_.lo) sync_.lo = lo;
-      if (hi > sync_.hi) sync_.hi = hi;
-    }
-    ++sync_.flush_gen;
-    pthread_mutex_unlock(&pin_.lock);
-  }
+  void note_pending(std::size_t lo, std::size_t hi) noexcept;
 
   // The page-granular drain: see page_sync.
-  result<void> drain_pages() noexcept {
-    if (file_lost()) return durability_lost("drain");
-    pthread_mutex_lock(&pin_.lock);
-    const std::uint64_t ticket = sync_.flush_gen;
-    const std::uint64_t seen_failures = sync_.fail_seq;
-    result<void> r = outcome::success();
-    while (sync_.done_gen < ticket) {
-      if (sync_.fail_seq != seen_failures && sync_.fail_gen >= ticket) {
-        r = another_threads_failure(sync_.fail_code);
-        break;
-      }
-      if (sync_.syncing) {
-        pthread_cond_wait(&pin_.cond, &pin_.lock);
-        continue;
-      }
-      const std::size_t lo = sync_.lo, hi = sync_.hi;
-      const std::uint64_t gen = sync_.flush_gen;
-      sync_.lo = sync_.hi = 0;
-      sync_.syncing = true;
-      pthread_mutex_unlock(&pin_.lock);
-      r = hi > lo ? persist_pages(lo, hi - lo) : outcome::success();
-      pthread_mutex_lock(&pin_.lock);
-      sync_.syncing = false;
-      if (r) {
-        sync_.done_gen = gen;
-      } else {
-        // Keep the range pending so that a later drain retries it.
-        if (sync_.hi <= sync_.lo) sync_.lo = lo, sync_.hi = hi;
-        else sync_.lo = lo < sync_.lo ? lo : sync_.lo, sync_.hi = hi > sync_.hi ? hi : sync_.hi;
-        sync_.fail_gen = gen;
-        sync_.fail_code = r.error();
-        ++sync_.fail_seq;
-      }
-      pthread_cond_broadcast(&pin_.cond);
-      if (!r) break;
-    }
-    pthread_mutex_unlock(&pin_.lock);
-    if (r && file_lost()) return durability_lost("drain");
-    return r;
-  }
+  result<void> drain_pages() noexcept;
 
   // This thread's report of a failed msync that another thread's drain made
   // on its behalf (the detail text is per thread).
-  static result<void> another_threads_failure(std::error_code ec) noexcept {
-    if (ec == errc::durability_lost) return durability_lost("drain");
-    if (ec.category() == std::system_category())
-      return detail::fail_errno(ec.value(), "drain: msync(MS_SYNC) by a concurrent drain covering this flush");
-    detail::set_detail("drain: a concurrent drain covering this flush failed (%s error %d)", ec.category().name(),
-                       ec.value());
-    return ec;
-  }
+  static result<void> another_threads_failure(std::error_code ec) noexcept;
 
-  result<void> persist_pages(std::size_t offset, std::size_t length) noexcept {
-    if (file_lost()) return durability_lost();
-    if (length == 0) return outcome::success();
-    // Whole pages: msync needs a page-aligned start, and rounding the end
-    // ourselves (within the page-rounded mapping) makes the range explicit.
-    const std::size_t page = detail::sys::page_size();
-    const std::size_t lo = offset & ~(page - 1);
-    const std::size_t hi = (offset + length + page - 1) & ~(page - 1);
-    if (persister_) {
-      auto r = persister_->persist_pages(fd_, dev_, ino_, offset_ + lo, data_ + lo, hi - lo);
-      if (!r) note_flush_failure(r.error());
-      return r;
-    }
-    if (detail::sys::msync(data_ + lo, hi - lo, MS_SYNC) != 0) {
-      const int e = errno;
-      note_flush_failure(detail::errno_code(e));
-      return detail::fail_errno(e, "msync(MS_SYNC)");
-    }
-    // A consumer sharing the description may have taken the error first.
-    if (file_lost()) return durability_lost();
-    return outcome::success();
-  }
+  result<void> persist_pages(std::size_t offset, std::size_t length) noexcept;
 
   // A write-back error is the file's: every mapping, committer and seal of it
   // must see it (Linux reports it once per open file description).
-  void note_flush_failure(std::error_code ec) noexcept {
-    const bool lost = ec == errc::durability_lost ||
-                      (ec.category() == std::system_category() && detail::is_writeback_error(ec.value()));
-    if (lost) detail::durability_registry::mark_lost(dev_, ino_, fd_);
-  }
+  void note_flush_failure(std::error_code ec) noexcept;
 
-  void reset_fields() noexcept {
-    data_ = nullptr;
-    size_ = 0;
-    map_base_ = nullptr;
-    map_length_ = 0;
-    reserved_ = 0;
-    access_ = map_access::read_write;
-    map_flags_ = 0;
-    populate_ = false;
-    seal_options_ = std::nullopt;
-    offset_ = 0;
-    fd_ = -1;
-    own_description_ = false;
-    shared_cause_ = "";
-    dev_ = 0;
-    ino_ = 0;
-    sync_ = page_sync{};
-    persister_ = nullptr;
-    device_dax_ = false;
-    // Every accessor reads as a default-constructed object's (as after a move).
-    mode_ = map_mode::shared;
-    granularity_ = granularity::page;
-    domain_ = persistence_domain::unknown;
-    flush_ = flush_instruction::none;
-    movnt_threshold_ = MAPDIRECT_MOVNT_THRESHOLD;
-    ladder_ = map_ladder{};
-  }
+  void reset_fields() noexcept;
 
   // Validates map()'s arguments against the file; returns the length to map.
   static result<std::size_t> check_map_request(int fd, std::uint64_t offset, std::size_t length,
@@ -705,63 +587,17 @@ class direct_mapping {
   std::error_code settle_granularity(const map_options& options, dev_t dev) noexcept;
 
   // The mmap flags of a rung, or 0 with `cause` set when the build lacks it.
-  static int rung_flags(map_mode mode, const char*& cause) noexcept {
-    (void)cause;  // every rung may be configured in
-    switch (mode) {
-      case map_mode::direct:
-#ifdef MAPDIRECT_MAP_DIRECT_FLAG
-        return detail::linux_abi::map_shared_validate | (MAPDIRECT_MAP_DIRECT_FLAG);
-#else
-        cause = "not configured: build does not define MAPDIRECT_MAP_DIRECT_FLAG (MAP_DIRECT is not in mainline)";
-        return 0;
-#endif
-      case map_mode::sync:
-#if MAPDIRECT_HAS_MAP_SYNC
-        return detail::linux_abi::map_shared_validate | detail::linux_abi::map_sync;
-#else
-        cause = "no MAP_SYNC on this architecture";
-        return 0;
-#endif
-      case map_mode::shared: return MAP_SHARED;
-    }
-    return 0;
-  }
+  static int rung_flags(map_mode mode, const char*& cause) noexcept;
 
-  static int prot_for(map_access a) noexcept {
-    return a == map_access::read_only ? PROT_READ : PROT_READ | PROT_WRITE;
-  }
+  static int prot_for(map_access a) noexcept;
 
   // Never MAP_FIXED: the kernel picks the address (see align_mapping).
   static int try_map(std::size_t len, int flags, int fd, std::uint64_t off, bool populate, void*& out,
-                     int prot = PROT_READ | PROT_WRITE) noexcept {
-    if (populate) flags |= MAP_POPULATE;
-    void* p = detail::sys::mmap(nullptr, len, prot, flags, fd, static_cast<off_t>(off));
-    if (p == MAP_FAILED) return errno;
-    out = p;
-    return 0;
-  }
+                     int prot = PROT_READ | PROT_WRITE) noexcept;
 
   // Records why rung `a` was refused with errno e; true when that only means
   // "this mode is not offered here" (step down), false for a real error.
-  static bool classify_refusal(int fd, map_attempt& a) noexcept {
-    const int e = a.error;
-    bool step_down = false;
-    if (a.mode == map_mode::direct) {
-      step_down = (e == EOPNOTSUPP || e == EINVAL || e == EPERM || e == ENODEV);
-      a.cause = e == EOPNOTSUPP ? "file system does not support MAP_DIRECT"
-                : e == EINVAL   ? "kernel does not know MAP_DIRECT"
-                : e == EPERM    ? "file not eligible (not DAX, or reflinked)"
-                : e == EACCES   ? "MAP_DIRECT needs a writable mapping of a file opened O_RDWR"
-                                : "";
-    } else if (a.mode == map_mode::sync) {
-      step_down = (e == EOPNOTSUPP || e == EINVAL);
-      a.cause = sync_refusal_cause(fd, e);
-    }
-    if (e == EACCES && !*a.cause) a.cause = "file descriptor not open O_RDWR (a writable shared mapping needs it; map_access::read_only maps a read-only one)";
-    if (e == ETXTBSY) a.cause = "block map is sealed or busy";
-    if (e == ENOMEM && !*a.cause) a.cause = "out of memory or address space";
-    return step_down;
-  }
+  static bool classify_refusal(int fd, map_attempt& a) noexcept;
 
   // Tries each rung from options.strongest to options.weakest, each mapped
   // wherever the kernel chooses, so that a refused rung (the kernel may unmap
@@ -770,42 +606,7 @@ class direct_mapping {
   // A read-only mapping tries only MAP_SHARED (PROT_READ): the stronger
   // rungs are reported as not applicable, weakest does not apply.
   static std::error_code climb(int fd, std::uint64_t offset, std::size_t map_length, const map_options& options,
-                               map_ladder& ladder, void*& mapped, map_mode& mode_out) noexcept {
-    ladder = map_ladder{};
-    const bool reader = options.access == map_access::read_only;
-    const int weakest = reader ? static_cast<int>(map_mode::shared) : static_cast<int>(options.weakest);
-    for (int rung = static_cast<int>(options.strongest); rung <= weakest; ++rung) {
-      const auto mode = static_cast<map_mode>(rung);
-      map_attempt& a = ladder.steps[ladder.count++];
-      a.mode = mode;
-      if (reader && mode != map_mode::shared) {
-        a.cause = mode == map_mode::sync
-                      ? "not applicable to a read-only mapping: MAP_SYNC makes write faults synchronous, and loads "
-                        "need none (a writer's rung is what probe() reports)"
-                      : "not applicable to a read-only mapping: MAP_DIRECT pins the block map for stores";
-        continue;
-      }
-      const int flags = rung_flags(mode, a.cause);
-      if (flags == 0) continue;
-      a.attempted = true;
-      a.error = try_map(map_length, flags, fd, offset, options.populate, mapped, prot_for(options.access));
-      if (a.error == 0) {
-        mode_out = mode;
-        return {};
-      }
-      if (!classify_refusal(fd, a)) {
-        char steps[MAPDIRECT_ERROR_DETAIL_SIZE];
-        (void)describe_ladder(ladder, steps, sizeof steps);
-        detail::set_detail("map: %s mapping failed with %s; tried:\n%s", to_string(mode),
-                           detail::errno_name(a.error), steps);
-        return a.error == ETXTBSY ? make_error_code(errc::sealed) : detail::errno_code(a.error);
-      }
-    }
-    char steps[MAPDIRECT_ERROR_DETAIL_SIZE];
-    (void)describe_ladder(ladder, steps, sizeof steps);
-    return detail::fail(errc::mode_unavailable, "map: no mode from %s to %s is available; tried:\n%s",
-                        to_string(options.strongest), to_string(options.weakest), steps);
-  }
+                               map_ladder& ladder, void*& mapped, map_mode& mode_out) noexcept;
 
   // Moves a large mapping to a 2 MiB-aligned address (DAX PMD faults)
   // without mapping over address space this object does not own: a second
@@ -814,40 +615,7 @@ class direct_mapping {
   // EEXIST (another thread mapped into the slot meanwhile) it retries; after
   // a few tries, or any other refusal, the unaligned mapping stays (correct,
   // only without PMD faults).
-  void align_mapping(bool populate) noexcept {
-    constexpr std::size_t huge = MAPDIRECT_HUGE_ALIGN_THRESHOLD;
-    if (reinterpret_cast<std::uintptr_t>(map_base_) % huge == 0) return;
-    const char* unused = "";
-    const int base_flags = rung_flags(mode_, unused);
-    // MAP_SHARED_VALIDATE refuses MAP_FIXED_NOREPLACE (EOPNOTSUPP): MAP_FIXED
-    // over the slot, still our reservation, instead (see relocate()).
-    const bool validated = (base_flags & MAP_TYPE) == detail::linux_abi::map_shared_validate;
-    const int flags =
-        base_flags | (validated ? MAP_FIXED : detail::linux_abi::map_fixed_noreplace) | (populate ? MAP_POPULATE : 0);
-    for (int attempt = 0; attempt < 8; ++attempt) {
-      auto slot = detail::address_reservation::reserve(map_length_ + huge);
-      if (!slot) return;
-      char* at = slot.aligned(huge);
-      if (!slot.carve(at, map_length_, /*unmap=*/!validated)) return;
-      void* p = detail::sys::mmap(at, map_length_, PROT_READ | PROT_WRITE, flags, fd_, static_cast<off_t>(offset_));
-      if (validated && p != at) {
-        if (p != MAP_FAILED) (void)detail::sys::munmap(p, map_length_);
-        if (detail::reserve_exactly(at, map_length_)) (void)detail::sys::munmap(at, map_length_);
-        return;
-      }
-      if (p == at) {
-        (void)detail::sys::munmap(map_base_, map_length_);
-        map_base_ = p;
-        data_ = static_cast<std::byte*>(p);
-        return;
-      }
-      if (p != MAP_FAILED) {  // a pre-4.17 kernel took the address as a hint
-        (void)detail::sys::munmap(p, map_length_);
-        return;
-      }
-      if (errno != EEXIST) return;
-    }
-  }
+  void align_mapping(bool populate) noexcept;
 
   // grow()'s steps: what growing needs (or why it cannot), the file
   // extended (and sealed when the mapping owns a seal), undoing that, and the
@@ -861,10 +629,7 @@ class direct_mapping {
   std::error_code plan_growth(std::size_t new_length, const grow_options& options, grow_plan& plan) const noexcept;
   std::error_code grow_file(const grow_plan& plan, const grow_options& options, iomap_seal& new_seal,
                             bool& extended) noexcept;
-  void undo_grow_file(const grow_plan& plan, iomap_seal& new_seal, bool extended) noexcept {
-    (void)new_seal.release();
-    if (extended) (void)detail::sys::ftruncate(fd_, static_cast<off_t>(plan.old_file));
-  }
+  void undo_grow_file(const grow_plan& plan, iomap_seal& new_seal, bool extended) noexcept;
   std::error_code map_tail_in_place(std::size_t new_map) noexcept;
 
   // Maps [offset_, offset_+new_map_length) with the mapping's own flags at the
@@ -874,88 +639,19 @@ class direct_mapping {
   // is carved out of the reservation and mapped with MAP_FIXED_NOREPLACE; on
   // EEXIST (another thread mapped into the slot) it retries elsewhere. On
   // failure nothing changes.
-  std::error_code relocate(std::size_t capacity, std::size_t new_map_length) noexcept {
-    constexpr std::size_t huge = MAPDIRECT_HUGE_ALIGN_THRESHOLD;
-    const std::size_t slack = capacity >= huge ? huge : 0;
-    // MAP_SHARED_VALIDATE (sync, direct) refuses MAP_FIXED_NOREPLACE with
-    // EOPNOTSUPP (it is not in the kernel's LEGACY_MAP_MASK): map those with
-    // MAP_FIXED over the slot, which is our own reservation (atomic, as grow()).
-    const bool validated = (map_flags_ & MAP_TYPE) == detail::linux_abi::map_shared_validate;
-    const int flags =
-        map_flags_ | (validated ? MAP_FIXED : detail::linux_abi::map_fixed_noreplace) | (populate_ ? MAP_POPULATE : 0);
-    int e = EEXIST;
-    for (int attempt = 0; attempt < 8 && e == EEXIST; ++attempt) {
-      auto slot = detail::address_reservation::reserve(capacity + slack);
-      if (!slot) {
-        e = errno;
-        break;
-      }
-      char* at = slot.aligned(slack ? huge : detail::sys::page_size());
-      if (!slot.carve(at, new_map_length, /*unmap=*/!validated)) {
-        e = errno;
-        break;
-      }
-      void* p = detail::sys::mmap(at, new_map_length, prot_for(access_), flags, fd_, static_cast<off_t>(offset_));
-      if (validated && p != at) {
-        // The range may now be a hole or still reserved: re-reserve it, else give it up (never unmapped).
-        e = p == MAP_FAILED ? errno : EINVAL;
-        if (p != MAP_FAILED) (void)detail::sys::munmap(p, new_map_length);
-        if (detail::reserve_exactly(at, new_map_length)) (void)detail::sys::munmap(at, new_map_length);
-        break;
-      }
-      if (p == at) {
-        const std::size_t room = slot.detach(at + new_map_length);
-        (void)detail::sys::munmap(map_base_, reserved_);
-        map_base_ = p;
-        data_ = static_cast<std::byte*>(p);
-        map_length_ = new_map_length;
-        reserved_ = new_map_length + room;
-        return {};
-      }
-      if (p != MAP_FAILED) {  // a pre-4.17 kernel took the address as a hint
-        (void)detail::sys::munmap(p, new_map_length);
-        e = EINVAL;
-        break;
-      }
-      e = errno;
-    }
-    char what[160];
-    std::snprintf(what, sizeof what, "map: placing %zu mapped bytes in %zu bytes of reserved address space",
-                  new_map_length, capacity);
-    return detail::fail_errno(e, "%s", what);
-  }
+  std::error_code relocate(std::size_t capacity, std::size_t new_map_length) noexcept;
 
   // After a failed MAP_FIXED into [at, from) the range may be a hole another
   // thread can map into, or still our reservation (newer kernels restore it):
   // undecidable, so the room from `at` on is given up (never mapped over
   // again); the part after `from`, certainly still ours, is unmapped.
-  void forfeit_room(char* from) noexcept {
-    char* end = static_cast<char*>(map_base_) + reserved_;
-    if (from < end) (void)detail::sys::munmap(from, static_cast<std::size_t>(end - from));
-    reserved_ = map_length_;
-  }
+  void forfeit_room(char* from) noexcept;
 
   // Drops pending page flushes past `length` (shrink unmapped them).
-  void clamp_pending(std::size_t length) noexcept {
-    pthread_mutex_lock(&pin_.lock);
-    if (sync_.hi > length) sync_.hi = length;
-    if (sync_.lo >= sync_.hi) sync_.lo = sync_.hi = 0;
-    pthread_mutex_unlock(&pin_.lock);
-  }
+  void clamp_pending(std::size_t length) noexcept;
 
   // Why MAP_SYNC was refused, in words, from statx's DAX attribute.
-  static const char* sync_refusal_cause(int fd, int e) noexcept {
-    if (e == EINVAL) return "kernel older than 4.15 (MAP_SHARED_VALIDATE unknown)";
-    if (e != EOPNOTSUPP) return "";
-    struct statx stx {};
-    if (detail::sys::statx(fd, "", AT_EMPTY_PATH, STATX_BASIC_STATS, &stx) == 0 &&
-        (stx.stx_attributes_mask & detail::linux_abi::statx_attr_dax)) {
-      return (stx.stx_attributes & detail::linux_abi::statx_attr_dax)
-                 ? "DAX file without synchronous faults (virtio-pmem or similar): persist uses msync"
-                 : "not on a DAX file system (statx DAX=0)";
-    }
-    return "file system or device has no synchronous faults (DAX state unknown: statx lacks STATX_ATTR_DAX)";
-  }
+  static const char* sync_refusal_cause(int fd, int e) noexcept;
 
   std::byte* data_ = nullptr;
   // Atomic: an in-place grow() publishes the new size while other threads
@@ -1186,6 +882,354 @@ inline void direct_mapping::swap(direct_mapping& o) noexcept {
   swap(persister_, o.persister_);
   swap(seal_, o.seal_);
   swap(device_dax_, o.device_dax_);
+}
+
+// direct_mapping: the private members declared above.
+inline access_error direct_mapping::media_error_if_listed(const access_error& e, const char* what) const noexcept {
+  bad_range hit;
+  if (!detail::listed_bad_range(fd_, offset_, e.offset(), e.length(), hit) || hit.offset < offset_) return e;
+  const std::uint64_t off = hit.offset - offset_;
+  detail::set_detail("%s: poisoned media at offset %llu, %llu bytes (listed in the device's bad blocks; the "
+                     "device refused the page); rewrite the range to clear it (direct_mapping::repair)",
+                     what, static_cast<unsigned long long>(off), static_cast<unsigned long long>(hit.length));
+  return access_error(make_error_code(errc::media_error), off, static_cast<std::size_t>(hit.length), e.address());
+}
+
+inline result<void> direct_mapping::durability_lost(const char* what) noexcept {
+  return detail::fail_durability_lost(what);
+}
+
+inline bool direct_mapping::file_lost() const noexcept { return detail::durability_registry::is_lost(dev_, ino_); }
+
+inline void direct_mapping::note_pending(std::size_t lo, std::size_t hi) noexcept {
+  pthread_mutex_lock(&pin_.lock);
+  if (sync_.hi <= sync_.lo) {
+    sync_.lo = lo;
+    sync_.hi = hi;
+  } else {
+    if (lo < sync_.lo) sync_.lo = lo;
+    if (hi > sync_.hi) sync_.hi = hi;
+  }
+  ++sync_.flush_gen;
+  pthread_mutex_unlock(&pin_.lock);
+}
+
+inline result<void> direct_mapping::drain_pages() noexcept {
+  if (file_lost()) return durability_lost("drain");
+  pthread_mutex_lock(&pin_.lock);
+  const std::uint64_t ticket = sync_.flush_gen;
+  const std::uint64_t seen_failures = sync_.fail_seq;
+  result<void> r = outcome::success();
+  while (sync_.done_gen < ticket) {
+    if (sync_.fail_seq != seen_failures && sync_.fail_gen >= ticket) {
+      r = another_threads_failure(sync_.fail_code);
+      break;
+    }
+    if (sync_.syncing) {
+      pthread_cond_wait(&pin_.cond, &pin_.lock);
+      continue;
+    }
+    const std::size_t lo = sync_.lo, hi = sync_.hi;
+    const std::uint64_t gen = sync_.flush_gen;
+    sync_.lo = sync_.hi = 0;
+    sync_.syncing = true;
+    pthread_mutex_unlock(&pin_.lock);
+    r = hi > lo ? persist_pages(lo, hi - lo) : outcome::success();
+    pthread_mutex_lock(&pin_.lock);
+    sync_.syncing = false;
+    if (r) {
+      sync_.done_gen = gen;
+    } else {
+      // Keep the range pending so that a later drain retries it.
+      if (sync_.hi <= sync_.lo) sync_.lo = lo, sync_.hi = hi;
+      else sync_.lo = lo < sync_.lo ? lo : sync_.lo, sync_.hi = hi > sync_.hi ? hi : sync_.hi;
+      sync_.fail_gen = gen;
+      sync_.fail_code = r.error();
+      ++sync_.fail_seq;
+    }
+    pthread_cond_broadcast(&pin_.cond);
+    if (!r) break;
+  }
+  pthread_mutex_unlock(&pin_.lock);
+  if (r && file_lost()) return durability_lost("drain");
+  return r;
+}
+
+inline result<void> direct_mapping::another_threads_failure(std::error_code ec) noexcept {
+  if (ec == errc::durability_lost) return durability_lost("drain");
+  if (ec.category() == std::system_category())
+    return detail::fail_errno(ec.value(), "drain: msync(MS_SYNC) by a concurrent drain covering this flush");
+  detail::set_detail("drain: a concurrent drain covering this flush failed (%s error %d)", ec.category().name(),
+                     ec.value());
+  return ec;
+}
+
+inline result<void> direct_mapping::persist_pages(std::size_t offset, std::size_t length) noexcept {
+  if (file_lost()) return durability_lost();
+  if (length == 0) return outcome::success();
+  // Whole pages: msync needs a page-aligned start, and rounding the end
+  // ourselves (within the page-rounded mapping) makes the range explicit.
+  const std::size_t page = detail::sys::page_size();
+  const std::size_t lo = offset & ~(page - 1);
+  const std::size_t hi = (offset + length + page - 1) & ~(page - 1);
+  if (persister_) {
+    auto r = persister_->persist_pages(fd_, dev_, ino_, offset_ + lo, data_ + lo, hi - lo);
+    if (!r) note_flush_failure(r.error());
+    return r;
+  }
+  if (detail::sys::msync(data_ + lo, hi - lo, MS_SYNC) != 0) {
+    const int e = errno;
+    note_flush_failure(detail::errno_code(e));
+    return detail::fail_errno(e, "msync(MS_SYNC)");
+  }
+  // A consumer sharing the description may have taken the error first.
+  if (file_lost()) return durability_lost();
+  return outcome::success();
+}
+
+inline void direct_mapping::note_flush_failure(std::error_code ec) noexcept {
+  const bool lost = ec == errc::durability_lost ||
+                    (ec.category() == std::system_category() && detail::is_writeback_error(ec.value()));
+  if (lost) detail::durability_registry::mark_lost(dev_, ino_, fd_);
+}
+
+inline void direct_mapping::reset_fields() noexcept {
+  data_ = nullptr;
+  size_ = 0;
+  map_base_ = nullptr;
+  map_length_ = 0;
+  reserved_ = 0;
+  access_ = map_access::read_write;
+  map_flags_ = 0;
+  populate_ = false;
+  seal_options_ = std::nullopt;
+  offset_ = 0;
+  fd_ = -1;
+  own_description_ = false;
+  shared_cause_ = "";
+  dev_ = 0;
+  ino_ = 0;
+  sync_ = page_sync{};
+  persister_ = nullptr;
+  device_dax_ = false;
+  // Every accessor reads as a default-constructed object's (as after a move).
+  mode_ = map_mode::shared;
+  granularity_ = granularity::page;
+  domain_ = persistence_domain::unknown;
+  flush_ = flush_instruction::none;
+  movnt_threshold_ = MAPDIRECT_MOVNT_THRESHOLD;
+  ladder_ = map_ladder{};
+}
+
+inline int direct_mapping::rung_flags(map_mode mode, const char*& cause) noexcept {
+  (void)cause;  // every rung may be configured in
+  switch (mode) {
+    case map_mode::direct:
+#ifdef MAPDIRECT_MAP_DIRECT_FLAG
+      return detail::linux_abi::map_shared_validate | (MAPDIRECT_MAP_DIRECT_FLAG);
+#else
+      cause = "not configured: build does not define MAPDIRECT_MAP_DIRECT_FLAG (MAP_DIRECT is not in mainline)";
+      return 0;
+#endif
+    case map_mode::sync:
+#if MAPDIRECT_HAS_MAP_SYNC
+      return detail::linux_abi::map_shared_validate | detail::linux_abi::map_sync;
+#else
+      cause = "no MAP_SYNC on this architecture";
+      return 0;
+#endif
+    case map_mode::shared: return MAP_SHARED;
+  }
+  return 0;
+}
+
+inline int direct_mapping::prot_for(map_access a) noexcept {
+  return a == map_access::read_only ? PROT_READ : PROT_READ | PROT_WRITE;
+}
+
+inline int direct_mapping::try_map(std::size_t len, int flags, int fd, std::uint64_t off, bool populate, void*& out,
+                                   int prot) noexcept {
+  if (populate) flags |= MAP_POPULATE;
+  void* p = detail::sys::mmap(nullptr, len, prot, flags, fd, static_cast<off_t>(off));
+  if (p == MAP_FAILED) return errno;
+  out = p;
+  return 0;
+}
+
+inline bool direct_mapping::classify_refusal(int fd, map_attempt& a) noexcept {
+  const int e = a.error;
+  bool step_down = false;
+  if (a.mode == map_mode::direct) {
+    step_down = (e == EOPNOTSUPP || e == EINVAL || e == EPERM || e == ENODEV);
+    a.cause = e == EOPNOTSUPP ? "file system does not support MAP_DIRECT"
+              : e == EINVAL   ? "kernel does not know MAP_DIRECT"
+              : e == EPERM    ? "file not eligible (not DAX, or reflinked)"
+              : e == EACCES   ? "MAP_DIRECT needs a writable mapping of a file opened O_RDWR"
+                              : "";
+  } else if (a.mode == map_mode::sync) {
+    step_down = (e == EOPNOTSUPP || e == EINVAL);
+    a.cause = sync_refusal_cause(fd, e);
+  }
+  if (e == EACCES && !*a.cause) a.cause = "file descriptor not open O_RDWR (a writable shared mapping needs it; map_access::read_only maps a read-only one)";
+  if (e == ETXTBSY) a.cause = "block map is sealed or busy";
+  if (e == ENOMEM && !*a.cause) a.cause = "out of memory or address space";
+  return step_down;
+}
+
+inline std::error_code direct_mapping::climb(int fd, std::uint64_t offset, std::size_t map_length,
+                                             const map_options& options, map_ladder& ladder, void*& mapped,
+                                             map_mode& mode_out) noexcept {
+  ladder = map_ladder{};
+  const bool reader = options.access == map_access::read_only;
+  const int weakest = reader ? static_cast<int>(map_mode::shared) : static_cast<int>(options.weakest);
+  for (int rung = static_cast<int>(options.strongest); rung <= weakest; ++rung) {
+    const auto mode = static_cast<map_mode>(rung);
+    map_attempt& a = ladder.steps[ladder.count++];
+    a.mode = mode;
+    if (reader && mode != map_mode::shared) {
+      a.cause = mode == map_mode::sync
+                    ? "not applicable to a read-only mapping: MAP_SYNC makes write faults synchronous, and loads "
+                      "need none (a writer's rung is what probe() reports)"
+                    : "not applicable to a read-only mapping: MAP_DIRECT pins the block map for stores";
+      continue;
+    }
+    const int flags = rung_flags(mode, a.cause);
+    if (flags == 0) continue;
+    a.attempted = true;
+    a.error = try_map(map_length, flags, fd, offset, options.populate, mapped, prot_for(options.access));
+    if (a.error == 0) {
+      mode_out = mode;
+      return {};
+    }
+    if (!classify_refusal(fd, a)) {
+      char steps[MAPDIRECT_ERROR_DETAIL_SIZE];
+      (void)describe_ladder(ladder, steps, sizeof steps);
+      detail::set_detail("map: %s mapping failed with %s; tried:\n%s", to_string(mode),
+                         detail::errno_name(a.error), steps);
+      return a.error == ETXTBSY ? make_error_code(errc::sealed) : detail::errno_code(a.error);
+    }
+  }
+  char steps[MAPDIRECT_ERROR_DETAIL_SIZE];
+  (void)describe_ladder(ladder, steps, sizeof steps);
+  return detail::fail(errc::mode_unavailable, "map: no mode from %s to %s is available; tried:\n%s",
+                      to_string(options.strongest), to_string(options.weakest), steps);
+}
+
+inline void direct_mapping::align_mapping(bool populate) noexcept {
+  constexpr std::size_t huge = MAPDIRECT_HUGE_ALIGN_THRESHOLD;
+  if (reinterpret_cast<std::uintptr_t>(map_base_) % huge == 0) return;
+  const char* unused = "";
+  const int base_flags = rung_flags(mode_, unused);
+  // MAP_SHARED_VALIDATE refuses MAP_FIXED_NOREPLACE (EOPNOTSUPP): MAP_FIXED
+  // over the slot, still our reservation, instead (see relocate()).
+  const bool validated = (base_flags & MAP_TYPE) == detail::linux_abi::map_shared_validate;
+  const int flags =
+      base_flags | (validated ? MAP_FIXED : detail::linux_abi::map_fixed_noreplace) | (populate ? MAP_POPULATE : 0);
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    auto slot = detail::address_reservation::reserve(map_length_ + huge);
+    if (!slot) return;
+    char* at = slot.aligned(huge);
+    if (!slot.carve(at, map_length_, /*unmap=*/!validated)) return;
+    void* p = detail::sys::mmap(at, map_length_, PROT_READ | PROT_WRITE, flags, fd_, static_cast<off_t>(offset_));
+    if (validated && p != at) {
+      if (p != MAP_FAILED) (void)detail::sys::munmap(p, map_length_);
+      if (detail::reserve_exactly(at, map_length_)) (void)detail::sys::munmap(at, map_length_);
+      return;
+    }
+    if (p == at) {
+      (void)detail::sys::munmap(map_base_, map_length_);
+      map_base_ = p;
+      data_ = static_cast<std::byte*>(p);
+      return;
+    }
+    if (p != MAP_FAILED) {  // a pre-4.17 kernel took the address as a hint
+      (void)detail::sys::munmap(p, map_length_);
+      return;
+    }
+    if (errno != EEXIST) return;
+  }
+}
+
+inline void direct_mapping::undo_grow_file(const grow_plan& plan, iomap_seal& new_seal, bool extended) noexcept {
+  (void)new_seal.release();
+  if (extended) (void)detail::sys::ftruncate(fd_, static_cast<off_t>(plan.old_file));
+}
+
+inline std::error_code direct_mapping::relocate(std::size_t capacity, std::size_t new_map_length) noexcept {
+  constexpr std::size_t huge = MAPDIRECT_HUGE_ALIGN_THRESHOLD;
+  const std::size_t slack = capacity >= huge ? huge : 0;
+  // MAP_SHARED_VALIDATE (sync, direct) refuses MAP_FIXED_NOREPLACE with
+  // EOPNOTSUPP (it is not in the kernel's LEGACY_MAP_MASK): map those with
+  // MAP_FIXED over the slot, which is our own reservation (atomic, as grow()).
+  const bool validated = (map_flags_ & MAP_TYPE) == detail::linux_abi::map_shared_validate;
+  const int flags =
+      map_flags_ | (validated ? MAP_FIXED : detail::linux_abi::map_fixed_noreplace) | (populate_ ? MAP_POPULATE : 0);
+  int e = EEXIST;
+  for (int attempt = 0; attempt < 8 && e == EEXIST; ++attempt) {
+    auto slot = detail::address_reservation::reserve(capacity + slack);
+    if (!slot) {
+      e = errno;
+      break;
+    }
+    char* at = slot.aligned(slack ? huge : detail::sys::page_size());
+    if (!slot.carve(at, new_map_length, /*unmap=*/!validated)) {
+      e = errno;
+      break;
+    }
+    void* p = detail::sys::mmap(at, new_map_length, prot_for(access_), flags, fd_, static_cast<off_t>(offset_));
+    if (validated && p != at) {
+      // The range may now be a hole or still reserved: re-reserve it, else give it up (never unmapped).
+      e = p == MAP_FAILED ? errno : EINVAL;
+      if (p != MAP_FAILED) (void)detail::sys::munmap(p, new_map_length);
+      if (detail::reserve_exactly(at, new_map_length)) (void)detail::sys::munmap(at, new_map_length);
+      break;
+    }
+    if (p == at) {
+      const std::size_t room = slot.detach(at + new_map_length);
+      (void)detail::sys::munmap(map_base_, reserved_);
+      map_base_ = p;
+      data_ = static_cast<std::byte*>(p);
+      map_length_ = new_map_length;
+      reserved_ = new_map_length + room;
+      return {};
+    }
+    if (p != MAP_FAILED) {  // a pre-4.17 kernel took the address as a hint
+      (void)detail::sys::munmap(p, new_map_length);
+      e = EINVAL;
+      break;
+    }
+    e = errno;
+  }
+  char what[160];
+  std::snprintf(what, sizeof what, "map: placing %zu mapped bytes in %zu bytes of reserved address space",
+                new_map_length, capacity);
+  return detail::fail_errno(e, "%s", what);
+}
+
+inline void direct_mapping::forfeit_room(char* from) noexcept {
+  char* end = static_cast<char*>(map_base_) + reserved_;
+  if (from < end) (void)detail::sys::munmap(from, static_cast<std::size_t>(end - from));
+  reserved_ = map_length_;
+}
+
+inline void direct_mapping::clamp_pending(std::size_t length) noexcept {
+  pthread_mutex_lock(&pin_.lock);
+  if (sync_.hi > length) sync_.hi = length;
+  if (sync_.lo >= sync_.hi) sync_.lo = sync_.hi = 0;
+  pthread_mutex_unlock(&pin_.lock);
+}
+
+inline const char* direct_mapping::sync_refusal_cause(int fd, int e) noexcept {
+  if (e == EINVAL) return "kernel older than 4.15 (MAP_SHARED_VALIDATE unknown)";
+  if (e != EOPNOTSUPP) return "";
+  struct statx stx {};
+  if (detail::sys::statx(fd, "", AT_EMPTY_PATH, STATX_BASIC_STATS, &stx) == 0 &&
+      (stx.stx_attributes_mask & detail::linux_abi::statx_attr_dax)) {
+    return (stx.stx_attributes & detail::linux_abi::statx_attr_dax)
+               ? "DAX file without synchronous faults (virtio-pmem or similar): persist uses msync"
+               : "not on a DAX file system (statx DAX=0)";
+  }
+  return "file system or device has no synchronous faults (DAX state unknown: statx lacks STATX_ATTR_DAX)";
 }
 
 inline result<map_mode> direct_mapping::try_modes(int fd, const map_options& options, map_ladder& ladder) noexcept {
@@ -1423,6 +1467,16 @@ inline void append_detail(const char* fmt, ...) noexcept {
   set_detail("%s%s%s", before, *before ? "; " : "", more);
 }
 
+// True (with the detail set) when the file was unlinked meanwhile (for
+// example another creator's rollback): mapping a file without a name would
+// lose whatever is written to it.
+inline bool unlinked_while_opening(int fd, const char* path) noexcept {
+  struct stat now {};
+  if (sys::fstat(fd, &now) != 0 || now.st_nlink != 0) return false;
+  set_detail("open: %s was removed while it was being opened", path);
+  return true;
+}
+
 // open() of an existing file. `retry` is set when, in create mode, the name
 // vanished or was replaced meanwhile (the caller tries creating again).
 inline result<direct_mapping> open_existing_and_map(const parent_dir& parent, const char* path,
@@ -1474,15 +1528,9 @@ inline result<direct_mapping> open_existing_and_map(const parent_dir& parent, co
   if (size > std::numeric_limits<std::size_t>::max())
     return fail(errc::invalid_argument, "open: size too large for the address space");
   auto m = direct_mapping::map(fd.get(), 0, static_cast<std::size_t>(size), options.map);
-  if (m && options.create) {
-    // Unlinked meanwhile (for example another creator's rollback): mapping a
-    // file without a name would lose whatever is written to it.
-    struct stat now {};
-    if (sys::fstat(fd.get(), &now) == 0 && now.st_nlink == 0) {
-      retry = true;
-      set_detail("open: %s was removed while it was being opened", path);
-      return errno_code(ENOENT);
-    }
+  if (m && options.create && unlinked_while_opening(fd.get(), path)) {
+    retry = true;
+    return errno_code(ENOENT);
   }
   return m;
 }

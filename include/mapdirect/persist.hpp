@@ -463,58 +463,51 @@ inline void stream_fill_words(char*, int, std::size_t) noexcept {}
 // Cached edges of the non-temporal path (fewer than 64 bytes): a few
 // overlapping fixed-size moves the compiler inlines, instead of a libc call
 // with a variable length. All loads come before the stores.
+// One such move: the first and the last W bytes of [s, s+n), W <= n <= 2W.
+// Always inlined, so that each fixed-size memcpy stays one load or store.
+template <std::size_t W>
+__attribute__((always_inline)) inline void copy_overlapping(char* d, const char* s, std::size_t n) noexcept {
+  char a[W], b[W];
+  std::memcpy(a, s, W);
+  std::memcpy(b, s + n - W, W);
+  std::memcpy(d, a, W);
+  std::memcpy(d + n - W, b, W);
+}
+
 inline void copy_edge(char* d, const char* s, std::size_t n) noexcept {
   if (n >= 32) {
-    char a[32], b[32];
-    std::memcpy(a, s, 32);
-    std::memcpy(b, s + n - 32, 32);
-    std::memcpy(d, a, 32);
-    std::memcpy(d + n - 32, b, 32);
+    copy_overlapping<32>(d, s, n);
   } else if (n >= 16) {
-    char a[16], b[16];
-    std::memcpy(a, s, 16);
-    std::memcpy(b, s + n - 16, 16);
-    std::memcpy(d, a, 16);
-    std::memcpy(d + n - 16, b, 16);
+    copy_overlapping<16>(d, s, n);
   } else if (n >= 8) {
-    char a[8], b[8];
-    std::memcpy(a, s, 8);
-    std::memcpy(b, s + n - 8, 8);
-    std::memcpy(d, a, 8);
-    std::memcpy(d + n - 8, b, 8);
+    copy_overlapping<8>(d, s, n);
   } else if (n >= 4) {
-    char a[4], b[4];
-    std::memcpy(a, s, 4);
-    std::memcpy(b, s + n - 4, 4);
-    std::memcpy(d, a, 4);
-    std::memcpy(d + n - 4, b, 4);
+    copy_overlapping<4>(d, s, n);
   } else if (n >= 2) {
-    char a[2], b[2];
-    std::memcpy(a, s, 2);
-    std::memcpy(b, s + n - 2, 2);
-    std::memcpy(d, a, 2);
-    std::memcpy(d + n - 2, b, 2);
+    copy_overlapping<2>(d, s, n);
   } else if (n == 1) {
     d[0] = s[0];
   }
 }
 
+// fill_edge's move: the first and the last W bytes of [d, d+n), W <= n <= 2W.
+template <std::size_t W>
+__attribute__((always_inline)) inline void fill_overlapping(char* d, int byte, std::size_t n) noexcept {
+  std::memset(d, byte, W);
+  std::memset(d + n - W, byte, W);
+}
+
 inline void fill_edge(char* d, int byte, std::size_t n) noexcept {
   if (n >= 32) {
-    std::memset(d, byte, 32);
-    std::memset(d + n - 32, byte, 32);
+    fill_overlapping<32>(d, byte, n);
   } else if (n >= 16) {
-    std::memset(d, byte, 16);
-    std::memset(d + n - 16, byte, 16);
+    fill_overlapping<16>(d, byte, n);
   } else if (n >= 8) {
-    std::memset(d, byte, 8);
-    std::memset(d + n - 8, byte, 8);
+    fill_overlapping<8>(d, byte, n);
   } else if (n >= 4) {
-    std::memset(d, byte, 4);
-    std::memset(d + n - 4, byte, 4);
+    fill_overlapping<4>(d, byte, n);
   } else if (n >= 2) {
-    std::memset(d, byte, 2);
-    std::memset(d + n - 2, byte, 2);
+    fill_overlapping<2>(d, byte, n);
   } else if (n == 1) {
     d[0] = static_cast<char>(byte);
   }

@@ -175,20 +175,27 @@ inline void probe_file_system(int fd, probe_report& r) noexcept {
   }
 }
 
-// probe(): the ladder as map() climbs it on a writable descriptor.
-inline void probe_ladder_writable(int test_fd, probe_report& r) noexcept {
-  map_ladder ladder;
-  auto mode = direct_mapping::try_modes(test_fd, map_options{}, ladder);
-  r.ladder = direct_mapping::describe_ladder(ladder);
+// probe(): what a climb of the ladder found: the rungs, MAP_SYNC's verdict,
+// and the mode (setting `found`: mode_known or mode_inferred) or the error.
+inline void note_ladder_result(const result<map_mode>& mode, const map_ladder& ladder, probe_report& r,
+                               bool& found) noexcept {
   r.rungs = ladder;
   note_map_sync(ladder, r);
   if (mode) {
-    r.mode_known = true;
+    found = true;
     r.mode = mode.value();
     r.store_granularity = granularity_for(r.mode, r.persistence);
   } else {
     r.ladder += std::string("error: ") + last_error_detail() + "\n";
   }
+}
+
+// probe(): the ladder as map() climbs it on a writable descriptor.
+inline void probe_ladder_writable(int test_fd, probe_report& r) noexcept {
+  map_ladder ladder;
+  auto mode = direct_mapping::try_modes(test_fd, map_options{}, ladder);
+  r.ladder = direct_mapping::describe_ladder(ladder);
+  note_ladder_result(mode, ladder, r, r.mode_known);
 }
 
 // probe(): what a writer would get, without writing: the kernel validates
@@ -207,15 +214,16 @@ inline void probe_ladder_read_only(int test_fd, probe_report& r) noexcept {
              "; each rung was tried with a read-only mapping instead, which the kernel checks for MAP_SYNC "
              "as it would a writer's:\n" +
              direct_mapping::describe_ladder(ladder);
-  r.rungs = ladder;
-  note_map_sync(ladder, r);
-  if (mode) {
-    r.mode_inferred = true;
-    r.mode = mode.value();
-    r.store_granularity = granularity_for(r.mode, r.persistence);
-  } else {
-    r.ladder += std::string("error: ") + last_error_detail() + "\n";
-  }
+  note_ladder_result(mode, ladder, r, r.mode_inferred);
+}
+
+// probe(const char*): says why the descriptor is read-only (the open for
+// writing was refused with rw_errno) where the report says it was not opened for writing.
+inline void note_write_refused(probe_report& rep, int rw_errno) noexcept {
+  const std::string why = std::string("(opening the file for writing was refused: ") + errno_name(rw_errno) +
+                          (rw_errno == EROFS ? ", read-only file system" : "") + ")";
+  replace_all(rep.untested, kNotOpenForWriting, why);
+  replace_all(rep.ladder, kNotOpenForWriting, why);
 }
 }  // namespace detail
 
@@ -340,14 +348,7 @@ inline result<probe_report> probe(const char* path) noexcept {
   if (fd < 0) return detail::fail_errno(open_errno, "probe: open");
   auto r = probe(fd);
   detail::close_keeping_locks_quietly(fd);
-  if (r && rw_errno != 0) {
-    // Say why the descriptor is read-only: the open for writing was refused.
-    probe_report& rep = r.value();
-    const std::string why = std::string("(opening the file for writing was refused: ") +
-                            detail::errno_name(rw_errno) + (rw_errno == EROFS ? ", read-only file system" : "") + ")";
-    detail::replace_all(rep.untested, detail::kNotOpenForWriting, why);
-    detail::replace_all(rep.ladder, detail::kNotOpenForWriting, why);
-  }
+  if (r && rw_errno != 0) detail::note_write_refused(r.value(), rw_errno);
   return r;
 }
 

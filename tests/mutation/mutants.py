@@ -97,6 +97,10 @@ MUTANTS = [
         ("mapping.hpp", r"if \(fd_ >= 0 && detail::close_keeping_locks\(fd_\) != 0 && !ec\)",
          r"if (fd_ >= 0 && map_base_ && detail::close_keeping_locks(fd_) != 0 && !ec)", 1, 1),
     ]),
+    ("fiemap-one-batch", "fiemap", "the FIEMAP walker stops after its first full batch (both block-map walks)", [
+        ("detail/fiemap.hpp", r"(if \(last \|\| fm->fm_mapped_extents < batch \|\| next <= pos\) return 0;\s*)pos = next;",
+         r"\1return 0;", 1, 1),
+    ]),
     ("ladder-eacces-steps-down", "seam", "the mapping ladder treats EACCES as 'mode not offered, step down'", [
         ("mapping.hpp", r"step_down = \(", r"step_down = (e == EACCES || ", 1, 9),
     ]),

@@ -41,6 +41,7 @@ group_src() {
     seal) echo "$root/tests/unit/test_seal.cpp" ;;
     claims) echo "$root/tests/unit/test_claims.cpp" ;;
     mapping) echo "$root/tests/unit/test_mapping.cpp" ;;
+    fiemap) echo "$root/tests/unit/test_fiemap_walk.cpp" ;;
     *) echo "unknown group $1" >&2; return 1 ;;
   esac
 }
@@ -62,6 +63,7 @@ group_filter() {
     seal) echo "[seal]" ;;
     claims) echo "[claims]" ;;
     mapping) echo "[mapping]" ;;
+    fiemap) echo "[fiemap]" ;;
   esac
 }
 

@@ -59,35 +59,12 @@ int parse_badblocks(const char* text, Visit&& visit) noexcept {
 /// delayed allocations, inline or encoded data). Returns 0 or the FIEMAP errno.
 template <class Visit>
 int walk_physical_extents(int fd, std::uint64_t offset, std::uint64_t length, Visit&& visit) noexcept {
-  constexpr std::uint32_t batch = 32;
-  alignas(struct fiemap) unsigned char storage[sizeof(struct fiemap) + batch * sizeof(struct fiemap_extent)];
-  const std::uint64_t end = offset + length;
-  std::uint64_t pos = offset;
-  while (pos < end) {
-    std::memset(storage, 0, sizeof storage);
-    auto* fm = reinterpret_cast<struct fiemap*>(storage);
-    fm->fm_start = pos;
-    fm->fm_length = end - pos;
-    fm->fm_extent_count = batch;
-    const int rc = retry_eintr([&] { return sys::ioctl(fd, FS_IOC_FIEMAP, fm); });
-    if (rc != 0) return errno;
-    if (fm->fm_mapped_extents == 0) return 0;
-    bool last = false;
-    std::uint64_t next = pos;
-    for (std::uint32_t i = 0; i < fm->fm_mapped_extents && i < batch; ++i) {
-      const struct fiemap_extent& e = fm->fm_extents[i];
-      if (e.fe_flags & FIEMAP_EXTENT_LAST) last = true;
-      const std::uint64_t e_end = e.fe_logical + e.fe_length;
-      if (e_end > next) next = e_end;
-      if (e.fe_flags & (FIEMAP_EXTENT_UNKNOWN | FIEMAP_EXTENT_DELALLOC | FIEMAP_EXTENT_DATA_INLINE |
-                        FIEMAP_EXTENT_DATA_TAIL | FIEMAP_EXTENT_ENCODED | FIEMAP_EXTENT_DATA_ENCRYPTED))
-        continue;
-      if (const int r = visit(e.fe_physical, e.fe_logical, e.fe_length)) return r;
-    }
-    if (last || fm->fm_mapped_extents < batch || next <= pos) return 0;
-    pos = next;
-  }
-  return 0;
+  return for_each_fiemap_extent(fd, offset, offset + length, 0, [&](const struct fiemap_extent& e) {
+    if (e.fe_flags & (FIEMAP_EXTENT_UNKNOWN | FIEMAP_EXTENT_DELALLOC | FIEMAP_EXTENT_DATA_INLINE |
+                      FIEMAP_EXTENT_DATA_TAIL | FIEMAP_EXTENT_ENCODED | FIEMAP_EXTENT_DATA_ENCRYPTED))
+      return 0;
+    return visit(e.fe_physical, e.fe_logical, e.fe_length);
+  });
 }
 
 /// Where a block device's bad blocks are listed, and the device's first

@@ -291,7 +291,7 @@ class commit_core final : public page_persister {
                           commit_request* req, bool waited) noexcept {
     // A write-back error some mapdirect consumer saw on this file (issue 10 item 2).
     if (durability_registry::is_lost(dev, ino)) return registry_lost_error();
-    std::uint64_t wb_off = 0, wb_len = 0;
+    std::size_t wb_len = 0;
     done_list failed;
     // A file's first request opens its descriptor outside the lock: an open
     // can block (a lease break, FUSE), and nobody may wait on mu_ meanwhile.
@@ -331,17 +331,7 @@ class commit_core final : public page_persister {
         discard_lane(fresh);
         return lost_error(e);
       }
-      append_locked(*l, req, waited);
-      if (l->in_flight && early_writeback_) {
-        ++stats_.writebacks;
-        if (uring_) {
-          submit_writeback_locked(*l, file_offset, length);
-        } else {
-          wb_off = file_offset;
-          wb_len = length;
-        }
-      }
-      kick_locked(*l);
+      wb_len = queue_locked(*l, req, waited, file_offset, length);
       failed = deferred_.take();
       break;
     }
@@ -349,9 +339,29 @@ class commit_core final : public page_persister {
     complete(failed);
     // Fallback backend: the early write-back runs on the caller (it only
     // starts I/O; its errors surface in the next fdatasync).
-    if (wb_len) (void)sys::sync_file_range(fd, static_cast<off_t>(wb_off), static_cast<off_t>(wb_len),
+    if (wb_len) (void)sys::sync_file_range(fd, static_cast<off_t>(file_offset), static_cast<off_t>(wb_len),
                                            SYNC_FILE_RANGE_WRITE);
     return {};
+  }
+
+  // enqueue's step under mu_: appends `req` to `l`, starts the early
+  // write-back of [file_offset, +length) while a flush of the lane is in
+  // flight (on the ring here), and kicks the lane. Returns the length the
+  // caller writes back itself after unlocking (fallback backend), else 0.
+  std::size_t queue_locked(commit_lane& l, commit_request* req, bool waited, std::uint64_t file_offset,
+                           std::size_t length) noexcept {
+    std::size_t wb_len = 0;
+    append_locked(l, req, waited);
+    if (l.in_flight && early_writeback_) {
+      ++stats_.writebacks;
+      if (uring_) {
+        submit_writeback_locked(l, file_offset, length);
+      } else {
+        wb_len = length;
+      }
+    }
+    kick_locked(l);
+    return wb_len;
   }
 
   // Blocks until `req` completes; may run its lane's flush on this thread.

@@ -86,20 +86,21 @@ struct block_map_summary {
   }
 };
 
-/// Walks [offset, offset+length) of fd's block map in order, calling
-/// visit(start, length, problem_bits) for every piece: extents (clipped to
-/// the range) and the holes between them. `visit` returns 0 to go on or an
-/// errno to stop (walk_block_map then returns it). Returns 0, or the FIEMAP
-/// errno (EOPNOTSUPP/ENOTTY: the file system has no FIEMAP). fiemap_flags may
-/// hold FIEMAP_FLAG_SYNC. The file may change between batches; each batch
-/// resumes at the end of the last piece visited.
-template <class Visit>
-int walk_block_map(int fd, std::uint64_t offset, std::uint64_t length, std::uint32_t fiemap_flags,
-                   Visit&& visit) noexcept {
+/// The FIEMAP batch loop under both block-map walks (walk_block_map here,
+/// walk_physical_extents in badblocks.hpp): reads fd's extents of [offset,
+/// end) with FS_IOC_FIEMAP in batches on the stack (no allocation; EINTR
+/// retried) and calls on_extent(extent) for each in the order FIEMAP gives
+/// them. on_extent returns 0 to go on or an errno to stop (returned). Each
+/// batch resumes at the furthest extent end seen; the walk ends at `end`, at
+/// the file's last extent (FIEMAP_EXTENT_LAST), after a short batch, or after
+/// a batch that made no progress. Returns 0, on_extent's errno or the FIEMAP
+/// errno (EOPNOTSUPP/ENOTTY: the file system has no FIEMAP).
+template <class OnExtent>
+int for_each_fiemap_extent(int fd, std::uint64_t offset, std::uint64_t end, std::uint32_t fiemap_flags,
+                           OnExtent&& on_extent) noexcept {
   constexpr std::uint32_t batch = 32;
   // struct fiemap ends in a flexible array: reserve room for `batch` extents.
   alignas(struct fiemap) unsigned char storage[sizeof(struct fiemap) + batch * sizeof(struct fiemap_extent)];
-  const std::uint64_t end = offset + length;
   std::uint64_t pos = offset;
   while (pos < end) {
     std::memset(storage, 0, sizeof storage);
@@ -110,31 +111,52 @@ int walk_block_map(int fd, std::uint64_t offset, std::uint64_t length, std::uint
     fm->fm_extent_count = batch;
     const int rc = retry_eintr([&] { return sys::ioctl(fd, FS_IOC_FIEMAP, fm); });
     if (rc != 0) return errno;
-    if (fm->fm_mapped_extents == 0) return visit(pos, end - pos, unsigned{extent_hole});
     bool last = false;
-    const std::uint64_t batch_start = pos;
-    for (std::uint32_t i = 0; i < fm->fm_mapped_extents && pos < end; ++i) {
+    std::uint64_t next = pos;
+    for (std::uint32_t i = 0; i < fm->fm_mapped_extents && i < batch; ++i) {
       const struct fiemap_extent& e = fm->fm_extents[i];
-      const std::uint64_t e_start = e.fe_logical;
-      const std::uint64_t e_end = e.fe_logical + e.fe_length;
       if (e.fe_flags & FIEMAP_EXTENT_LAST) last = true;
-      if (e_end <= pos) continue;
-      if (e_start > pos) {
-        const std::uint64_t hole_end = e_start < end ? e_start : end;
-        if (const int r = visit(pos, hole_end - pos, unsigned{extent_hole})) return r;
-        pos = hole_end;
-        if (pos >= end) break;
-      }
-      const std::uint64_t piece_end = e_end < end ? e_end : end;
-      if (const int r = visit(pos, piece_end - pos, classify_extent_flags(e.fe_flags))) return r;
-      pos = piece_end;
+      const std::uint64_t e_end = e.fe_logical + e.fe_length;
+      if (e_end > next) next = e_end;
+      if (const int r = on_extent(e)) return r;
     }
-    // Past the file's last extent (or a short batch) everything left is a hole.
-    // A batch that made no progress would loop forever: nothing lies at pos.
-    if (pos < end && (last || fm->fm_mapped_extents < batch || pos == batch_start))
-      return visit(pos, end - pos, unsigned{extent_hole});
+    if (last || fm->fm_mapped_extents < batch || next <= pos) return 0;
+    pos = next;
   }
   return 0;
+}
+
+/// Walks [offset, offset+length) of fd's block map in order, calling
+/// visit(start, length, problem_bits) for every piece: extents (clipped to
+/// the range) and the holes between them. `visit` returns 0 to go on or an
+/// errno to stop (walk_block_map then returns it). Returns 0, or the FIEMAP
+/// errno (EOPNOTSUPP/ENOTTY: the file system has no FIEMAP). fiemap_flags may
+/// hold FIEMAP_FLAG_SYNC. The file may change between batches; each batch
+/// resumes at the end of the last piece visited.
+template <class Visit>
+int walk_block_map(int fd, std::uint64_t offset, std::uint64_t length, std::uint32_t fiemap_flags,
+                   Visit&& visit) noexcept {
+  const std::uint64_t end = offset + length;
+  std::uint64_t pos = offset;  // the end of the last piece visited
+  const int err = for_each_fiemap_extent(fd, offset, end, fiemap_flags, [&](const struct fiemap_extent& e) {
+    const std::uint64_t e_start = e.fe_logical;
+    const std::uint64_t e_end = e.fe_logical + e.fe_length;
+    if (pos >= end || e_end <= pos) return 0;
+    if (e_start > pos) {
+      const std::uint64_t hole_end = e_start < end ? e_start : end;
+      if (const int r = visit(pos, hole_end - pos, unsigned{extent_hole})) return r;
+      pos = hole_end;
+      if (pos >= end) return 0;
+    }
+    const std::uint64_t piece_end = e_end < end ? e_end : end;
+    if (const int r = visit(pos, piece_end - pos, classify_extent_flags(e.fe_flags))) return r;
+    pos = piece_end;
+    return 0;
+  });
+  if (err) return err;
+  // Past the file's last extent (or a short batch) everything left is a hole;
+  // so is what follows a batch that made no progress (nothing lies at pos).
+  return pos < end ? visit(pos, end - pos, unsigned{extent_hole}) : 0;
 }
 
 /// Summarises [offset, offset+length) of fd's block map. Returns 0 or the FIEMAP errno.

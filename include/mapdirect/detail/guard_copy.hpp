@@ -19,6 +19,9 @@ namespace detail {
 
 /// Copies n bytes under `frame` (ranges already set). False when a fault was
 /// caught (frame.fault_* tell where); the destination is then partly written.
+// function_lengths: whole. One asm routine (66 lines): its labels 10..19
+// bound the instructions the SIGBUS handler may resume from, so it cannot be
+// split into separate functions.
 inline bool copy_in_frame(guard_frame& frame, void* dst, const void* src, std::size_t n) noexcept {
 #if MAPDIRECT_GUARD_COPY_ASM
   // The routine stores its own addresses into the frame and only then
