@@ -1013,7 +1013,7 @@ inline direct_mapping::~direct_mapping() {
 }
 
 inline result<direct_mapping> direct_mapping::open(const std::string& path, open_options options) noexcept {
-  return open(path.c_str(), std::move(options));
+  return open(path.c_str(), options);
 }
 
 inline std::string direct_mapping::describe() const {
