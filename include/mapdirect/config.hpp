@@ -1,5 +1,10 @@
 // mapdirect: durable, byte-granular updates to mapped files on Linux.
 // SPDX-License-Identifier: MIT
+// Configuration: the MAPDIRECT_* macros the library reads, each with its
+// default. Define one before the first mapdirect include (or with -D):
+//
+//   #define MAPDIRECT_MOVNT_THRESHOLD 256   // PMDK's non-temporal threshold
+//   #include <mapdirect/mapdirect.hpp>
 #ifndef MAPDIRECT_CONFIG_HPP
 #define MAPDIRECT_CONFIG_HPP
 
