@@ -23,7 +23,8 @@ mapdirect_install() {
 # What building the library and its examples needs.
 MAPDIRECT_BUILD_PACKAGES=(g++ cmake make pkg-config libboost-dev liburing-dev)
 # What the whole test suite needs on top: Catch2, the PMDK peer, benchmarks,
-# loop-mounted xfs/ext4, the QEMU pmem tier, and the aarch64 cross check.
+# loop-mounted xfs/ext4, the QEMU pmem tier, the aarch64 cross check, and the
+# clang build, clang-tidy and clang-format checks.
 MAPDIRECT_TEST_PACKAGES=(catch2 libpmem-dev libpmem2-dev libbenchmark-dev xfsprogs e2fsprogs util-linux
   gnuplot-nox python3 file busybox-static qemu-system-x86 cpio xz-utils kmod g++-aarch64-linux-gnu qemu-user libsqlite3-dev sqlite3
-  librocksdb-dev rocksdb-tools doxygen chromium)
+  librocksdb-dev rocksdb-tools doxygen chromium clang clang-tidy clang-format)

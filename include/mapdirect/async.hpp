@@ -142,10 +142,9 @@ struct committer_options {
   bool force_thread = false;
   /// When a request arrives while its file's flush is in flight, start
   /// write-back of its pages at once (SYNC_FILE_RANGE_WRITE) so that the next
-  /// flush has less left to write. Off by default: on the development
-  /// machine's disk it gained nothing for 128 B and 1 MiB records and cost
-  /// 15-40% for 64 KiB ones (pages written twice); try it where write-back and
-  /// the device flush overlap.
+  /// flush has less left to write. Off by default (pages may be written
+  /// twice; measurements: docs/bench/option_defaults.md); try it where
+  /// write-back and the device flush overlap.
   bool early_writeback = false;
   /// A thread blocked in persist()/wait() while its file has no flush in
   /// flight runs the fdatasync itself, saving two thread hand-offs per flush;
@@ -154,8 +153,8 @@ struct committer_options {
   /// With inline_flush: a thread that ran a flush runs up to this many in a
   /// row while other threads wait for the next one (no wake-up between
   /// flushes), at the cost of that many flush times of extra latency for
-  /// itself and of its own appends meanwhile. 1 (hand the next flush to a
-  /// waiter) measured as good or better with 2-8 writers on this disk.
+  /// itself and of its own appends meanwhile. 1: hand the next flush to a
+  /// waiter (why: docs/bench/option_defaults.md).
   unsigned inline_rounds = 1;
   /// Submission queue size of the ring.
   unsigned ring_entries = 64;

@@ -1,6 +1,11 @@
 // SPDX-License-Identifier: MIT
 // Known bad blocks (poisoned media) of a file or device DAX, in file/device
 // offsets and in mapping offsets, before anything touches them.
+//
+//   auto bad = mapdirect::bad_ranges(m);   // m: a direct_mapping
+//   if (bad && bad.value().known)
+//     for (const mapdirect::bad_range& b : bad.value().ranges)
+//       restore(b.offset, b.length);       // e.g. m.repair() of the whole pages around it
 #ifndef MAPDIRECT_BADBLOCKS_HPP
 #define MAPDIRECT_BADBLOCKS_HPP
 

@@ -1,5 +1,10 @@
 // mapdirect: durable, byte-granular updates to mapped files on Linux.
 // SPDX-License-Identifier: MIT
+// Configuration: the MAPDIRECT_* macros the library reads, each with its
+// default. Define one before the first mapdirect include (or with -D):
+//
+//   #define MAPDIRECT_MOVNT_THRESHOLD 256   // PMDK's non-temporal threshold
+//   #include <mapdirect/mapdirect.hpp>
 #ifndef MAPDIRECT_CONFIG_HPP
 #define MAPDIRECT_CONFIG_HPP
 
@@ -52,11 +57,9 @@
 
 // Copies at least this long use non-temporal stores on the cache-line path
 // (whole lines, and partial lines whose address and length are multiples of
-// 4); shorter ones are stored through the cache and flushed. 0, measured on
-// the development machine (AMD Zen 5, CLWB evicts the line): 64 B MOVNT +
-// SFENCE 96 ns vs store + CLWB + SFENCE 155 ns (tests/bench/bench_persist).
-// Where CLWB keeps the line (Intel Ice Lake and later) and persisted data is
-// read back soon, PMDK's 256 may suit better; map_options::movnt_threshold.
+// 4); shorter ones are stored through the cache and flushed. Why 0, and when
+// 256 may suit better: docs/bench/option_defaults.md. Per mapping:
+// map_options::movnt_threshold.
 #ifndef MAPDIRECT_MOVNT_THRESHOLD
 #define MAPDIRECT_MOVNT_THRESHOLD 0
 #endif

@@ -1,6 +1,12 @@
 // SPDX-License-Identifier: MIT
 // mapdirect and your record locks: descriptors whose close mapdirect defers.
 //
+//   ::fcntl(fd, F_SETLK, &lock);                        // your POSIX record lock
+//   auto m = mapdirect::direct_mapping::map(fd, 0, n);  // map, use, close: the lock stays
+//   ...
+//   ::fcntl(fd, F_SETLK, &unlock);
+//   mapdirect::release_deferred_descriptors();          // close what mapdirect kept open
+//
 // POSIX record locks (fcntl F_SETLK/F_SETLKW, lockf) belong to the process
 // and the inode, and closing *any* descriptor of that inode releases all of
 // them. mapdirect never does that: when it would close a descriptor of a file

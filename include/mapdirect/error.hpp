@@ -1,4 +1,22 @@
 // SPDX-License-Identifier: MIT
+// The error vocabulary. Every fallible call returns result<T> (Boost.Outcome's
+// std_result<T, std::error_code>): a value or an error code, never an
+// exception (built with -fno-exceptions, .value() on an error terminates).
+// The code is an errno value (std::system_category: EIO, ENOSPC, ...) or an
+// errc, mapdirect's own conditions, each of which also compares equal to the
+// nearest std::errc (errc::sealed == std::errc::text_file_busy). A failing
+// call also leaves a sentence for people in last_error_detail(): what was
+// tried and why it failed, per thread, overwritten by the next failure.
+// Guarded accesses (guard.hpp) return access_result<T>, whose error also
+// carries the faulting offset.
+//
+//   auto m = mapdirect::direct_mapping::open("/mnt/pmem/db", opts);
+//   if (!m) {
+//     if (m.error() == mapdirect::errc::mode_unavailable) ...   // compare with an errc,
+//     if (m.error() == std::errc::no_space_on_device) ...      // or a std::errc condition
+//     std::fprintf(stderr, "%s: %s\n", m.error().message().c_str(), mapdirect::last_error_detail());
+//   }
+//   BOOST_OUTCOME_TRY(m.value().persist(0, n));   // in a function returning a result
 #ifndef MAPDIRECT_ERROR_HPP
 #define MAPDIRECT_ERROR_HPP
 

@@ -6,6 +6,10 @@
 // The check and the change are atomic against an iomap_seal acquired
 // concurrently by another thread (see blockmap_changes). Thread-safe; they
 // open and close no descriptor, so the process's POSIX record locks stay.
+//
+//   if (auto r = mapdirect::extend_file(fd, new_size); !r)   // preallocated by default
+//     return r.error();                                      // errc::sealed while sealed
+//   mapdirect::punch_hole(fd, offset, length);
 #ifndef MAPDIRECT_FILE_HPP
 #define MAPDIRECT_FILE_HPP
 

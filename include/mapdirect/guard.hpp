@@ -3,6 +3,12 @@
 // turn truncation (past EOF), allocation or I/O failures and memory poison
 // into errors that carry the faulting offset, instead of killing the process.
 //
+//   char buf[256];
+//   if (auto r = mapdirect::guarded_copy(buf, p, sizeof buf); !r)   // p: mapped memory
+//     report(r.error().code(), r.error().offset());   // beyond_eof, media_error, io_error
+//   auto sum = mapdirect::with_guard(p, n, [&] { return crc32(p, n); });  // access_result<uint32_t>
+// (direct_mapping::read/write/repair are guarded the same way.)
+//
 // One process-wide SIGBUS handler (installed lazily on first use, or by
 // install_sigbus_handler()) returns control to the innermost guard of the
 // faulting thread whose range holds the fault address: with siglongjmp to a

@@ -1,5 +1,8 @@
 // SPDX-License-Identifier: MIT
 // Umbrella header: everything in mapdirect's core (no liburing; see async.hpp).
+//
+//   #include <mapdirect/mapdirect.hpp>   // CMake: target_link_libraries(app mapdirect::mapdirect)
+//   auto m = mapdirect::direct_mapping::open(path, options);
 #ifndef MAPDIRECT_MAPDIRECT_HPP
 #define MAPDIRECT_MAPDIRECT_HPP
 

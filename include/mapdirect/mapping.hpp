@@ -2,6 +2,16 @@
 // direct_mapping: a shared file mapping with the strongest durability the
 // kernel and file system give (MAP_DIRECT -> MAP_SYNC -> MAP_SHARED + msync),
 // and a precise report of which one it got.
+//
+//   mapdirect::open_options o;
+//   o.size = 1 << 20;
+//   o.create = true;
+//   auto m = mapdirect::direct_mapping::open("/mnt/pmem/log", o);  // result<direct_mapping>
+//   if (!m) return report(m.error(), mapdirect::last_error_detail());
+//   std::memcpy(m.value().data() + off, rec, n);        // plain stores into the file...
+//   if (auto r = m.value().persist(off, n); !r) ...     // ...durable now, or EIO/durability_lost
+//   m.value().copy_persist(off, rec, n);                // the same in one call
+//   // m.value().mode(): direct, sync or shared; store_granularity(): byte, cache_line or page
 #ifndef MAPDIRECT_MAPPING_HPP
 #define MAPDIRECT_MAPPING_HPP
 
@@ -705,7 +715,7 @@ inline direct_mapping::~direct_mapping() {
 }
 
 inline result<direct_mapping> direct_mapping::open(const std::string& path, open_options options) noexcept {
-  return open(path.c_str(), std::move(options));
+  return open(path.c_str(), options);
 }
 
 inline std::string direct_mapping::describe() const {

@@ -2,6 +2,13 @@
 // CPU persistence primitives: cache-line flush, drain fence, and copies that
 // leave their destination flushed. They work on any memory; on a mapping
 // whose granularity is cache_line they make stores durable.
+//
+//   const auto f = mapdirect::detect_flush_instruction();   // CLWB, CLFLUSHOPT, ...
+//   std::memcpy(dst, src, n);
+//   mapdirect::flush_lines(dst, n, f);                      // write the lines back...
+//   mapdirect::drain(f);                                    // ...and wait for them
+//   mapdirect::memcpy_flush(dst, src, n, f);                // copy + write-back in one
+//   mapdirect::drain(f);
 #ifndef MAPDIRECT_PERSIST_HPP
 #define MAPDIRECT_PERSIST_HPP
 

@@ -1,5 +1,9 @@
 // SPDX-License-Identifier: MIT
 // probe(): what direct_mapping would give for a file or directory, and why.
+//
+//   auto r = mapdirect::probe("/mnt/pmem");   // a directory: a temporary file in it is tried
+//   if (r) std::printf("%s on %s\n%s", mapdirect::to_string(r.value().mode),
+//                      r.value().file_system.c_str(), r.value().ladder.c_str());
 #ifndef MAPDIRECT_PROBE_HPP
 #define MAPDIRECT_PROBE_HPP
 

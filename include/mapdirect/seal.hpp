@@ -2,6 +2,13 @@
 // iomap_seal: keeps the block map of a file range fixed so that MAP_SYNC
 // faults never allocate and shared-mode stores never meet ENOSPC.
 //
+//   auto s = mapdirect::iomap_seal::acquire(fd, 0, length);  // allocate, write, verify
+//   if (!s) return s.error();                 // e.g. errc::block_map_unstable, ENOSPC
+//   ...                                       // map and store: no fault allocates
+//   mapdirect::extend_file(fd, 2 * length);   // refused while held: errc::sealed
+//   s.value().release();
+// (or map_options::seal, which seals the mapped range as part of the map).
+//
 // Native: a kernel carrying the MAP_DIRECT series pins the block map of an
 // open file description (fcntl F_MAY_SEAL_IOMAP, CAP_LINUX_IMMUTABLE; the
 // permission travels with the descriptor over SCM_RIGHTS) and refuses

@@ -355,6 +355,7 @@ inline own_descriptor reopen_description(int fd, int access, bool avoid_reopen =
       return out;
     }
   }
+  // NOLINTNEXTLINE(bugprone-branch-clone): two reasons for EBUSY; only one costs an fcntl
   if (avoid_reopen) why = EBUSY;
   else if (const int lease = sys::fcntl(fd, F_GETLEASE); lease > 0 && lease != F_UNLCK) why = EBUSY;
   if (why == 0) {

@@ -33,6 +33,8 @@ inline bool copy_in_frame(guard_frame& frame, void* dst, const void* src, std::s
   // restartable, so a fault stops it precisely); 16-byte SSE2 moves with an
   // overlapping tail below; bytes under 16. Every load and store lies between
   // labels 10 and 19; the handler moves a faulting one to label 20.
+  // One instruction per line, laid out by hand:
+  // clang-format off
   __asm__ volatile(
       "leaq 10f(%%rip), %%rax\n\t"
       "movq %%rax, %[lo]\n\t"
@@ -81,6 +83,7 @@ inline bool copy_in_frame(guard_frame& frame, void* dst, const void* src, std::s
         [resume] "=m"(frame.resume_ip)
       : [rep_from] "i"(MAPDIRECT_GUARD_REP_MOVSB_FROM), [self] "r"(&frame), [slot] "r"(slot)
       : "r8", "xmm0", "xmm1", "memory", "cc");
+  // clang-format on
   pop_guard(frame);  // after a fault the handler already popped: same store again
   return faulted == 0;
 #else
