@@ -22,7 +22,7 @@
 // The library's version (config.hpp), the one version number of the project.
 #define MDX_STR2(x) #x
 #define MDX_STR(x) MDX_STR2(x)
-#define MAPDIRECT_EXAMPLES_VERSION                                                                      \
+#define MAPDIRECT_EXAMPLES_VERSION \
   MDX_STR(MAPDIRECT_VERSION_MAJOR) "." MDX_STR(MAPDIRECT_VERSION_MINOR) "." MDX_STR(MAPDIRECT_VERSION_PATCH)
 
 namespace mdx {
@@ -68,10 +68,14 @@ inline std::uint64_t parse_number(const char* opt, const char* text, std::uint64
   unsigned shift = 0;
   if (suffixes && *p) {
     switch (*p) {
-      case 'K': case 'k': shift = 10; break;
-      case 'M': case 'm': shift = 20; break;
-      case 'G': case 'g': shift = 30; break;
-      case 'T': case 't': shift = 40; break;
+      case 'K':
+      case 'k': shift = 10; break;
+      case 'M':
+      case 'm': shift = 20; break;
+      case 'G':
+      case 'g': shift = 30; break;
+      case 'T':
+      case 't': shift = 40; break;
       default: break;
     }
     if (shift) ++p;
@@ -94,8 +98,12 @@ class progress_line {
  public:
   progress_line(const char* unit, std::uint64_t total, bool quiet,
                 std::chrono::milliseconds delay = std::chrono::milliseconds(2000)) noexcept
-      : unit_(unit), total_(total), enabled_(!quiet && ::isatty(STDERR_FILENO) == 1), delay_(delay),
-        start_(std::chrono::steady_clock::now()), next_(start_ + delay) {}
+      : unit_(unit),
+        total_(total),
+        enabled_(!quiet && ::isatty(STDERR_FILENO) == 1),
+        delay_(delay),
+        start_(std::chrono::steady_clock::now()),
+        next_(start_ + delay) {}
   progress_line(const progress_line&) = delete;
   progress_line& operator=(const progress_line&) = delete;
   ~progress_line() { finish(); }

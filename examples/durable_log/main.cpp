@@ -105,10 +105,10 @@ std::uint32_t crc32c(const void* data, std::size_t n) {
 // ---------------------------------------------------------------------------
 constexpr char kFileMagic[8] = {'M', 'D', 'W', 'A', 'L', '0', '0', '1'};
 constexpr std::uint32_t kRecordMagic = 0x3152444D;  // "MDR1"
-constexpr std::size_t kHeaderArea = 4096;            // records start here
+constexpr std::size_t kHeaderArea = 4096;           // records start here
 constexpr std::size_t kAlign = 8;
 constexpr std::uint32_t kMaxPayload = 1u << 20;
-constexpr std::uint32_t kFlagSynthetic = 1;  // payload = synthetic_byte(seq, i)
+constexpr std::uint32_t kFlagSynthetic = 1;       // payload = synthetic_byte(seq, i)
 constexpr std::uint64_t kInitialSize = 1u << 20;  // a new log starts this small (or --size if smaller)
 
 struct file_header {
@@ -161,7 +161,7 @@ unsigned char synthetic_byte(std::uint64_t seq, std::size_t i) {
 // intact. Never writes.
 // ---------------------------------------------------------------------------
 struct scan_result {
-  bool header_ok = false;   // the file header is present and valid
+  bool header_ok = false;  // the file header is present and valid
   std::uint64_t records = 0;
   std::uint64_t last_seq = 0;
   std::size_t end = kHeaderArea;  // offset just past the last intact record
@@ -208,8 +208,8 @@ scan_result scan(const mapdirect::direct_mapping& m, record_visitor visit = null
     return r;
   }
   if (all_zero(&fh, sizeof fh)) return r;  // never initialised: an empty log
-  if (std::memcmp(fh.magic, kFileMagic, sizeof kFileMagic) != 0 || fh.version != 1 ||
-      fh.header_size != kHeaderArea || fh.crc != crc32c(&fh, offsetof(file_header, crc))) {
+  if (std::memcmp(fh.magic, kFileMagic, sizeof kFileMagic) != 0 || fh.version != 1 || fh.header_size != kHeaderArea ||
+      fh.crc != crc32c(&fh, offsetof(file_header, crc))) {
     // The header is written and persisted before the first record, so a
     // torn header with no record after it is a crash during creation: the
     // log is empty (nothing was acknowledged yet).
@@ -255,11 +255,9 @@ scan_result scan(const mapdirect::direct_mapping& m, record_visitor visit = null
       // the next record's offset must stay inside the mapping.
       std::snprintf(why, sizeof why, "impossible length %" PRIu32 " at offset %zu", h.length, off);
     } else if (h.seq != r.last_seq + 1) {
-      std::snprintf(why, sizeof why, "seq %" PRIu64 " at offset %zu, expected %" PRIu64, h.seq, off,
-                    r.last_seq + 1);
+      std::snprintf(why, sizeof why, "seq %" PRIu64 " at offset %zu, expected %" PRIu64, h.seq, off, r.last_seq + 1);
     } else if (h.prev_crc != r.last_crc) {
-      std::snprintf(why, sizeof why, "seq %" PRIu64 " at offset %zu does not chain to its predecessor", h.seq,
-                    off);
+      std::snprintf(why, sizeof why, "seq %" PRIu64 " at offset %zu does not chain to its predecessor", h.seq, off);
     }
     if (why[0]) {
       r.detail = why;
@@ -280,8 +278,8 @@ scan_result scan(const mapdirect::direct_mapping& m, record_visitor visit = null
       for (std::size_t i = 0; i < h.length; ++i) {
         if (static_cast<unsigned char>(payload[i]) != synthetic_byte(h.seq, i)) {
           r.content_error = true;
-          std::snprintf(why, sizeof why, "seq %" PRIu64 " has a valid checksum but wrong content at byte %zu",
-                        h.seq, i);
+          std::snprintf(why, sizeof why, "seq %" PRIu64 " has a valid checksum but wrong content at byte %zu", h.seq,
+                        i);
           r.detail = why;
           break;
         }
@@ -306,8 +304,8 @@ scan_result scan(const mapdirect::direct_mapping& m, record_visitor visit = null
 }
 
 void print_scan(const scan_result& r) {
-  std::printf("recovered records=%" PRIu64 " last_seq=%" PRIu64 " end_offset=%zu stop=%s%s%s\n", r.records,
-              r.last_seq, r.end, r.stop, r.detail.empty() ? "" : " detail=", r.detail.c_str());
+  std::printf("recovered records=%" PRIu64 " last_seq=%" PRIu64 " end_offset=%zu stop=%s%s%s\n", r.records, r.last_seq,
+              r.end, r.stop, r.detail.empty() ? "" : " detail=", r.detail.c_str());
   std::fflush(stdout);
 }
 
@@ -624,13 +622,17 @@ options parse(int argc, char** argv) {
   else if (o.cmd == "verify") allowed = EXPECT;
   else if (o.cmd == "recover" || o.cmd == "dump") allowed = 0;
   else mdx::usage_error("unknown command '%s' (write, append, verify, recover or dump)", o.cmd.c_str());
-  static const struct option longopts[] = {
-      {"size", required_argument, nullptr, 's'},        {"count", required_argument, nullptr, 'c'},
-      {"group", required_argument, nullptr, 'g'},       {"print-acks", no_argument, nullptr, 'a'},
-      {"seed", required_argument, nullptr, 'S'},        {"unsafe-cpu-flush-only", no_argument, nullptr, 'U'},
-      {"expect-last", required_argument, nullptr, 'e'}, {"quiet", no_argument, nullptr, 'q'},
-      {"help", no_argument, nullptr, 'h'},              {"version", no_argument, nullptr, 'V'},
-      {nullptr, 0, nullptr, 0}};
+  static const struct option longopts[] = {{"size", required_argument, nullptr, 's'},
+                                           {"count", required_argument, nullptr, 'c'},
+                                           {"group", required_argument, nullptr, 'g'},
+                                           {"print-acks", no_argument, nullptr, 'a'},
+                                           {"seed", required_argument, nullptr, 'S'},
+                                           {"unsafe-cpu-flush-only", no_argument, nullptr, 'U'},
+                                           {"expect-last", required_argument, nullptr, 'e'},
+                                           {"quiet", no_argument, nullptr, 'q'},
+                                           {"help", no_argument, nullptr, 'h'},
+                                           {"version", no_argument, nullptr, 'V'},
+                                           {nullptr, 0, nullptr, 0}};
   // getopt_long sees "durable_log FILE options..." (the command removed);
   // opterr off: our own messages name the option.
   argv[1] = argv[0];
@@ -645,18 +647,39 @@ options parse(int argc, char** argv) {
       if (!(allowed & bit)) mdx::usage_error("%s is not an option of '%s'", opt, o.cmd.c_str());
     };
     switch (c) {
-      case 's': need(SIZE, "--size"); o.size = mdx::parse_number("--size", optarg, kMinLogSize, kMaxLogSize, true); break;
-      case 'c': need(COUNT, "--count"); o.count = mdx::parse_number("--count", optarg, 1, UINT64_MAX); break;
-      case 'g': need(GROUP, "--group"); o.group = static_cast<std::size_t>(mdx::parse_number("--group", optarg, 1, 1000000)); break;
-      case 'a': need(ACKS, "--print-acks"); o.print_acks = true; break;
-      case 'S': need(SEED, "--seed"); o.seed = mdx::parse_number("--seed", optarg, 0, UINT64_MAX); break;
-      case 'U': need(UNSAFE, "--unsafe-cpu-flush-only"); o.cpu_flush_only = true; break;
+      case 's':
+        need(SIZE, "--size");
+        o.size = mdx::parse_number("--size", optarg, kMinLogSize, kMaxLogSize, true);
+        break;
+      case 'c':
+        need(COUNT, "--count");
+        o.count = mdx::parse_number("--count", optarg, 1, UINT64_MAX);
+        break;
+      case 'g':
+        need(GROUP, "--group");
+        o.group = static_cast<std::size_t>(mdx::parse_number("--group", optarg, 1, 1000000));
+        break;
+      case 'a':
+        need(ACKS, "--print-acks");
+        o.print_acks = true;
+        break;
+      case 'S':
+        need(SEED, "--seed");
+        o.seed = mdx::parse_number("--seed", optarg, 0, UINT64_MAX);
+        break;
+      case 'U':
+        need(UNSAFE, "--unsafe-cpu-flush-only");
+        o.cpu_flush_only = true;
+        break;
       case 'e':
         need(EXPECT, "--expect-last");
         o.expect_last = mdx::parse_number("--expect-last", optarg, 0, UINT64_MAX);
         o.has_expect_last = true;
         break;
-      case 'q': need(QUIET, "--quiet"); o.quiet = true; break;
+      case 'q':
+        need(QUIET, "--quiet");
+        o.quiet = true;
+        break;
       case 'h': help();
       case 'V': mdx::print_version();
       case ':': mdx::usage_error("%s needs a value", name);
@@ -723,10 +746,8 @@ int cmd_verify(const options& o, bool repair) {
 // Prints one intact record from the scan's private copy (never from the
 // mapping, which another process may change between a check and a use).
 void print_record(const record_header& h, const std::byte* payload, void*) {
-  if (h.flags & kFlagSynthetic)
-    std::printf("%" PRIu64 "\t(%" PRIu32 " synthetic bytes)\n", h.seq, h.length);
-  else
-    std::printf("%" PRIu64 "\t%.*s\n", h.seq, static_cast<int>(h.length), reinterpret_cast<const char*>(payload));
+  if (h.flags & kFlagSynthetic) std::printf("%" PRIu64 "\t(%" PRIu32 " synthetic bytes)\n", h.seq, h.length);
+  else std::printf("%" PRIu64 "\t%.*s\n", h.seq, static_cast<int>(h.length), reinterpret_cast<const char*>(payload));
 }
 
 int cmd_dump(const options& o) {
@@ -762,16 +783,15 @@ int cmd_write(const options& o) {
       if (w.grow_failed) return 1;
       std::fprintf(stderr, "durable_log: log full at seq %" PRIu64 " (%zu bytes)\n", w.next_seq - 1, w.map.size());
       if (o.count == 0) return 0;  // "until full" was the request
-      std::fprintf(stderr, "durable_log: only %" PRIu64 " of the %" PRIu64 " records asked for were written\n",
-                   written, o.count);
+      std::fprintf(stderr, "durable_log: only %" PRIu64 " of the %" PRIu64 " records asked for were written\n", written,
+                   o.count);
       return 1;
     }
     ++written;
   }
   w.commit();
   progress.finish();
-  std::fprintf(stderr, "durable_log: appended %" PRIu64 " records, last seq %" PRIu64 "\n", written,
-               w.next_seq - 1);
+  std::fprintf(stderr, "durable_log: appended %" PRIu64 " records, last seq %" PRIu64 "\n", written, w.next_seq - 1);
   return 0;
 }
 

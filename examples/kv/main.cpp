@@ -84,8 +84,8 @@ struct header {
 
 // One version of a slot: exactly two cache lines.
 struct version {
-  std::uint64_t seq;   // 0: never written
-  std::uint32_t crc;   // over every byte except this field
+  std::uint64_t seq;  // 0: never written
+  std::uint32_t crc;  // over every byte except this field
   std::uint16_t klen;
   std::uint16_t vlen;  // kTombstone: deleted
   char key[kMaxKey + 2];
@@ -112,8 +112,8 @@ int fail(const char* what, const std::error_code& ec) {
 struct slot_view {
   bool unreadable = false;  // the read faulted: media error, truncation, I/O error
   md::access_error error{};
-  int current = -1;         // index of the valid version with the highest seq, or -1
-  bool torn = false;        // a version was written (seq != 0) but its CRC fails
+  int current = -1;   // index of the valid version with the highest seq, or -1
+  bool torn = false;  // a version was written (seq != 0) but its CRC fails
   version v[2]{};
 };
 
@@ -272,9 +272,7 @@ class table {
   }
 
  private:
-  std::size_t slot_offset(std::uint64_t slot) const {
-    return static_cast<std::size_t>(kHeaderSize + slot * kSlotSize);
-  }
+  std::size_t slot_offset(std::uint64_t slot) const { return static_cast<std::size_t>(kHeaderSize + slot * kSlotSize); }
 
   // Seals the block map of the whole table. On tmpfs (no FIEMAP) the seal is
   // still taken (blocks allocated and synced) but cannot be verified.
@@ -372,12 +370,12 @@ void describe(const table& t) {
                md::to_string(t.block_seal().kind()), t.block_seal().verified() ? " (verified)" : " (unverified)");
 }
 
-#define SELFTEST_CHECK(cond)                                                    \
-  do {                                                                          \
-    if (!(cond)) {                                                              \
+#define SELFTEST_CHECK(cond)                                                       \
+  do {                                                                             \
+    if (!(cond)) {                                                                 \
       std::fprintf(stderr, "kv selftest: %s failed (line %d)\n", #cond, __LINE__); \
-      return 1;                                                                 \
-    }                                                                           \
+      return 1;                                                                    \
+    }                                                                              \
   } while (0)
 
 int selftest_in(const std::string& dir);
@@ -404,11 +402,10 @@ int selftest_in(const std::string& dir) {
     table t;
     SELFTEST_CHECK(table::create(path, 64, t) == 0);
     describe(t);
-    for (int i = 0; i < 40; ++i)
-      SELFTEST_CHECK(put(t, "key" + std::to_string(i), "value" + std::to_string(i)) == 0);
+    for (int i = 0; i < 40; ++i) SELFTEST_CHECK(put(t, "key" + std::to_string(i), "value" + std::to_string(i)) == 0);
     for (int i = 0; i < 40; i += 2) SELFTEST_CHECK(put(t, "key" + std::to_string(i), "new" + std::to_string(i)) == 0);
     for (int i = 0; i < 40; i += 5) SELFTEST_CHECK(del(t, "key" + std::to_string(i)) == 0);
-    SELFTEST_CHECK(put(t, std::string(kMaxKey + 1, 'k'), "x") == 2);        // rejected, nothing written
+    SELFTEST_CHECK(put(t, std::string(kMaxKey + 1, 'k'), "x") == 2);  // rejected, nothing written
     SELFTEST_CHECK(put(t, "k", std::string(kMaxValue + 1, 'v')) == 2);
   }
   {
@@ -465,18 +462,17 @@ int selftest_in(const std::string& dir) {
 }
 
 [[noreturn]] void help() {
-  std::printf(
-      "usage: kv FILE init [SLOTS]    create a table (SLOTS from 1 to 16777216, default 1024)\n"
-      "       kv FILE put KEY VALUE   insert or replace (durable when it returns)\n"
-      "       kv FILE get KEY         print the value; exit 1 when absent\n"
-      "       kv FILE del KEY         delete (durable when it returns)\n"
-      "       kv FILE list            print every live key and value\n"
-      "       kv FILE check           scan every slot; report torn or unreadable ones\n"
-      "       kv selftest DIR         exercise all of the above in a private directory in DIR\n"
-      "       kv --help | --version\n"
-      "Keys hold 1 to %zu bytes, values up to %zu. Exit status: 0 ok, 1 absent or refused, 2 bad usage,\n"
-      "3 unreadable or torn slots.\n",
-      kMaxKey, kMaxValue);
+  std::printf("usage: kv FILE init [SLOTS]    create a table (SLOTS from 1 to 16777216, default 1024)\n"
+              "       kv FILE put KEY VALUE   insert or replace (durable when it returns)\n"
+              "       kv FILE get KEY         print the value; exit 1 when absent\n"
+              "       kv FILE del KEY         delete (durable when it returns)\n"
+              "       kv FILE list            print every live key and value\n"
+              "       kv FILE check           scan every slot; report torn or unreadable ones\n"
+              "       kv selftest DIR         exercise all of the above in a private directory in DIR\n"
+              "       kv --help | --version\n"
+              "Keys hold 1 to %zu bytes, values up to %zu. Exit status: 0 ok, 1 absent or refused, 2 bad usage,\n"
+              "3 unreadable or torn slots.\n",
+              kMaxKey, kMaxValue);
   std::exit(0);
 }
 
@@ -536,7 +532,7 @@ int main(int argc, char** argv) {
   if (cmd == "list") return scan(t, true, live, torn) ? 3 : 0;
   describe(t);
   const std::uint64_t bad = scan(t, false, live, torn);
-  std::printf("slots=%" PRIu64 " live=%" PRIu64 " torn=%" PRIu64 " unreadable=%" PRIu64 "\n", t.slots(), live,
-              torn, bad);
+  std::printf("slots=%" PRIu64 " live=%" PRIu64 " torn=%" PRIu64 " unreadable=%" PRIu64 "\n", t.slots(), live, torn,
+              bad);
   return bad ? 3 : 0;
 }

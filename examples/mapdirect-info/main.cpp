@@ -124,7 +124,8 @@ void print_json(const char* path, const mapdirect::probe_report& r) {
   std::printf("  \"flush_instruction\": %s,\n", json_string(to_string(r.flush)).c_str());
   std::printf("  \"cache_line\": %zu,\n", r.cache_line);
   std::printf("  \"io_uring\": %s,\n", json_bool(r.io_uring));
-  std::printf("  \"io_uring_detail\": %s,\n", r.io_uring_detail.empty() ? "null" : json_string(r.io_uring_detail).c_str());
+  std::printf("  \"io_uring_detail\": %s,\n",
+              r.io_uring_detail.empty() ? "null" : json_string(r.io_uring_detail).c_str());
   std::printf("  \"group_commit_backend\": %s\n", json_string(r.group_commit_backend).c_str());
   std::printf("}\n");
 }
@@ -132,26 +133,32 @@ void print_json(const char* path, const mapdirect::probe_report& r) {
 void print_table(const char* path, const mapdirect::probe_report& r) {
   using mapdirect::to_string;
   std::printf("%-20s %s\n", "path", path);
-  std::printf("%-20s %s%s\n", "file system", r.file_system.c_str(), r.directory ? " (probed via a temporary file)" : "");
+  std::printf("%-20s %s%s\n", "file system", r.file_system.c_str(),
+              r.directory ? " (probed via a temporary file)" : "");
   std::printf("%-20s %s\n", "kernel", r.kernel_release.c_str());
   if (r.device_dax)
     std::printf("%-20s %llu bytes, align %llu (no page cache, no file-system metadata: MAP_SYNC not needed)\n",
                 "device DAX", static_cast<unsigned long long>(r.device_size),
                 static_cast<unsigned long long>(r.device_align));
   const char* inferred = r.mode_inferred ? " (what a writer would get; tested with a read-only mapping)" : "";
-  const std::string not_tested = "not tested (" + (r.untested.empty() ? std::string("unknown reason") : r.untested) + ")";
+  const std::string not_tested =
+      "not tested (" + (r.untested.empty() ? std::string("unknown reason") : r.untested) + ")";
   std::printf("%-20s %s\n", "writable",
-              r.writable ? "yes" : r.read_only_mount ? "no (read-only mount)" : "no (not open for writing)");
+              r.writable          ? "yes"
+              : r.read_only_mount ? "no (read-only mount)"
+                                  : "no (not open for writing)");
   std::printf("%-20s %s%s\n", "mode", r.mode_known || r.mode_inferred ? to_string(r.mode) : "unknown",
-              r.mode_known ? "" : r.mode_inferred ? inferred : (", " + not_tested).c_str());
+              r.mode_known      ? ""
+              : r.mode_inferred ? inferred
+                                : (", " + not_tested).c_str());
   std::printf("%-20s %s%s\n", "store granularity",
               r.mode_known || r.mode_inferred ? to_string(r.store_granularity) : "unknown", inferred);
   if (r.map_sync_tested)
     std::printf("%-20s %s%s\n", "MAP_SYNC", r.map_sync ? "yes" : "no",
                 r.mode_inferred ? " (tested with a read-only mapping)" : "");
-  else
-    std::printf("%-20s %s\n", "MAP_SYNC", not_tested.c_str());
-  std::printf("%-20s %s\n", "MAP_DIRECT", r.map_direct_configured ? "configured in this build" : "not configured (never probed)");
+  else std::printf("%-20s %s\n", "MAP_SYNC", not_tested.c_str());
+  std::printf("%-20s %s\n", "MAP_DIRECT",
+              r.map_direct_configured ? "configured in this build" : "not configured (never probed)");
   std::printf("%-20s %s\n", "DAX (statx)", dax_text(r.dax));
   std::printf("%-20s %s (%d nd region%s)\n", "persistence domain", to_string(r.persistence), r.nd_regions,
               r.nd_regions == 1 ? "" : "s");

@@ -42,9 +42,9 @@
 
 #include <cerrno>
 #include <cstdarg>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -67,9 +67,9 @@ using ROCKSDB_NAMESPACE::IOStatus;
 using ROCKSDB_NAMESPACE::Logger;
 using ROCKSDB_NAMESPACE::Slice;
 
-constexpr std::size_t kFirstWindow = std::size_t{1} << 20;   // first preallocation
-constexpr std::size_t kMaxStep = std::size_t{16} << 20;      // largest single extension
-constexpr std::size_t kReserve = std::size_t{1} << 30;       // address space to grow in place
+constexpr std::size_t kFirstWindow = std::size_t{1} << 20;  // first preallocation
+constexpr std::size_t kMaxStep = std::size_t{16} << 20;     // largest single extension
+constexpr std::size_t kReserve = std::size_t{1} << 30;      // address space to grow in place
 
 // Maps a mapdirect error to an IOStatus faithfully: ENOSPC/EDQUOT as NoSpace,
 // durability_lost (an earlier flush of this file failed: dirty pages may be
@@ -274,7 +274,8 @@ class mapdirect_fs final : public FileSystemWrapper {
     std::string why = map.describe();
     for (char& c : why)
       if (c == '\n') c = ';';
-    log(f, "mapdirect: WAL %s mapped: mode=%s granularity=%s%s%s; window %zu bytes, grows in place (reserve %zu); ladder: %s",
+    log(f,
+        "mapdirect: WAL %s mapped: mode=%s granularity=%s%s%s; window %zu bytes, grows in place (reserve %zu); ladder: %s",
         f.c_str(), mapdirect::to_string(map.mode()), mapdirect::to_string(map.store_granularity()),
         persist_ ? "" : " NOPERSIST (test-only negative control: Sync does not persist)", group_note_.c_str(),
         map.size(), kReserve, why.c_str());

@@ -59,10 +59,9 @@ bool recovery_mode(const char* name, rdb::WALRecoveryMode* out) {
 }
 
 int usage() {
-  std::fprintf(stderr,
-               "usage: rocksdb_wal_driver write DIR FS COUNT [RECOVERY] | verify DIR FS ACKED [RECOVERY]\n"
-               "  FS: default | mapdirect | mapdirect-nopersist\n"
-               "  RECOVERY: point-in-time (default) | tolerate-tail | absolute | skip-any\n");
+  std::fprintf(stderr, "usage: rocksdb_wal_driver write DIR FS COUNT [RECOVERY] | verify DIR FS ACKED [RECOVERY]\n"
+                       "  FS: default | mapdirect | mapdirect-nopersist\n"
+                       "  RECOVERY: point-in-time (default) | tolerate-tail | absolute | skip-any\n");
   return 2;
 }
 
@@ -133,7 +132,9 @@ int main(int argc, char** argv) {
       s = db->Write(wo, &b);
       if (!s.ok()) {
         std::fprintf(stderr, "rocksdb_wal_driver: put %ld: %s%s\n", i, s.ToString().c_str(),
-                     s.IsNoSpace() ? " [nospace]" : s.IsIOError() ? " [ioerror]" : "");
+                     s.IsNoSpace()   ? " [nospace]"
+                     : s.IsIOError() ? " [ioerror]"
+                                     : "");
         return 4;
       }
       if (tag) std::printf("ack %s %ld\n", tag, i);
@@ -157,7 +158,8 @@ int main(int argc, char** argv) {
       if (!g.ok() || v != value_of(i)) {
         if (first_lost < 0) first_lost = i;
         ++lost;
-        if (!g.ok() && !g.IsNotFound()) std::fprintf(stderr, "rocksdb_wal_driver: get %ld: %s\n", i, g.ToString().c_str());
+        if (!g.ok() && !g.IsNotFound())
+          std::fprintf(stderr, "rocksdb_wal_driver: get %ld: %s\n", i, g.ToString().c_str());
       }
     }
     long present = 0;

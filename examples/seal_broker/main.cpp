@@ -206,8 +206,8 @@ int drop_privileges() {
   // supplementary group, not a capability.
   uid_t ru, eu, su;
   gid_t rg, eg, sg;
-  const bool ids_ok = ::getresuid(&ru, &eu, &su) == 0 && ::getresgid(&rg, &eg, &sg) == 0 && ru == uid &&
-                      eu == uid && su == uid && rg == gid && eg == gid && sg == gid && ::getgroups(0, nullptr) == 0;
+  const bool ids_ok = ::getresuid(&ru, &eu, &su) == 0 && ::getresgid(&rg, &eg, &sg) == 0 && ru == uid && eu == uid &&
+                      su == uid && rg == gid && eg == gid && sg == gid && ::getgroups(0, nullptr) == 0;
   if (!ids_ok || ::setuid(0) == 0 || ::seteuid(0) == 0 || ::setgid(0) == 0 || ::setgroups(0, nullptr) == 0 ||
       !all_zero_caps(capabilities())) {
     std::fprintf(stderr, "seal_broker: worker: could regain privileges after dropping them\n");
@@ -246,8 +246,8 @@ void report_worker_view() {
   std::printf("worker-check: env_count %zu\n", env_count);
   std::printf("worker-check: no_new_privs %d\n", ::prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0));
   std::printf("worker-check: uid %u euid %u gid %u egid %u groups %d\n", static_cast<unsigned>(::getuid()),
-              static_cast<unsigned>(::geteuid()), static_cast<unsigned>(::getgid()),
-              static_cast<unsigned>(::getegid()), ::getgroups(0, nullptr));
+              static_cast<unsigned>(::geteuid()), static_cast<unsigned>(::getgid()), static_cast<unsigned>(::getegid()),
+              ::getgroups(0, nullptr));
   const int su = ::setuid(0);
   std::printf("worker-check: setuid0 %s\n", su == 0 ? "succeeded" : std::strerror(errno));
   const int sg = ::setgid(0);
@@ -280,7 +280,8 @@ int run_worker(int sock, bool self_check) {
               mapdirect::to_string(map.store_granularity()));
   for (std::size_t i = 0; i < record_count; ++i) {
     const record r = make_record(i + 1);
-    if (auto ok = map.copy_persist(i * sizeof(record), &r, sizeof r); !ok) return die_md("worker: copy_persist", ok.error());
+    if (auto ok = map.copy_persist(i * sizeof(record), &r, sizeof r); !ok)
+      return die_md("worker: copy_persist", ok.error());
   }
   std::printf("worker: %zu records durable\n", record_count);
   if (auto ok = map.close(); !ok) return die_md("worker: close", ok.error());
@@ -469,8 +470,9 @@ int run_broker(const char* dir, bool self_check) {
   std::printf("broker: %zu/%zu records intact\n", good, record_count);
   if (seal.has_lease())
     std::printf("broker: lease %s\n", seal.lease_compromised() ? "COMPROMISED"
-                                       : seal.lease_broken()    ? "BROKEN"
-                                                                : "intact (no conflicting open, signal and owner unchanged)");
+                                      : seal.lease_broken()
+                                          ? "BROKEN"
+                                          : "intact (no conflicting open, signal and owner unchanged)");
   if (compromised) return 1;
   if (seal.verified()) {
     auto v = seal.verify();
@@ -487,8 +489,7 @@ int run_broker(const char* dir, bool self_check) {
 
 int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
-  if ((argc == 3 || (argc == 4 && std::strcmp(argv[3], "--self-check") == 0)) &&
-      std::strcmp(argv[1], "--worker") == 0)
+  if ((argc == 3 || (argc == 4 && std::strcmp(argv[3], "--self-check") == 0)) && std::strcmp(argv[1], "--worker") == 0)
     return run_worker(std::atoi(argv[2]), argc == 4);
   if (argc == 3 && std::strcmp(argv[1], "--self-check") == 0 && argv[2][0] != '-') return run_broker(argv[2], true);
   if (argc != 2 || argv[1][0] == '-') {

@@ -101,7 +101,8 @@ int main(int argc, char** argv) {
   if (mapdirect_vfs_register(0) != SQLITE_OK) return 1;
   std::printf("SQLite %s, %d transactions x %d rounds, %d point SELECTs, synchronous=FULL, dir %s\n",
               sqlite3_libversion(), transactions, rounds, selects, dir.c_str());
-  std::printf("| journal | unix commits/s | mapdirect commits/s | ratio | unix SELECTs/s | mapdirect SELECTs/s | ratio |\n");
+  std::printf(
+      "| journal | unix commits/s | mapdirect commits/s | ratio | unix SELECTs/s | mapdirect SELECTs/s | ratio |\n");
   std::printf("|---|---|---|---|---|---|---|\n");
   for (const char* mode : {"WAL", "DELETE"}) {
     std::vector<double> uc, mc, us, ms;

@@ -58,7 +58,7 @@ namespace {
 using mapdirect::direct_mapping;
 namespace sys = mapdirect::detail::sys;
 
-constexpr std::uint64_t kMinMap = 256 * 1024;       // smallest mapping
+constexpr std::uint64_t kMinMap = 256 * 1024;        // smallest mapping
 constexpr std::uint64_t kMapAlign = 1024 * 1024;     // mappings grow in MiB
 constexpr std::uint64_t kMaxMapStep = 256ull << 20;  // at most this much ahead
 constexpr std::uint64_t kMinReserve = 64 * 1024;     // blocks reserved ahead
@@ -84,9 +84,9 @@ struct mapped_state {
   int fd = -1;                          // our own descriptor of the file (O_RDWR)
   int type = 0;                         // SQLITE_OPEN_MAIN_DB / _MAIN_JOURNAL / _WAL
   std::string path;
-  std::uint64_t size = 0;         // file size as last set or seen
-  std::uint64_t reserved = 0;     // blocks reserved (fallocate KEEP_SIZE) below this offset
-  bool reserve_supported = true;  // false: file system has no fallocate (sparse growth)
+  std::uint64_t size = 0;                    // file size as last set or seen
+  std::uint64_t reserved = 0;                // blocks reserved (fallocate KEEP_SIZE) below this offset
+  bool reserve_supported = true;             // false: file system has no fallocate (sparse growth)
   std::uint64_t dirty_lo = 0, dirty_hi = 0;  // written since the last xSync (file offsets)
   bool size_dirty = false;                   // size changed since the last xSync
   bool created = false;                      // created by this open: first sync also syncs the directory
@@ -281,8 +281,10 @@ int grow(mapped_state* s, std::uint64_t need) {
       const int e = errno;
       if (e == EOPNOTSUPP) {
         s->reserve_supported = false;
-        sqlite3_log(SQLITE_NOTICE, "mapdirect: %s: no fallocate on this file system: growth is sparse, a full "
-                    "file system may then surface as SQLITE_IOERR_WRITE from a store", s->path.c_str());
+        sqlite3_log(SQLITE_NOTICE,
+                    "mapdirect: %s: no fallocate on this file system: growth is sparse, a full "
+                    "file system may then surface as SQLITE_IOERR_WRITE from a store",
+                    s->path.c_str());
       } else {
         mapdirect::detail::fail_errno(e, "fallocate (reserving blocks)");
         const int code = code_for_errno(e, SQLITE_IOERR_WRITE);
@@ -296,10 +298,8 @@ int grow(mapped_state* s, std::uint64_t need) {
   // The new size: fallocate (mode 0) over the reserved blocks only ever
   // extends, so it cannot cut off what another process appended meanwhile.
   int rc = -1;
-  if (s->reserve_supported)
-    rc = sys::fallocate(s->fd, 0, static_cast<off_t>(old), static_cast<off_t>(need - old));
-  if (rc != 0 && (!s->reserve_supported || errno == EOPNOTSUPP))
-    rc = sys::ftruncate(s->fd, static_cast<off_t>(need));
+  if (s->reserve_supported) rc = sys::fallocate(s->fd, 0, static_cast<off_t>(old), static_cast<off_t>(need - old));
+  if (rc != 0 && (!s->reserve_supported || errno == EOPNOTSUPP)) rc = sys::ftruncate(s->fd, static_cast<off_t>(need));
   if (rc != 0) {
     const int e = errno;
     mapdirect::detail::fail_errno(e, "fallocate/ftruncate (setting the new size)");
@@ -320,24 +320,40 @@ int pt_close(sqlite3_file* f) {
   p->real->pMethods = nullptr;
   return rc;
 }
-int pt_read(sqlite3_file* f, void* b, int n, sqlite3_int64 o) { return as_md(f)->real->pMethods->xRead(as_md(f)->real, b, n, o); }
-int pt_write(sqlite3_file* f, const void* b, int n, sqlite3_int64 o) { return as_md(f)->real->pMethods->xWrite(as_md(f)->real, b, n, o); }
+int pt_read(sqlite3_file* f, void* b, int n, sqlite3_int64 o) {
+  return as_md(f)->real->pMethods->xRead(as_md(f)->real, b, n, o);
+}
+int pt_write(sqlite3_file* f, const void* b, int n, sqlite3_int64 o) {
+  return as_md(f)->real->pMethods->xWrite(as_md(f)->real, b, n, o);
+}
 int pt_truncate(sqlite3_file* f, sqlite3_int64 n) { return as_md(f)->real->pMethods->xTruncate(as_md(f)->real, n); }
 int pt_sync(sqlite3_file* f, int flags) { return as_md(f)->real->pMethods->xSync(as_md(f)->real, flags); }
-int pt_file_size(sqlite3_file* f, sqlite3_int64* out) { return as_md(f)->real->pMethods->xFileSize(as_md(f)->real, out); }
+int pt_file_size(sqlite3_file* f, sqlite3_int64* out) {
+  return as_md(f)->real->pMethods->xFileSize(as_md(f)->real, out);
+}
 int fw_lock(sqlite3_file* f, int l) { return as_md(f)->real->pMethods->xLock(as_md(f)->real, l); }
 int fw_unlock(sqlite3_file* f, int l) { return as_md(f)->real->pMethods->xUnlock(as_md(f)->real, l); }
-int fw_check_reserved(sqlite3_file* f, int* out) { return as_md(f)->real->pMethods->xCheckReservedLock(as_md(f)->real, out); }
+int fw_check_reserved(sqlite3_file* f, int* out) {
+  return as_md(f)->real->pMethods->xCheckReservedLock(as_md(f)->real, out);
+}
 int fw_sector_size(sqlite3_file* f) { return as_md(f)->real->pMethods->xSectorSize(as_md(f)->real); }
-int fw_device_characteristics(sqlite3_file* f) { return as_md(f)->real->pMethods->xDeviceCharacteristics(as_md(f)->real); }
+int fw_device_characteristics(sqlite3_file* f) {
+  return as_md(f)->real->pMethods->xDeviceCharacteristics(as_md(f)->real);
+}
 int fw_shm_map(sqlite3_file* f, int pg, int sz, int extend, void volatile** pp) {
   return as_md(f)->real->pMethods->xShmMap(as_md(f)->real, pg, sz, extend, pp);
 }
-int fw_shm_lock(sqlite3_file* f, int off, int n, int flags) { return as_md(f)->real->pMethods->xShmLock(as_md(f)->real, off, n, flags); }
+int fw_shm_lock(sqlite3_file* f, int off, int n, int flags) {
+  return as_md(f)->real->pMethods->xShmLock(as_md(f)->real, off, n, flags);
+}
 void fw_shm_barrier(sqlite3_file* f) { as_md(f)->real->pMethods->xShmBarrier(as_md(f)->real); }
 int fw_shm_unmap(sqlite3_file* f, int del) { return as_md(f)->real->pMethods->xShmUnmap(as_md(f)->real, del); }
-int pt_fetch(sqlite3_file* f, sqlite3_int64 o, int n, void** pp) { return as_md(f)->real->pMethods->xFetch(as_md(f)->real, o, n, pp); }
-int pt_unfetch(sqlite3_file* f, sqlite3_int64 o, void* p) { return as_md(f)->real->pMethods->xUnfetch(as_md(f)->real, o, p); }
+int pt_fetch(sqlite3_file* f, sqlite3_int64 o, int n, void** pp) {
+  return as_md(f)->real->pMethods->xFetch(as_md(f)->real, o, n, pp);
+}
+int pt_unfetch(sqlite3_file* f, sqlite3_int64 o, void* p) {
+  return as_md(f)->real->pMethods->xUnfetch(as_md(f)->real, o, p);
+}
 
 int pt_file_control(sqlite3_file* f, int op, void* arg) {
   md_file* p = as_md(f);
@@ -525,16 +541,13 @@ int md_file_control(sqlite3_file* f, int op, void* arg) {
 
 // unix's characteristics, minus batch-atomic writes: those are F2FS ioctls on
 // unix's descriptor, which our stores through the mapping would bypass.
-int md_device_characteristics(sqlite3_file* f) {
-  return fw_device_characteristics(f) & ~SQLITE_IOCAP_BATCH_ATOMIC;
-}
+int md_device_characteristics(sqlite3_file* f) { return fw_device_characteristics(f) & ~SQLITE_IOCAP_BATCH_ATOMIC; }
 
 sqlite3_io_methods g_md_methods = {
     2,  // no xFetch/xUnfetch: SQLite never holds pointers into our mappings
-    md_close,          md_read,       md_write,     md_truncate,        md_sync,
-    md_file_size,      fw_lock,       fw_unlock,    fw_check_reserved,  md_file_control,
-    fw_sector_size,    md_device_characteristics, fw_shm_map, fw_shm_lock, fw_shm_barrier,
-    fw_shm_unmap,      nullptr,       nullptr,
+    md_close,   md_read,     md_write,          md_truncate,     md_sync,        md_file_size,
+    fw_lock,    fw_unlock,   fw_check_reserved, md_file_control, fw_sector_size, md_device_characteristics,
+    fw_shm_map, fw_shm_lock, fw_shm_barrier,    fw_shm_unmap,    nullptr,        nullptr,
 };
 
 // --- the VFS
@@ -559,7 +572,8 @@ int md_open(sqlite3_vfs*, sqlite3_filename name, sqlite3_file* file, int flags, 
     p->real->pMethods = nullptr;
     return rc;
   }
-  const bool mappable = name && (type == SQLITE_OPEN_MAIN_DB || type == SQLITE_OPEN_MAIN_JOURNAL || type == SQLITE_OPEN_WAL);
+  const bool mappable =
+      name && (type == SQLITE_OPEN_MAIN_DB || type == SQLITE_OPEN_MAIN_JOURNAL || type == SQLITE_OPEN_WAL);
   const char* why = nullptr;
   if (!mappable) why = "temporary or auxiliary file";
   else if (got & SQLITE_OPEN_READONLY) why = "read-only open (a direct_mapping needs a writable descriptor)";
@@ -623,8 +637,12 @@ int md_open(sqlite3_vfs*, sqlite3_filename name, sqlite3_file* file, int flags, 
 }
 
 int vfs_delete(sqlite3_vfs*, const char* name, int sync_dir) { return g_unix->xDelete(g_unix, name, sync_dir); }
-int vfs_access(sqlite3_vfs*, const char* name, int flags, int* out) { return g_unix->xAccess(g_unix, name, flags, out); }
-int vfs_full_pathname(sqlite3_vfs*, const char* name, int n, char* out) { return g_unix->xFullPathname(g_unix, name, n, out); }
+int vfs_access(sqlite3_vfs*, const char* name, int flags, int* out) {
+  return g_unix->xAccess(g_unix, name, flags, out);
+}
+int vfs_full_pathname(sqlite3_vfs*, const char* name, int n, char* out) {
+  return g_unix->xFullPathname(g_unix, name, n, out);
+}
 void* vfs_dl_open(sqlite3_vfs*, const char* name) { return g_unix->xDlOpen(g_unix, name); }
 void vfs_dl_error(sqlite3_vfs*, int n, char* msg) { g_unix->xDlError(g_unix, n, msg); }
 void (*vfs_dl_sym(sqlite3_vfs*, void* h, const char* sym))(void) { return g_unix->xDlSym(g_unix, h, sym); }
@@ -664,10 +682,25 @@ MDVFS_EXPORT int mapdirect_vfs_register(int make_default) {
     g_vfs.xCurrentTime = vfs_current_time;
     g_vfs.xGetLastError = vfs_get_last_error;
     g_vfs.xCurrentTimeInt64 = vfs_current_time_int64;
-    g_pt_methods = sqlite3_io_methods{3,           pt_close,     pt_read,        pt_write,    pt_truncate,
-                                      pt_sync,     pt_file_size, fw_lock,        fw_unlock,   fw_check_reserved,
-                                      pt_file_control, fw_sector_size, fw_device_characteristics, fw_shm_map,
-                                      fw_shm_lock, fw_shm_barrier, fw_shm_unmap, pt_fetch,     pt_unfetch};
+    g_pt_methods = sqlite3_io_methods{3,
+                                      pt_close,
+                                      pt_read,
+                                      pt_write,
+                                      pt_truncate,
+                                      pt_sync,
+                                      pt_file_size,
+                                      fw_lock,
+                                      fw_unlock,
+                                      fw_check_reserved,
+                                      pt_file_control,
+                                      fw_sector_size,
+                                      fw_device_characteristics,
+                                      fw_shm_map,
+                                      fw_shm_lock,
+                                      fw_shm_barrier,
+                                      fw_shm_unmap,
+                                      pt_fetch,
+                                      pt_unfetch};
   }
   pthread_mutex_unlock(&g_lock);
   return sqlite3_vfs_register(&g_vfs, make_default);

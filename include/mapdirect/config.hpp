@@ -25,8 +25,12 @@
 #ifndef MAPDIRECT_ABI_NAMESPACE
 #define MAPDIRECT_ABI_NAMESPACE v0
 #endif
-#define MAPDIRECT_BEGIN_NAMESPACE namespace mapdirect { inline namespace MAPDIRECT_ABI_NAMESPACE {
-#define MAPDIRECT_END_NAMESPACE } }
+#define MAPDIRECT_BEGIN_NAMESPACE \
+  namespace mapdirect {           \
+  inline namespace MAPDIRECT_ABI_NAMESPACE {
+#define MAPDIRECT_END_NAMESPACE \
+  }                             \
+  }
 
 // Kernel MAP_DIRECT (never merged into mainline). Define MAPDIRECT_MAP_DIRECT_FLAG
 // to the mmap flag value of a kernel that carries the series, and

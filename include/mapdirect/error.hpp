@@ -90,7 +90,8 @@ class errc_category_impl final : public std::error_category {
       case errc::block_map_unstable: return "block map has holes, unwritten or shared extents";
       case errc::lease_broken: return "file lease broken by a conflicting open or truncate";
       case errc::durability_lost: return "an earlier flush failed; dirty data may have been lost";
-      case errc::lease_compromised: return "file lease compromised: its signal or owner was changed by another holder of the description";
+      case errc::lease_compromised:
+        return "file lease compromised: its signal or owner was changed by another holder of the description";
       case errc::read_only: return "the mapping is read-only";
       case errc::reservation_exhausted: return "the mapping cannot grow in place beyond its reserved address space";
       case errc::empty_object: return "the object is empty (default-constructed, moved-from or released)";
@@ -150,7 +151,8 @@ inline char* error_detail_buffer() noexcept {
 #if defined(__GNUC__)
 __attribute__((format(printf, 1, 2)))
 #endif
-inline void set_detail(const char* fmt, ...) noexcept {
+inline void
+set_detail(const char* fmt, ...) noexcept {
   va_list args;
   va_start(args, fmt);
   std::vsnprintf(error_detail_buffer(), MAPDIRECT_ERROR_DETAIL_SIZE, fmt, args);
@@ -176,7 +178,8 @@ inline const char* errno_text(int e, char* buf, std::size_t size) noexcept {
 #if defined(__GNUC__)
 __attribute__((format(printf, 2, 3)))
 #endif
-inline std::error_code fail_errno(int e, const char* fmt, ...) noexcept {
+inline std::error_code
+fail_errno(int e, const char* fmt, ...) noexcept {
   char* out = error_detail_buffer();
   va_list args;
   va_start(args, fmt);
@@ -193,7 +196,8 @@ inline std::error_code fail_errno(int e, const char* fmt, ...) noexcept {
 #if defined(__GNUC__)
 __attribute__((format(printf, 2, 3)))
 #endif
-inline std::error_code fail(errc e, const char* fmt, ...) noexcept {
+inline std::error_code
+fail(errc e, const char* fmt, ...) noexcept {
   va_list args;
   va_start(args, fmt);
   std::vsnprintf(error_detail_buffer(), MAPDIRECT_ERROR_DETAIL_SIZE, fmt, args);

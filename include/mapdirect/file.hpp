@@ -70,9 +70,10 @@ class unsealed_change {
     blockmap_changes::bucket(ino_).fetch_add(1, std::memory_order_seq_cst);
     counted_ = true;
     if (const std::size_t n = seal_registry::count(st.st_dev, st.st_ino))
-      return fail(errc::sealed, "%s: refused: %zu iomap_seal(s) held on this file (device %llu, inode %llu); release "
-                  "them first", what, n, static_cast<unsigned long long>(st.st_dev),
-                  static_cast<unsigned long long>(st.st_ino));
+      return fail(errc::sealed,
+                  "%s: refused: %zu iomap_seal(s) held on this file (device %llu, inode %llu); release "
+                  "them first",
+                  what, n, static_cast<unsigned long long>(st.st_dev), static_cast<unsigned long long>(st.st_ino));
     return {};
   }
 
@@ -95,7 +96,8 @@ inline result<void> resize_file(int fd, std::uint64_t size) noexcept {
   detail::unsealed_change change;
   if (auto ec = change.begin(fd, "resize_file", st)) return ec;
   if (!detail::fits_off_t(size)) return detail::fail(errc::invalid_argument, "resize_file: size beyond off_t");
-  if (detail::sys::ftruncate(fd, static_cast<off_t>(size)) != 0) return detail::file_errno(errno, "resize_file: ftruncate");
+  if (detail::sys::ftruncate(fd, static_cast<off_t>(size)) != 0)
+    return detail::file_errno(errno, "resize_file: ftruncate");
   return outcome::success();
 }
 
@@ -108,7 +110,8 @@ inline result<void> truncate_file(int fd, std::uint64_t size) noexcept {
   detail::unsealed_change change;
   if (auto ec = change.begin(fd, "truncate_file", st)) return ec;
   if (size > static_cast<std::uint64_t>(st.st_size))
-    return detail::fail(errc::invalid_argument, "truncate_file: %llu is larger than the file (%lld bytes); use extend_file",
+    return detail::fail(errc::invalid_argument,
+                        "truncate_file: %llu is larger than the file (%lld bytes); use extend_file",
                         static_cast<unsigned long long>(size), static_cast<long long>(st.st_size));
   if (detail::sys::ftruncate(fd, static_cast<off_t>(size)) != 0)
     return detail::file_errno(errno, "truncate_file: ftruncate");
@@ -140,7 +143,8 @@ inline result<void> extend_file(int fd, std::uint64_t size, bool preallocate = t
       return detail::file_errno(e, "extend_file: fallocate");
     }
   }
-  if (detail::sys::ftruncate(fd, static_cast<off_t>(size)) != 0) return detail::file_errno(errno, "extend_file: ftruncate");
+  if (detail::sys::ftruncate(fd, static_cast<off_t>(size)) != 0)
+    return detail::file_errno(errno, "extend_file: ftruncate");
   return outcome::success();
 }
 

@@ -72,7 +72,8 @@ class access_error {
  public:
   access_error() noexcept = default;
   /// A failure that is not a fault (bad argument, handler not installable...).
-  access_error(std::error_code code) noexcept : value_(code.value()), category_(&code.category()) {}  // NOLINT: implicit
+  access_error(std::error_code code) noexcept
+      : value_(code.value()), category_(&code.category()) {}  // NOLINT: implicit
   /// A fault: bytes [offset, offset+length) of the guarded object are affected.
   access_error(std::error_code code, std::uint64_t offset, std::size_t length, const void* address) noexcept
       : value_(code.value()), category_(&code.category()), offset_(offset), length_(length), address_(address) {}
@@ -248,7 +249,8 @@ inline file_end find_file_end(const guard_range& target, std::uintptr_t addr) no
   if (fd < 0) return e;
   e.known = file_facts(fd, e.size, e.fs_full);
   sys::close_quietly(fd);
-  if (e.known) e.addr = e.size >= v.file_offset ? v.start + static_cast<std::uintptr_t>(e.size - v.file_offset) : v.start;
+  if (e.known)
+    e.addr = e.size >= v.file_offset ? v.start + static_cast<std::uintptr_t>(e.size - v.file_offset) : v.start;
   return e;
 }
 
@@ -292,8 +294,8 @@ inline access_error fault_error(const guard_frame& f, const guard_range& target,
 // The error path of copy_guarded, out of line so the fast path stays small.
 __attribute__((noinline, cold)) inline access_error copy_fault(const guard_frame& frame, const void* dst,
                                                                const void* src, std::size_t n,
-                                                               const guard_range* dst_obj,
-                                                               const guard_range* src_obj, const char* what) noexcept {
+                                                               const guard_range* dst_obj, const guard_range* src_obj,
+                                                               const char* what) noexcept {
   // Offsets and lengths follow the object (the mapping for read/write), not
   // the n bytes copied: "where the file now ends" and "to the object's end".
   (void)dst;

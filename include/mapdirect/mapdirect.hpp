@@ -6,14 +6,14 @@
 #ifndef MAPDIRECT_MAPDIRECT_HPP
 #define MAPDIRECT_MAPDIRECT_HPP
 
+#include "badblocks.hpp"
 #include "config.hpp"
 #include "error.hpp"
-#include "persist.hpp"
-#include "guard.hpp"
-#include "seal.hpp"
 #include "file.hpp"
+#include "guard.hpp"
 #include "mapping.hpp"
+#include "persist.hpp"
 #include "probe.hpp"
-#include "badblocks.hpp"
+#include "seal.hpp"
 
 #endif  // MAPDIRECT_MAPDIRECT_HPP

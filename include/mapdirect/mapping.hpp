@@ -178,14 +178,14 @@ struct shrink_options {
 /// One rung of the ladder as map() tried it.
 struct map_attempt {
   map_mode mode = map_mode::shared;  ///< the rung
-  bool attempted = false;  ///< false: skipped (see cause)
-  int error = 0;           ///< errno of the attempt, 0 on success
-  const char* cause = "";  ///< likely cause, in words
+  bool attempted = false;            ///< false: skipped (see cause)
+  int error = 0;                     ///< errno of the attempt, 0 on success
+  const char* cause = "";            ///< likely cause, in words
 };
 
 /// What map() tried, strongest first.
 struct map_ladder {
-  map_attempt steps[3];  ///< the rungs tried or skipped, steps[0] first
+  map_attempt steps[3];   ///< the rungs tried or skipped, steps[0] first
   std::size_t count = 0;  ///< how many of steps are filled in
 };
 
@@ -320,7 +320,8 @@ class direct_mapping {
   /// offset/length must be multiples of its align (errc::misaligned_offset,
   /// errc::invalid_argument); seal and reserve are refused
   /// (errc::invalid_argument); another character device: errc::invalid_argument.
-  static result<direct_mapping> map(int fd, std::uint64_t offset, std::size_t length, map_options options = {}) noexcept;
+  static result<direct_mapping> map(int fd, std::uint64_t offset, std::size_t length,
+                                    map_options options = {}) noexcept;
 
   /// Opens (or creates, atomically and durably) `path` and maps it; see
   /// open_options for the rules. Never releases the process's record locks.
@@ -546,13 +547,13 @@ class direct_mapping {
   // flushes up to T completed). At most one msync of the pending range runs
   // at a time (syncing); the others wait on pin_.cond.
   struct page_sync {
-    std::size_t lo = 0, hi = 0;      // pending range not yet taken by an msync
-    std::uint64_t flush_gen = 0;     // flushes so far
-    std::uint64_t done_gen = 0;      // every flush up to here is durable
-    std::uint64_t fail_gen = 0;      // the last failed msync covered flushes up to here
-    std::uint64_t fail_seq = 0;      // failed msyncs so far
-    std::error_code fail_code{};     // the last failed msync's error
-    bool syncing = false;            // an msync of a taken range is in flight
+    std::size_t lo = 0, hi = 0;   // pending range not yet taken by an msync
+    std::uint64_t flush_gen = 0;  // flushes so far
+    std::uint64_t done_gen = 0;   // every flush up to here is durable
+    std::uint64_t fail_gen = 0;   // the last failed msync covered flushes up to here
+    std::uint64_t fail_seq = 0;   // failed msyncs so far
+    std::error_code fail_code{};  // the last failed msync's error
+    bool syncing = false;         // an msync of a taken range is in flight
   };
   // Stays with its object (never swapped): a mutex cannot move. pthread, not
   // std::mutex: no exceptions in -fno-exceptions builds.
@@ -671,7 +672,7 @@ class direct_mapping {
   std::size_t map_length_ = 0;
   std::size_t reserved_ = 0;  // owned address space from map_base_: the mapping, then PROT_NONE room to grow
   map_access access_ = map_access::read_write;
-  int map_flags_ = 0;         // the mmap flags of the obtained rung: the grown part uses exactly these
+  int map_flags_ = 0;  // the mmap flags of the obtained rung: the grown part uses exactly these
   bool populate_ = false;
   std::optional<seal_options> seal_options_;  // how seal_ was taken (grow seals the new part alike)
   iomap_seal grown_seal_{};
@@ -681,7 +682,7 @@ class direct_mapping {
   const char* shared_cause_ = "";  // why fd_ is a dup (static text)
   dev_t dev_ = 0;                  // the file, for the per-file durability state
   ino_t ino_ = 0;
-  friend class group_committer;    // reads dev_/ino_ (async.hpp: no fstat per request)
+  friend class group_committer;  // reads dev_/ino_ (async.hpp: no fstat per request)
   map_mode mode_ = map_mode::shared;
   granularity granularity_ = granularity::page;
   persistence_domain domain_ = persistence_domain::unknown;
@@ -1080,7 +1081,9 @@ inline bool direct_mapping::classify_refusal(int fd, map_attempt& a) noexcept {
     step_down = (e == EOPNOTSUPP || e == EINVAL);
     a.cause = sync_refusal_cause(fd, e);
   }
-  if (e == EACCES && !*a.cause) a.cause = "file descriptor not open O_RDWR (a writable shared mapping needs it; map_access::read_only maps a read-only one)";
+  if (e == EACCES && !*a.cause)
+    a.cause =
+        "file descriptor not open O_RDWR (a writable shared mapping needs it; map_access::read_only maps a read-only one)";
   if (e == ETXTBSY) a.cause = "block map is sealed or busy";
   if (e == ENOMEM && !*a.cause) a.cause = "out of memory or address space";
   return step_down;
@@ -1114,8 +1117,8 @@ inline std::error_code direct_mapping::climb(int fd, std::uint64_t offset, std::
     if (!classify_refusal(fd, a)) {
       char steps[MAPDIRECT_ERROR_DETAIL_SIZE];
       (void)describe_ladder(ladder, steps, sizeof steps);
-      detail::set_detail("map: %s mapping failed with %s; tried:\n%s", to_string(mode),
-                         detail::errno_name(a.error), steps);
+      detail::set_detail("map: %s mapping failed with %s; tried:\n%s", to_string(mode), detail::errno_name(a.error),
+                         steps);
       return a.error == ETXTBSY ? make_error_code(errc::sealed) : detail::errno_code(a.error);
     }
   }
@@ -1277,8 +1280,8 @@ inline result<map_mode> direct_mapping::try_modes_read_only(int fd, map_options 
     if (!classify_refusal(fd, a)) {
       char steps[MAPDIRECT_ERROR_DETAIL_SIZE];
       (void)describe_ladder(ladder, steps, sizeof steps);
-      detail::set_detail("probe: %s mapping failed with %s; tried:\n%s", to_string(mode),
-                         detail::errno_name(a.error), steps);
+      detail::set_detail("probe: %s mapping failed with %s; tried:\n%s", to_string(mode), detail::errno_name(a.error),
+                         steps);
       return detail::errno_code(a.error);
     }
   }
@@ -1316,7 +1319,7 @@ inline result<std::size_t> direct_mapping::check_map_request(int fd, std::uint64
                         to_string(options.strongest), to_string(options.weakest));
   if (options.access == map_access::read_only && options.seal)
     return detail::fail(errc::invalid_argument, "map: a read-only mapping cannot take a seal (options.seal needs "
-                        "O_RDWR and changes the file)");
+                                                "O_RDWR and changes the file)");
   const std::size_t page = detail::sys::page_size();
   if (offset % page != 0)
     return detail::fail(errc::misaligned_offset, "map: file offset %llu is not a multiple of the page size %zu",
@@ -1336,8 +1339,8 @@ inline result<std::size_t> direct_mapping::check_map_request(int fd, std::uint64
     return detail::fail(errc::beyond_eof,
                         "map: range [%llu, %llu) extends past end of file (%llu bytes); grow the file first "
                         "(direct_mapping::open with grow) so that no access can SIGBUS",
-                        static_cast<unsigned long long>(offset),
-                        static_cast<unsigned long long>(offset + length), static_cast<unsigned long long>(file_size));
+                        static_cast<unsigned long long>(offset), static_cast<unsigned long long>(offset + length),
+                        static_cast<unsigned long long>(file_size));
   if (options.reserve > std::numeric_limits<std::size_t>::max() - 2 * MAPDIRECT_HUGE_ALIGN_THRESHOLD)
     return detail::fail(errc::invalid_argument, "map: options.reserve too large");
   if (length > std::numeric_limits<std::size_t>::max() - 2 * MAPDIRECT_HUGE_ALIGN_THRESHOLD)
@@ -1364,9 +1367,9 @@ inline std::error_code direct_mapping::take_descriptor(int fd, const struct stat
   ino_ = st.st_ino;
   if (own_description_) return {};
   shared_cause_ = not_rdwr && reader ? "the caller's descriptor is not open for reading"
-                  : not_rdwr     ? "the caller's descriptor is not open O_RDWR"
-                  : leased       ? "a seal of this process holds a lease on the file; a reopen would break it"
-                  : wants_lease  ? "options.seal.lease: a write lease needs the file's only description"
+                  : not_rdwr         ? "the caller's descriptor is not open O_RDWR"
+                  : leased           ? "a seal of this process holds a lease on the file; a reopen would break it"
+                  : wants_lease      ? "options.seal.lease: a write lease needs the file's only description"
                   : own.reopen_error == EACCES ? "reopening through /proc/self/fd was refused (EACCES)"
                   : own.reopen_error == ENOENT ? "/proc is not mounted"
                   : own.reopen_error == EXDEV  ? "/proc/self/fd named another file"
@@ -1389,13 +1392,13 @@ inline std::error_code direct_mapping::settle_granularity(const map_options& opt
   if (options.access == map_access::read_only) return {};  // nothing is ever persisted through it
   if (granularity_ == granularity::cache_line && flush_ == flush_instruction::none)
     return detail::fail(errc::granularity_unavailable,
-                        "map: %s mapping needs a cache-line flush instruction and this CPU has none",
-                        to_string(mode_));
+                        "map: %s mapping needs a cache-line flush instruction and this CPU has none", to_string(mode_));
   if (static_cast<int>(granularity_) > static_cast<int>(options.coarsest)) {
     char steps[MAPDIRECT_ERROR_DETAIL_SIZE];
     (void)describe_ladder(ladder_, steps, sizeof steps);
-    return detail::fail(errc::granularity_unavailable, "map: granularity %s is coarser than the required %s; tried:\n%s",
-                        to_string(granularity_), to_string(options.coarsest), steps);
+    return detail::fail(errc::granularity_unavailable,
+                        "map: granularity %s is coarser than the required %s; tried:\n%s", to_string(granularity_),
+                        to_string(options.coarsest), steps);
   }
   return {};
 }
@@ -1458,7 +1461,8 @@ inline std::error_code size_new_file(int fd, std::uint64_t size, bool preallocat
     if (sys::fallocate(fd, 0, 0, static_cast<off_t>(size)) == 0) return {};
     if (errno != EOPNOTSUPP) return fail_errno(errno, "open: fallocate (allocating blocks for the new file)");
   }
-  if (sys::ftruncate(fd, static_cast<off_t>(size)) != 0) return fail_errno(errno, "open: ftruncate (sizing the new file)");
+  if (sys::ftruncate(fd, static_cast<off_t>(size)) != 0)
+    return fail_errno(errno, "open: ftruncate (sizing the new file)");
   return {};
 }
 
@@ -1466,7 +1470,8 @@ inline std::error_code size_new_file(int fd, std::uint64_t size, bool preallocat
 #if defined(__GNUC__)
 __attribute__((format(printf, 1, 2)))
 #endif
-inline void append_detail(const char* fmt, ...) noexcept {
+inline void
+append_detail(const char* fmt, ...) noexcept {
   char before[MAPDIRECT_ERROR_DETAIL_SIZE];
   std::snprintf(before, sizeof before, "%s", error_detail_buffer());
   char more[MAPDIRECT_ERROR_DETAIL_SIZE];
@@ -1496,7 +1501,8 @@ inline result<direct_mapping> open_existing_and_map(const parent_dir& parent, co
   int raw = -1;
   struct stat st {};
   if (auto ec = open_existing(parent.fd.get(), parent.name, path, rules, "open", raw, st)) {
-    retry = options.create && (ec == std::errc::no_such_file_or_directory || ec == std::errc::resource_unavailable_try_again);
+    retry = options.create &&
+            (ec == std::errc::no_such_file_or_directory || ec == std::errc::resource_unavailable_try_again);
     if (options.size == 0 && ec == std::errc::no_such_file_or_directory)
       append_detail("nothing is created without create and a size");
     return ec;
@@ -1509,8 +1515,10 @@ inline result<direct_mapping> open_existing_and_map(const parent_dir& parent, co
   }
   if (size > static_cast<std::uint64_t>(st.st_size)) {
     if (options.map.access == map_access::read_only)
-      return fail(errc::beyond_eof, "open: %s has %lld bytes, fewer than the requested %llu (a read-only open never "
-                  "extends a file)", path, static_cast<long long>(st.st_size), static_cast<unsigned long long>(size));
+      return fail(errc::beyond_eof,
+                  "open: %s has %lld bytes, fewer than the requested %llu (a read-only open never "
+                  "extends a file)",
+                  path, static_cast<long long>(st.st_size), static_cast<unsigned long long>(size));
     if (!options.grow)
       return fail(errc::beyond_eof, "open: %s has %lld bytes, fewer than the requested %llu; set grow to extend it",
                   path, static_cast<long long>(st.st_size), static_cast<unsigned long long>(size));
@@ -1641,7 +1649,7 @@ inline result<grow_report> direct_mapping::grow(std::size_t new_length, grow_opt
   if (!data_) return detail::fail(errc::not_mapped, "grow: no mapping");
   if (device_dax_)
     return detail::fail(errc::invalid_argument, "grow: a device DAX mapping has the device's fixed size (no file to "
-                        "extend); map the range you need up front");
+                                                "extend); map the range you need up front");
   grow_report report;
   if (new_length == size_.load(std::memory_order_relaxed)) return report;
   grow_plan plan;
@@ -1682,7 +1690,7 @@ inline result<void> direct_mapping::shrink(std::size_t new_length, shrink_option
   if (!data_) return detail::fail(errc::not_mapped, "shrink: no mapping");
   if (device_dax_)
     return detail::fail(errc::invalid_argument, "shrink: not supported on a device DAX mapping (its length must stay "
-                        "a multiple of the device's align); close() and map again");
+                                                "a multiple of the device's align); close() and map again");
   const std::size_t old_length = size_.load(std::memory_order_relaxed);
   if (new_length == 0 || new_length > old_length)
     return detail::fail(errc::invalid_argument, "shrink: new length %zu is not in 1..%zu (close() unmaps everything)",
@@ -1701,7 +1709,8 @@ inline result<void> direct_mapping::shrink(std::size_t new_length, shrink_option
     // munmap, then re-reserve with MAP_FIXED_NOREPLACE: exact either way
     // (a failed munmap changes nothing; a failed re-reservation means
     // another thread mapped into the tail, which is then not ours).
-    if (detail::sys::munmap(at, tail) != 0) return detail::fail_errno(errno, "shrink: munmap of the tail (nothing changed)");
+    if (detail::sys::munmap(at, tail) != 0)
+      return detail::fail_errno(errno, "shrink: munmap of the tail (nothing changed)");
     clamp_pending(new_length);
     const std::size_t old_map = map_length_;
     map_length_ = new_map;
@@ -1832,8 +1841,10 @@ inline result<direct_mapping> direct_mapping::open(const char* path, open_option
   rules.permissions = options.permissions;
   const bool reader = options.map.access == map_access::read_only;
   if (reader && (options.create || options.grow))
-    return detail::fail(errc::invalid_argument, "open: %s with map.access read_only: a read-only open never creates "
-                        "or extends a file", options.create ? "create" : "grow");
+    return detail::fail(errc::invalid_argument,
+                        "open: %s with map.access read_only: a read-only open never creates "
+                        "or extends a file",
+                        options.create ? "create" : "grow");
   rules.access = reader ? O_RDONLY : O_RDWR;
   // Without a size nothing can be created: such an open never passes O_CREAT.
   const bool may_create = options.create && options.size != 0;
@@ -1867,7 +1878,6 @@ inline result<direct_mapping> direct_mapping::open(const char* path, open_option
   detail::set_detail("open: %s kept vanishing or being replaced while it was being opened; gave up", path);
   return detail::errno_code(EAGAIN);
 }
-
 
 MAPDIRECT_END_NAMESPACE
 

@@ -161,8 +161,7 @@ inline void flush_lines(const void* addr, std::size_t len, flush_instruction f) 
       }
       break;
 #endif
-    default:
-      break;
+    default: break;
   }
 }
 
@@ -310,7 +309,7 @@ inline bool cpu_has_nt_isa(nt_isa isa) noexcept {
 // 256 bytes (four lines) per iteration: all loads first, so a cold source
 // has four lines in flight before the first store waits on one.
 __attribute__((target("avx2"))) inline void stream_copy_blocks_avx2(char* dst, const char* src,
-                                                                     std::size_t n) noexcept {
+                                                                    std::size_t n) noexcept {
   std::size_t i = 0;
   for (; i + 256 <= n; i += 256) {
     // Software prefetch four iterations ahead, within the source only (as the AVX-512 loop).
@@ -355,7 +354,7 @@ __attribute__((target("avx2"))) inline void stream_fill_blocks_avx2(char* dst, i
 // One ZMM store is one whole line; eight lines are loaded before the first
 // store (eight registers, no spill).
 __attribute__((target("avx512f"))) inline void stream_copy_blocks_avx512(char* dst, const char* src,
-                                                                          std::size_t n) noexcept {
+                                                                         std::size_t n) noexcept {
   std::size_t i = 0;
   for (; i + 512 <= n; i += 512) {
     const char* s = src + i;
@@ -391,8 +390,7 @@ __attribute__((target("avx512f"))) inline void stream_copy_blocks_avx512(char* d
   }
 }
 
-__attribute__((target("avx512f"))) inline void stream_fill_blocks_avx512(char* dst, int byte,
-                                                                          std::size_t n) noexcept {
+__attribute__((target("avx512f"))) inline void stream_fill_blocks_avx512(char* dst, int byte, std::size_t n) noexcept {
   const __m512i v = _mm512_set1_epi32(static_cast<int>(0x01010101u * static_cast<unsigned char>(byte)));
   for (std::size_t i = 0; i < n; i += 64) {
     MAPDIRECT_OBSERVE_NT(dst + i, 64);
@@ -445,17 +443,13 @@ inline bool force_nt_isa(nt_isa isa) noexcept {
 constexpr std::size_t nt_dispatch_min = 256;
 
 inline void stream_copy_body(char* dst, const char* src, std::size_t n) noexcept {
-  if (n < nt_dispatch_min)
-    stream_copy_blocks(dst, src, n);
-  else
-    nt_dispatch_slot().load(std::memory_order_relaxed)->copy(dst, src, n);
+  if (n < nt_dispatch_min) stream_copy_blocks(dst, src, n);
+  else nt_dispatch_slot().load(std::memory_order_relaxed)->copy(dst, src, n);
 }
 
 inline void stream_fill_body(char* dst, int byte, std::size_t n) noexcept {
-  if (n < nt_dispatch_min)
-    stream_fill_blocks(dst, byte, n);
-  else
-    nt_dispatch_slot().load(std::memory_order_relaxed)->fill(dst, byte, n);
+  if (n < nt_dispatch_min) stream_fill_blocks(dst, byte, n);
+  else nt_dispatch_slot().load(std::memory_order_relaxed)->fill(dst, byte, n);
 }
 // ---- end of run-time dispatch ----
 #else
@@ -572,8 +566,7 @@ inline void memcpy_flush(void* dst, const void* src, std::size_t n, flush_instru
   const auto* s = static_cast<const char*>(src);
   if (n >= nt_threshold && f != flush_instruction::none) {
     const bool done = detail::split_nt(
-        d, n, f,
-        [&](std::size_t off, std::size_t len) { detail::stream_copy_body(d + off, s + off, len); },
+        d, n, f, [&](std::size_t off, std::size_t len) { detail::stream_copy_body(d + off, s + off, len); },
         [&](std::size_t off, std::size_t len) { detail::stream_copy_words(d + off, s + off, len); },
         [&](std::size_t off, std::size_t len) { detail::copy_edge(d + off, s + off, len); });
     if (done) return;
@@ -590,8 +583,7 @@ inline void memset_flush(void* dst, int byte, std::size_t n, flush_instruction f
   auto* d = static_cast<char*>(dst);
   if (n >= nt_threshold && f != flush_instruction::none) {
     const bool done = detail::split_nt(
-        d, n, f,
-        [&](std::size_t off, std::size_t len) { detail::stream_fill_body(d + off, byte, len); },
+        d, n, f, [&](std::size_t off, std::size_t len) { detail::stream_fill_body(d + off, byte, len); },
         [&](std::size_t off, std::size_t len) { detail::stream_fill_words(d + off, byte, len); },
         [&](std::size_t off, std::size_t len) { detail::fill_edge(d + off, byte, len); });
     if (done) return;

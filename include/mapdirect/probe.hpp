@@ -9,8 +9,8 @@
 
 #include "config.hpp"
 #include "descriptor.hpp"
-#include "detail/nd.hpp"
 #include "detail/linux_abi.hpp"
+#include "detail/nd.hpp"
 #include "detail/open_file.hpp"
 #include "detail/syscall.hpp"
 #include "error.hpp"
@@ -29,32 +29,32 @@ MAPDIRECT_BEGIN_NAMESPACE
 
 /// Everything probe() learned about a file (or a new file in a directory).
 struct probe_report {
-  std::string kernel_release;           ///< uname -r
-  std::string file_system;              ///< "ext4", "xfs", "tmpfs", ... or the hex magic
-  bool directory = false;               ///< the probed object was a directory (a temporary file in it was tested)
-  bool writable = false;                ///< the file could be opened for writing (needed to test the ladder)
-  map_mode mode = map_mode::shared;     ///< what direct_mapping::map would obtain
+  std::string kernel_release;        ///< uname -r
+  std::string file_system;           ///< "ext4", "xfs", "tmpfs", ... or the hex magic
+  bool directory = false;            ///< the probed object was a directory (a temporary file in it was tested)
+  bool writable = false;             ///< the file could be opened for writing (needed to test the ladder)
+  map_mode mode = map_mode::shared;  ///< what direct_mapping::map would obtain
   granularity store_granularity = granularity::page;  ///< and its store granularity
-  bool mode_known = false;              ///< true when mode was found with a writable mapping
+  bool mode_known = false;                            ///< true when mode was found with a writable mapping
   /// True when mode/store_granularity are what a writer would get, found
   /// without writing: the descriptor is read-only, so each rung was tried
   /// with a PROT_READ mapping, for which the kernel checks MAP_SYNC support
   /// as for a writer's (mode_known stays false; `untested` says what is left).
   bool mode_inferred = false;
-  std::string ladder;                   ///< each rung tried, with errno and cause
-  map_ladder rungs;                     ///< the same ladder as data: mode, attempted, errno, cause per rung
-  bool map_sync = false;                ///< MAP_SHARED_VALIDATE|MAP_SYNC accepted for this file (see map_sync_tested)
-  bool map_sync_tested = false;         ///< false: MAP_SYNC was not tried at all, map_sync means nothing (see untested)
-  bool read_only_mount = false;         ///< the file system is mounted read-only: no writer can map anything here
-  std::string untested;                 ///< what could not be tested and why ("" when everything was)
-  bool map_direct_configured = false;   ///< the build defines MAPDIRECT_MAP_DIRECT_FLAG
-  std::optional<bool> dax;              ///< statx STATX_ATTR_DAX, when the kernel reports it
+  std::string ladder;                  ///< each rung tried, with errno and cause
+  map_ladder rungs;                    ///< the same ladder as data: mode, attempted, errno, cause per rung
+  bool map_sync = false;               ///< MAP_SHARED_VALIDATE|MAP_SYNC accepted for this file (see map_sync_tested)
+  bool map_sync_tested = false;        ///< false: MAP_SYNC was not tried at all, map_sync means nothing (see untested)
+  bool read_only_mount = false;        ///< the file system is mounted read-only: no writer can map anything here
+  std::string untested;                ///< what could not be tested and why ("" when everything was)
+  bool map_direct_configured = false;  ///< the build defines MAPDIRECT_MAP_DIRECT_FLAG
+  std::optional<bool> dax;             ///< statx STATX_ATTR_DAX, when the kernel reports it
   persistence_domain persistence = persistence_domain::unknown;  ///< of the nd regions behind the device
-  int nd_regions = 0;                   ///< nd regions found behind the device
-  flush_instruction flush = flush_instruction::none;  ///< what persist() would use
-  std::size_t cache_line = 0;           ///< flush stride in bytes
-  bool io_uring = false;                ///< io_uring_setup succeeded
-  std::string io_uring_detail;          ///< why not, when not
+  int nd_regions = 0;                                            ///< nd regions found behind the device
+  flush_instruction flush = flush_instruction::none;             ///< what persist() would use
+  std::size_t cache_line = 0;                                    ///< flush stride in bytes
+  bool io_uring = false;                                         ///< io_uring_setup succeeded
+  std::string io_uring_detail;                                   ///< why not, when not
   /// Backend a group_committer (async.hpp) runs here: "io_uring", or
   /// "thread" (fdatasync on a committer thread) when io_uring is refused.
   std::string group_commit_backend = "thread";
@@ -120,7 +120,7 @@ inline void probe_io_uring(probe_report& r) noexcept {
   }
   const int e = errno;
   if (r.io_uring_detail.empty()) {
-    r.io_uring_detail = e == ENOSYS ? "io_uring_setup: ENOSYS (kernel without io_uring, or blocked by seccomp)"
+    r.io_uring_detail = e == ENOSYS  ? "io_uring_setup: ENOSYS (kernel without io_uring, or blocked by seccomp)"
                         : e == EPERM ? "io_uring_setup: EPERM (disabled by sysctl or policy)"
                                      : std::string("io_uring_setup: ") + errno_name(e);
   }
@@ -342,10 +342,11 @@ inline result<probe_report> probe(const char* path) noexcept {
     detail::sys::close_quietly(opath);
     if (S_ISCHR(st.st_mode))
       return detail::fail(errc::invalid_argument,
-                          "probe: %s is a character device but not a device DAX: refused without opening it",
-                          path);
-    return detail::fail(errc::invalid_argument, "probe: %s is %s, not a regular file or directory: refused without "
-                        "opening it", path, detail::file_type_name(st.st_mode));
+                          "probe: %s is a character device but not a device DAX: refused without opening it", path);
+    return detail::fail(errc::invalid_argument,
+                        "probe: %s is %s, not a regular file or directory: refused without "
+                        "opening it",
+                        path, detail::file_type_name(st.st_mode));
   }
   const int open_errno = errno;
   detail::sys::close_quietly(opath);

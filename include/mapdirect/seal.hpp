@@ -48,7 +48,6 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 
-
 MAPDIRECT_BEGIN_NAMESPACE
 
 /// How a seal holds the block map.
@@ -389,7 +388,8 @@ inline std::error_code iomap_seal::pin_native(seal_method method, std::uint64_t 
   const int e = errno;
   if (e == EPERM || e == EACCES) {
     undo_growth(old_size);
-    return detail::fail_errno(e, "seal: fcntl(F_MAY_SEAL_IOMAP) refused with %s (sealing a block map needs "
+    return detail::fail_errno(e,
+                              "seal: fcntl(F_MAY_SEAL_IOMAP) refused with %s (sealing a block map needs "
                               "CAP_LINUX_IMMUTABLE, or a descriptor passed by a process that has it)",
                               detail::errno_name(e));
   }
@@ -449,7 +449,8 @@ inline result<std::uint64_t> iomap_seal::verify() const noexcept {
   if (detail::sys::fstat(fd_, &st) != 0) return detail::fail_errno(errno, "verify: fstat");
   const auto size = static_cast<std::uint64_t>(st.st_size);
   if (offset_ + length_ > size)
-    return detail::fail(errc::block_map_unstable, "verify: the file shrank to %llu bytes, below the sealed range end %llu",
+    return detail::fail(errc::block_map_unstable,
+                        "verify: the file shrank to %llu bytes, below the sealed range end %llu",
                         static_cast<unsigned long long>(size), static_cast<unsigned long long>(offset_ + length_));
   detail::block_map_summary now{};
   if (const int e = detail::summarise_block_map(fd_, offset_, length_, now)) {

@@ -71,7 +71,9 @@ class syscall_interposer {
   virtual int fallocate(int fd, int mode, off_t off, off_t len) noexcept { return ::fallocate(fd, mode, off, len); }
   virtual int ftruncate(int fd, off_t len) noexcept { return ::ftruncate(fd, len); }
   virtual ssize_t pread(int fd, void* buf, std::size_t n, off_t off) noexcept { return ::pread(fd, buf, n, off); }
-  virtual ssize_t pwrite(int fd, const void* buf, std::size_t n, off_t off) noexcept { return ::pwrite(fd, buf, n, off); }
+  virtual ssize_t pwrite(int fd, const void* buf, std::size_t n, off_t off) noexcept {
+    return ::pwrite(fd, buf, n, off);
+  }
   virtual int fsync(int fd) noexcept { return ::fsync(fd); }
   virtual off_t lseek(int fd, off_t off, int whence) noexcept { return ::lseek(fd, off, whence); }
   virtual int fdatasync(int fd) noexcept { return ::fdatasync(fd); }

@@ -45,8 +45,8 @@ constexpr std::size_t file_size = std::size_t{32} << 20;  // room for 262144 rec
 
 struct cell_result {
   double records_per_s = 0;
-  double records_per_flush = 0;  // (d)/(e) only
-  double p50_us = 0, p99_us = 0;  // per-record commit latency (blocking methods)
+  double records_per_flush = 0;                 // (d)/(e) only
+  double p50_us = 0, p99_us = 0;                // per-record commit latency (blocking methods)
   double merge_windows = 0, merge_expired = 0;  // (d)/(e): per flush
   bool ok = true;
 };
@@ -303,8 +303,8 @@ int main(int argc, char** argv) {
   {
     auto g = mapdirect::group_committer::create();
     auto p = mapdirect::probe(dir.c_str());
-    std::printf("directory %s (%s), mapdirect backend: %s\n", dir.c_str(),
-                p ? p.value().file_system.c_str() : "?", g ? g.value().backend_detail() : "?");
+    std::printf("directory %s (%s), mapdirect backend: %s\n", dir.c_str(), p ? p.value().file_system.c_str() : "?",
+                g ? g.value().backend_detail() : "?");
   }
   constexpr std::array<unsigned, 4> thread_counts{1, 2, 4, 8};
   constexpr int methods = 6;
@@ -319,8 +319,8 @@ int main(int argc, char** argv) {
     for (std::size_t ti = 0; ti < thread_counts.size(); ++ti) {
       const unsigned threads = thread_counts[ti];
       const cell_result r[methods] = {
-          bench_msync(dir, threads, seconds, false), bench_msync(dir, threads, seconds, true),
-          bench_pmem2(dir, threads, seconds), bench_mapdirect(dir, threads, seconds, false),
+          bench_msync(dir, threads, seconds, false),    bench_msync(dir, threads, seconds, true),
+          bench_pmem2(dir, threads, seconds),           bench_mapdirect(dir, threads, seconds, false),
           bench_mapdirect(dir, threads, seconds, true), bench_pipelined(dir, threads, seconds)};
       for (int m = 0; m < methods; ++m) {
         samples[ti][m].push_back(r[m].records_per_s);
@@ -344,23 +344,23 @@ int main(int argc, char** argv) {
   }
   std::printf("durable %zu-byte appends, records/s: median of %d interleaved rounds of %.2f s per cell\n\n",
               record_size, rounds, seconds);
-  std::printf("%7s | %9s | %9s | %9s | %9s | %9s | %9s | %6s | %8s | %8s | %8s\n", "threads", "a msync",
-              "b fdatsync", "c pmem2", "d group", "e async", "f pipe", "d/a", "d rec/fl", "e rec/fl", "f rec/fl");
+  std::printf("%7s | %9s | %9s | %9s | %9s | %9s | %9s | %6s | %8s | %8s | %8s\n", "threads", "a msync", "b fdatsync",
+              "c pmem2", "d group", "e async", "f pipe", "d/a", "d rec/fl", "e rec/fl", "f rec/fl");
   std::printf("--------+-----------+-----------+-----------+-----------+-----------+-----------+--------+----------+"
               "----------+---------\n");
   for (std::size_t ti = 0; ti < thread_counts.size(); ++ti) {
     double med[methods];
     for (int m = 0; m < methods; ++m) med[m] = median(samples[ti][m]);
     std::printf("%7u | %9s | %9s | %9s | %9s | %9s | %9s | %6.2f | %8.1f | %8.1f | %8.1f\n", thread_counts[ti],
-                fmt(med[0]).c_str(), fmt(med[1]).c_str(), fmt(med[2]).c_str(), fmt(med[3]).c_str(),
-                fmt(med[4]).c_str(), fmt(med[5]).c_str(), med[0] > 0 ? med[3] / med[0] : 0.0,
-                median(per_flush[ti][0]), median(per_flush[ti][1]), median(per_flush[ti][2]));
+                fmt(med[0]).c_str(), fmt(med[1]).c_str(), fmt(med[2]).c_str(), fmt(med[3]).c_str(), fmt(med[4]).c_str(),
+                fmt(med[5]).c_str(), med[0] > 0 ? med[3] / med[0] : 0.0, median(per_flush[ti][0]),
+                median(per_flush[ti][1]), median(per_flush[ti][2]));
   }
   std::printf("\nblocking writers (each waits for its own record): records per flush, commit latency in us "
               "(median over rounds of each round's p50/p99), median of per-round records/s ratios\n\n");
   std::printf("%7s | %8s | %8s | %8s | %8s | %8s | %8s | %8s | %8s | %8s | %6s | %6s | %7s | %7s\n", "threads",
-              "d rec/fl", "e rec/fl", "a p50", "a p99", "d p50", "d p99", "e p50", "e p99", "rec/fl/N", "d/a",
-              "e/a", "d expir", "e expir");
+              "d rec/fl", "e rec/fl", "a p50", "a p99", "d p50", "d p99", "e p50", "e p99", "rec/fl/N", "d/a", "e/a",
+              "d expir", "e expir");
   std::printf("--------+----------+----------+----------+----------+----------+----------+----------+----------+"
               "----------+--------+--------+---------+--------\n");
   for (std::size_t ti = 0; ti < thread_counts.size(); ++ti) {
@@ -368,9 +368,8 @@ int main(int argc, char** argv) {
     std::printf("%7u | %8.2f | %8.2f | %8.0f | %8.0f | %8.0f | %8.0f | %8.0f | %8.0f | %8.2f | %6.2f | %6.2f | %7.2f | "
                 "%7.2f\n",
                 thread_counts[ti], dfl, median(per_flush[ti][1]), median(p50[ti][0]), median(p99[ti][0]),
-                median(p50[ti][1]), median(p99[ti][1]), median(p50[ti][2]), median(p99[ti][2]),
-                dfl / thread_counts[ti], median(gain[ti][0]), median(gain[ti][1]), median(expired[ti][0]),
-                median(expired[ti][1]));
+                median(p50[ti][1]), median(p99[ti][1]), median(p50[ti][2]), median(p99[ti][2]), dfl / thread_counts[ti],
+                median(gain[ti][0]), median(gain[ti][1]), median(expired[ti][0]), median(expired[ti][1]));
   }
   std::printf("(d/e expir: merge windows that ran out of time, per flush)\n");
   if (!all_ok) {

@@ -249,7 +249,6 @@ void register_all() {
   }
 }
 
-
 // ---- Cold-buffer and misaligned rows: own interleaved harness ----
 // `bench_persist --cold_ratios[=ROUNDS]` runs this instead of Google
 // Benchmark and prints a markdown table. How buffers are chosen:
@@ -315,23 +314,17 @@ double run_batch(const ratio_case& c, who w, std::size_t iters, cursor& cur) {
     }
     switch (w) {
       case who::mapdirect:
-        if (c.copy)
-          md::memcpy_flush(d, s, c.n, kFlush);
-        else
-          md::memset_flush(d, 0x42, c.n, kFlush);
+        if (c.copy) md::memcpy_flush(d, s, c.n, kFlush);
+        else md::memset_flush(d, 0x42, c.n, kFlush);
         md::drain(kFlush);
         break;
       case who::pmem:
-        if (c.copy)
-          pmem_memcpy_persist(d, s, c.n);
-        else
-          pmem_memset_persist(d, 0x42, c.n);
+        if (c.copy) pmem_memcpy_persist(d, s, c.n);
+        else pmem_memset_persist(d, 0x42, c.n);
         break;
       case who::plain:
-        if (c.copy)
-          std::memcpy(d, s, c.n);
-        else
-          std::memset(d, 0x42, c.n);
+        if (c.copy) std::memcpy(d, s, c.n);
+        else std::memset(d, 0x42, c.n);
         break;
     }
     benchmark::ClobberMemory();
@@ -400,10 +393,11 @@ int cold_ratios(int rounds) {
       res[i].plain.push_back(bytes / tc);
     }
   }
-  std::printf("cpu: %s; flush: %s; non-temporal variant: %s; libpmem API %d.%d; %d rounds, thread CPU time\n\n", cpu_model().c_str(),
-              md::to_string(kFlush), md::detail::to_string(md::detail::current_nt_isa()), PMEM_MAJOR_VERSION,
-              PMEM_MINOR_VERSION, rounds);
-  std::printf("| op | buffers | dst | bytes | ratio (median) | ratio p25-p75 | mapdirect GB/s | libpmem GB/s | plain GB/s |\n");
+  std::printf("cpu: %s; flush: %s; non-temporal variant: %s; libpmem API %d.%d; %d rounds, thread CPU time\n\n",
+              cpu_model().c_str(), md::to_string(kFlush), md::detail::to_string(md::detail::current_nt_isa()),
+              PMEM_MAJOR_VERSION, PMEM_MINOR_VERSION, rounds);
+  std::printf(
+      "| op | buffers | dst | bytes | ratio (median) | ratio p25-p75 | mapdirect GB/s | libpmem GB/s | plain GB/s |\n");
   std::printf("|---|---|---|---:|---:|---:|---:|---:|---:|\n");
   for (std::size_t i = 0; i < cases.size(); ++i) {
     const ratio_case& c = cases[i];
@@ -429,8 +423,8 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("cpu_model", cpu_model());
   benchmark::AddCustomContext("mapdirect_flush", md::to_string(kFlush));
   benchmark::AddCustomContext("mapdirect_movnt_threshold", std::to_string(MAPDIRECT_MOVNT_THRESHOLD));
-  benchmark::AddCustomContext("pmem_version", std::to_string(PMEM_MAJOR_VERSION) + "." +
-                                                   std::to_string(PMEM_MINOR_VERSION));
+  benchmark::AddCustomContext("pmem_version",
+                              std::to_string(PMEM_MAJOR_VERSION) + "." + std::to_string(PMEM_MINOR_VERSION));
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();

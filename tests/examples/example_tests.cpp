@@ -178,10 +178,10 @@ struct log_builder {
   explicit log_builder(std::uint32_t seed = 0x1234567u) {
     b.assign(kLogHeader, 0);
     std::memcpy(b.data(), "MDWAL001", 8);
-    put<std::uint32_t>(b, 8, 1);           // version
-    put<std::uint32_t>(b, 12, 4096);       // header_size
-    put<std::uint64_t>(b, 16, 0);          // capacity (not checked)
-    put<std::uint32_t>(b, 24, seed);       // chain seed
+    put<std::uint32_t>(b, 8, 1);      // version
+    put<std::uint32_t>(b, 12, 4096);  // header_size
+    put<std::uint64_t>(b, 16, 0);     // capacity (not checked)
+    put<std::uint32_t>(b, 24, seed);  // chain seed
     put<std::uint32_t>(b, 28, crc32c(0, b.data(), 28));
     prev = seed;
   }
@@ -273,12 +273,13 @@ bytes mutate(bytes b, std::uint64_t seed, int n) {
 std::map<std::string, bytes> durable_log_corpus() {
   std::map<std::string, bytes> c;
   log_builder valid;
-  for (int i = 0; i < 12; ++i) valid.add("record " + std::to_string(i) + std::string(static_cast<std::size_t>(i * 37), 'x'));
+  for (int i = 0; i < 12; ++i)
+    valid.add("record " + std::to_string(i) + std::string(static_cast<std::size_t>(i * 37), 'x'));
   valid.b.resize(3 * 4096, 0);
   c["valid"] = valid.b;
   // Size classes: every boundary the scan checks, and sizes not a multiple of 8.
-  const std::size_t sizes[] = {0, 1, 7, 8, 31, 32, 4095, 4096, 4097, 4127, 4128, 4129, 4133, 4135, 5000, 8188, 8191,
-                               8193, 12283};
+  const std::size_t sizes[] = {0,    1,    7,    8,    31,   32,   4095, 4096, 4097, 4127,
+                               4128, 4129, 4133, 4135, 5000, 8188, 8191, 8193, 12283};
   for (std::size_t size : sizes) {
     bytes b = valid.b;
     b.resize(size, 0);
@@ -289,7 +290,8 @@ std::map<std::string, bytes> durable_log_corpus() {
     log_builder l;
     for (int i = 0; i < 3; ++i) l.add("abc" + std::to_string(i));
     const std::size_t r3 = l.add(std::string(300, 'p'));
-    for (std::size_t cut : {r3 + 1, r3 + 20, r3 + 32, r3 + 33, r3 + 200, r3 + 331}) c["truncated-" + std::to_string(cut)] = bytes(l.b.begin(), l.b.begin() + static_cast<std::ptrdiff_t>(cut));
+    for (std::size_t cut : {r3 + 1, r3 + 20, r3 + 32, r3 + 33, r3 + 200, r3 + 331})
+      c["truncated-" + std::to_string(cut)] = bytes(l.b.begin(), l.b.begin() + static_cast<std::ptrdiff_t>(cut));
   }
   // The last intact record ends where the file ends, the file size is not a
   // multiple of 8: its padding would lie past the mapping.
@@ -303,7 +305,8 @@ std::map<std::string, bytes> durable_log_corpus() {
     c["exact-fit-" + std::to_string(pages)] = l.b;
   }
   // Huge and impossible length fields (header otherwise intact).
-  for (std::uint32_t len : {0xFFFFFFFFu, 0x80000000u, 0x7FFFFFF0u, (1u << 20), (1u << 20) + 1, 4096u - 32, 4096u - 31}) {
+  for (std::uint32_t len :
+       {0xFFFFFFFFu, 0x80000000u, 0x7FFFFFF0u, (1u << 20), (1u << 20) + 1, 4096u - 32, 4096u - 31}) {
     log_builder l;
     l.add("one");
     const std::size_t r = l.add("two");
@@ -338,7 +341,8 @@ std::map<std::string, bytes> durable_log_corpus() {
     c["header-zero"] = b;
   }
   // Random mutations of the valid log.
-  for (std::uint64_t s = 1; s <= 24; ++s) c["mutated-" + std::to_string(s)] = mutate(valid.b, s, 1 + static_cast<int>(s % 6));
+  for (std::uint64_t s = 1; s <= 24; ++s)
+    c["mutated-" + std::to_string(s)] = mutate(valid.b, s, 1 + static_cast<int>(s % 6));
   // Mutations restricted to the record headers (where lengths and offsets live).
   for (std::uint64_t s = 1; s <= 12; ++s) {
     bytes b = valid.b;
@@ -354,7 +358,7 @@ std::map<std::string, bytes> kv_corpus() {
   const std::vector<std::pair<std::string, std::string>> keys = {{"k1", "v1"}, {"k2", "v2"}, {"k3", "v3"}};
   const bytes valid = kv_table(8, keys);
   c["valid"] = valid;
-  const std::size_t sizes[] = {0,          1,          100,        4095,           4096,           4097,
+  const std::size_t sizes[] = {0,          1,          100,        4095,        4096,        4097,
                                4096 + 255, 4096 + 256, 4096 + 257, 4096 + 2047, 4096 + 2049, 4096 + 2304};
   for (std::size_t size : sizes) {
     bytes b = valid;
@@ -385,7 +389,8 @@ std::map<std::string, bytes> kv_corpus() {
   c["seq-max"] = with_slot0(kv_version(UINT64_MAX, "k1", "old"), bytes(128, 0));
   c["seq-max-both"] = with_slot0(kv_version(UINT64_MAX, "k1", "a"), kv_version(UINT64_MAX, "k1", "b"));
   c["seq-max-and-1"] = with_slot0(kv_version(UINT64_MAX, "k1", "a"), kv_version(1, "k1", "b"));
-  for (std::uint64_t s = 1; s <= 24; ++s) c["mutated-" + std::to_string(s)] = mutate(valid, s, 1 + static_cast<int>(s % 5));
+  for (std::uint64_t s = 1; s <= 24; ++s)
+    c["mutated-" + std::to_string(s)] = mutate(valid, s, 1 + static_cast<int>(s % 5));
   return c;
 }
 
@@ -395,13 +400,13 @@ bool have_tools() {
   return true;
 }
 
-#define REQUIRE_TOOLS()                                                                          \
-  do {                                                                                           \
-    if (!have_tools()) {                                                                         \
+#define REQUIRE_TOOLS()                                                                           \
+  do {                                                                                            \
+    if (!have_tools()) {                                                                          \
       WARN("skipped: MDX_DURABLE_LOG, MDX_KV and MDX_SEAL_BROKER must name the example binaries " \
-           "(ctest sets them)");                                                                 \
-      return;                                                                                    \
-    }                                                                                            \
+           "(ctest sets them)");                                                                  \
+      return;                                                                                     \
+    }                                                                                             \
   } while (0)
 
 }  // namespace
@@ -589,7 +594,8 @@ TEST_CASE("durable_log dump survives a writer flipping length fields", "[example
   scratch_dir dir;
   // Records packed with no NUL in their payloads, the file ending with the log.
   log_builder l;
-  for (int i = 0; i < 400; ++i) l.add(std::string(static_cast<std::size_t>(24 + (i % 5) * 8), static_cast<char>('A' + i % 26)), 'P');
+  for (int i = 0; i < 400; ++i)
+    l.add(std::string(static_cast<std::size_t>(24 + (i % 5) * 8), static_cast<char>('A' + i % 26)), 'P');
   l.b.resize((l.b.size() + 4095) / 4096 * 4096, 'P');
   const std::string f = dir / "flip.log";
   write_file(f, l.b);
@@ -624,7 +630,8 @@ TEST_CASE("kv get survives a writer tearing the slot it reads", "[examples][kv][
 // ---------------------------------------------------------------------------
 // A full file system (issue 10 item 9): clear errors, not SIGBUS
 // ---------------------------------------------------------------------------
-TEST_CASE("durable_log on a full ext4 exits with an error instead of dying of SIGBUS", "[examples][durable_log][enospc]") {
+TEST_CASE("durable_log on a full ext4 exits with an error instead of dying of SIGBUS",
+          "[examples][durable_log][enospc]") {
   REQUIRE_TOOLS();
   std::string why;
   mdtest::loopfs_options o;
@@ -772,7 +779,8 @@ TEST_CASE("durable_log verify/dump and kv get/check/list read files on a read-on
 // ---------------------------------------------------------------------------
 // durable_log grows its log in place up to --size (issue 12 item 2)
 // ---------------------------------------------------------------------------
-TEST_CASE("durable_log starts small, grows its sparse log on demand and stops at --size", "[examples][durable_log][grow]") {
+TEST_CASE("durable_log starts small, grows its sparse log on demand and stops at --size",
+          "[examples][durable_log][grow]") {
   REQUIRE_TOOLS();
   const std::string dl = tool("MDX_DURABLE_LOG");
   scratch_dir dir;
@@ -900,9 +908,9 @@ TEST_CASE("seal_broker's worker has no terminal, descriptors, cwd, environment o
     return seen[key][0];
   };
   CHECK(one("session_leader") == "yes");
-  CHECK(one("ctty") == "none");       // open("/dev/tty") fails: TIOCSTI has no terminal to reach
-  CHECK(one("tty_fds") == "0");       // not even the inherited stdin
-  CHECK(one("fds") == "0,1,2,3");     // stdin, stdout, stderr, the socket; not fd 20
+  CHECK(one("ctty") == "none");    // open("/dev/tty") fails: TIOCSTI has no terminal to reach
+  CHECK(one("tty_fds") == "0");    // not even the inherited stdin
+  CHECK(one("fds") == "0,1,2,3");  // stdin, stdout, stderr, the socket; not fd 20
   CHECK(one("cwd") == "/");
   CHECK(one("env_count") == "1");
   CHECK(one("env").rfind("PATH=", 0) == 0);
@@ -959,26 +967,28 @@ void run_bad_inputs(const char* tool_var, const std::vector<bad_input>& cases) {
 
 TEST_CASE("durable_log: every bad command line is a short error naming the option", "[examples][cli]") {
   if (!have_tools()) return;
-  run_bad_inputs("MDX_DURABLE_LOG", {
-      {{"write", "@F", "--count", "-5"}, "", 2, "--count: '-5' is not a non-negative whole number"},
-      {{"write", "@F", "--count", "0"}, "", 2, "--count: '0' is too small"},
-      {{"write", "@F", "--count", "1.5"}, "", 2, "--count: '1.5' is not a whole number"},
-      {{"write", "@F", "--count", "18446744073709551616"}, "", 2, "--count: '18446744073709551616' is too large"},
-      {{"write", "@F", "--size", "17179869184G"}, "", 2, "--size: '17179869184G' is too large"},
-      {{"write", "@F", "--size", "18446744073709551615K"}, "", 2, "is too large"},
-      {{"write", "@F", "--size", "4K"}, "", 2, "--size: '4K' is too small (at least 8192)"},
-      {{"write", "@F", "--size", "12X"}, "", 2, "--size: '12X' is not a size"},
-      {{"write", "@F", "--size", ""}, "", 2, "--size: '' is not a non-negative whole number"},
-      {{"write", "@F", "--size"}, "", 2, "--size needs a value"},
-      {{"write", "@F", "--group", "0"}, "", 2, "--group: '0' is too small"},
-      {{"write", "@F", "--bogus"}, "", 2, "unknown option '--bogus'"},
-      {{"write", "@F", "extra"}, "", 2, "unexpected argument 'extra'"},
-      {{"write"}, "", 2, "write: missing FILE"},
-      {{}, "", 2, "missing command"},
-      {{"frobnicate", "@F"}, "", 2, "unknown command 'frobnicate'"},
-      {{"verify", "@F", "--count", "3"}, "", 2, "--count is not an option of 'verify'"},
-      {{"dump", "@F", "--size", "1M"}, "", 2, "--size is not an option of 'dump'"},
-  });
+  run_bad_inputs(
+      "MDX_DURABLE_LOG",
+      {
+          {{"write", "@F", "--count", "-5"}, "", 2, "--count: '-5' is not a non-negative whole number"},
+          {{"write", "@F", "--count", "0"}, "", 2, "--count: '0' is too small"},
+          {{"write", "@F", "--count", "1.5"}, "", 2, "--count: '1.5' is not a whole number"},
+          {{"write", "@F", "--count", "18446744073709551616"}, "", 2, "--count: '18446744073709551616' is too large"},
+          {{"write", "@F", "--size", "17179869184G"}, "", 2, "--size: '17179869184G' is too large"},
+          {{"write", "@F", "--size", "18446744073709551615K"}, "", 2, "is too large"},
+          {{"write", "@F", "--size", "4K"}, "", 2, "--size: '4K' is too small (at least 8192)"},
+          {{"write", "@F", "--size", "12X"}, "", 2, "--size: '12X' is not a size"},
+          {{"write", "@F", "--size", ""}, "", 2, "--size: '' is not a non-negative whole number"},
+          {{"write", "@F", "--size"}, "", 2, "--size needs a value"},
+          {{"write", "@F", "--group", "0"}, "", 2, "--group: '0' is too small"},
+          {{"write", "@F", "--bogus"}, "", 2, "unknown option '--bogus'"},
+          {{"write", "@F", "extra"}, "", 2, "unexpected argument 'extra'"},
+          {{"write"}, "", 2, "write: missing FILE"},
+          {{}, "", 2, "missing command"},
+          {{"frobnicate", "@F"}, "", 2, "unknown command 'frobnicate'"},
+          {{"verify", "@F", "--count", "3"}, "", 2, "--count is not an option of 'verify'"},
+          {{"dump", "@F", "--size", "1M"}, "", 2, "--size is not an option of 'dump'"},
+      });
   // --help and --version succeed and say what they are.
   const outcome_t h = run({tool("MDX_DURABLE_LOG"), "--help"});
   CHECK(h.status == 0);
@@ -1029,17 +1039,17 @@ TEST_CASE("durable_log: a full log, a non-log and an over-long line are errors",
 TEST_CASE("kv: every bad command line is a short error and changes nothing", "[examples][cli]") {
   if (!have_tools()) return;
   run_bad_inputs("MDX_KV", {
-      {{"@F", "init", "-5"}, "", 2, "SLOTS: '-5' is not a non-negative whole number"},
-      {{"@F", "init", "0"}, "", 2, "SLOTS: '0' is too small"},
-      {{"@F", "init", "99999999999999999999"}, "", 2, "is too large"},
-      {{"@F", "init", "16", "17"}, "", 2, "init: too many arguments"},
-      {{"@F", "put", "k"}, "", 2, "put: missing arguments"},
-      {{"@F", "get"}, "", 2, "get: missing arguments"},
-      {{"@F", "list", "x"}, "", 2, "list: too many arguments"},
-      {{"@F", "frob"}, "", 2, "unknown command 'frob'"},
-      {{"@F"}, "", 2, "missing command"},
-      {{}, "", 2, "missing FILE and command"},
-  });
+                               {{"@F", "init", "-5"}, "", 2, "SLOTS: '-5' is not a non-negative whole number"},
+                               {{"@F", "init", "0"}, "", 2, "SLOTS: '0' is too small"},
+                               {{"@F", "init", "99999999999999999999"}, "", 2, "is too large"},
+                               {{"@F", "init", "16", "17"}, "", 2, "init: too many arguments"},
+                               {{"@F", "put", "k"}, "", 2, "put: missing arguments"},
+                               {{"@F", "get"}, "", 2, "get: missing arguments"},
+                               {{"@F", "list", "x"}, "", 2, "list: too many arguments"},
+                               {{"@F", "frob"}, "", 2, "unknown command 'frob'"},
+                               {{"@F"}, "", 2, "missing command"},
+                               {{}, "", 2, "missing FILE and command"},
+                           });
   // An over-long key or value is refused before the table is touched.
   const std::string kv = tool("MDX_KV");
   scratch_dir dir;

@@ -33,14 +33,14 @@ namespace {
 
 int failures = 0;
 
-#define CHECK(cond, ...)                                    \
-  do {                                                      \
-    if (!(cond)) {                                          \
+#define CHECK(cond, ...)                                        \
+  do {                                                          \
+    if (!(cond)) {                                              \
       std::fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-      std::fprintf(stderr, __VA_ARGS__);                    \
-      std::fprintf(stderr, "\n");                           \
-      ++failures;                                           \
-    }                                                       \
+      std::fprintf(stderr, __VA_ARGS__);                        \
+      std::fprintf(stderr, "\n");                               \
+      ++failures;                                               \
+    }                                                           \
   } while (0)
 
 sqlite3* open_md(const std::string& path) {
@@ -148,7 +148,7 @@ void test_enospc(const std::string& dir) {
       const mapdirect::scoped_syscall_interposer scope(inject);
       inject.full = true;
       const int rc = exec(db, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) "
-                         "INSERT INTO t SELECT randomblob(4000) FROM n");
+                              "INSERT INTO t SELECT randomblob(4000) FROM n");
       CHECK((rc & 0xff) == SQLITE_FULL, "%s: ENOSPC gave %d, not SQLITE_FULL", jm, rc);
       inject.full = false;
     }
@@ -179,8 +179,7 @@ void test_locks(const std::string& dir) {
   const std::string path = dir + "/locks.db";
   sqlite3* a = open_md(path);
   CHECK(exec(a, "PRAGMA journal_mode=DELETE; CREATE TABLE t(x); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL "
-                 "SELECT i + 1 FROM n WHERE i < 1000) INSERT INTO t SELECT i FROM n") ==
-            SQLITE_OK,
+                "SELECT i + 1 FROM n WHERE i < 1000) INSERT INTO t SELECT i FROM n") == SQLITE_OK,
         "setup");
   // Connection a holds a SHARED lock (open read transaction)...
   CHECK(exec(a, "BEGIN") == SQLITE_OK, "begin");

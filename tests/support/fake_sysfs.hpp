@@ -144,8 +144,8 @@ inline void fake_devdax(fake_sysfs& sys, dev_t rdev, std::uint64_t size, std::ui
   char hex[32];
   std::snprintf(hex, sizeof hex, "0x%llx\n", static_cast<unsigned long long>(dax_resource));
   sys.file(dax + "/resource", hex);
-  sys.file(dax + "/uevent", "MAJOR=" + std::to_string(major(rdev)) + "\nMINOR=" + std::to_string(minor(rdev)) +
-                                "\nDEVNAME=dax0.0\n");
+  sys.file(dax + "/uevent",
+           "MAJOR=" + std::to_string(major(rdev)) + "\nMINOR=" + std::to_string(minor(rdev)) + "\nDEVNAME=dax0.0\n");
   sys.link(dax + "/subsystem", "../../../../../../bus/dax");
   sys.file(region + "/persistence_domain", std::string(domain) + "\n");
   std::snprintf(hex, sizeof hex, "0x%llx\n", static_cast<unsigned long long>(region_resource));

@@ -30,11 +30,11 @@ namespace mdtest {
 
 /// What to build: file system type, extra mkfs arguments, image size, mount options.
 struct loopfs_options {
-  std::string fstype = "ext4";                ///< "ext4", "xfs", ... (mkfs.<fstype> must exist)
-  std::vector<std::string> mkfs_args = {};    ///< e.g. {"-m", "reflink=1"} for xfs
+  std::string fstype = "ext4";                   ///< "ext4", "xfs", ... (mkfs.<fstype> must exist)
+  std::vector<std::string> mkfs_args = {};       ///< e.g. {"-m", "reflink=1"} for xfs
   std::uint64_t size = std::uint64_t{64} << 20;  ///< image size (sparse); xfs needs >= 300 MiB
-  std::string mount_options = {};            ///< passed as mount -o when not empty
-  std::string image_dir = "/var/tmp";         ///< where the (sparse) image file lives
+  std::string mount_options = {};                ///< passed as mount -o when not empty
+  std::string image_dir = "/var/tmp";            ///< where the (sparse) image file lives
 };
 
 /// Full path of `tool` found in $PATH or the sbin directories (which a
@@ -108,8 +108,8 @@ class loopfs {
       why = "loop-mounted " + options.fstype + " needs root (losetup, mount)";
       return std::nullopt;
     }
-    for (const std::string& tool : {std::string("losetup"), std::string("mount"), std::string("umount"),
-                                   "mkfs." + options.fstype}) {
+    for (const std::string& tool :
+         {std::string("losetup"), std::string("mount"), std::string("umount"), "mkfs." + options.fstype}) {
       if (!have_tool(tool)) {
         why = tool + " is not installed";
         return std::nullopt;

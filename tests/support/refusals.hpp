@@ -38,11 +38,10 @@ inline bool leases_unavailable(const std::error_code& e) {
 
 /// In a test case: skips it (a WARN with the reason, then return) when the
 /// leased seal result `s` failed because leases are unavailable here.
-#define MDTEST_SKIP_WITHOUT_LEASES(s)                                                         \
-  do {                                                                                         \
-    if (!(s) && mdtest::leases_unavailable((s).error())) {                                     \
-      WARN("skipped: leases unavailable here: " << mapdirect::last_error_detail());            \
-      return;                                                                                  \
-    }                                                                                          \
+#define MDTEST_SKIP_WITHOUT_LEASES(s)                                               \
+  do {                                                                              \
+    if (!(s) && mdtest::leases_unavailable((s).error())) {                          \
+      WARN("skipped: leases unavailable here: " << mapdirect::last_error_detail()); \
+      return;                                                                       \
+    }                                                                               \
   } while (false)
-

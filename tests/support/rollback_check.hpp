@@ -53,7 +53,9 @@ class rollback_witness {
   /// Now: the descriptors open in this process and, when `dir` is not empty,
   /// the names in that directory.
   explicit rollback_witness(std::string dir = {})
-      : dir_(std::move(dir)), fds_(open_fd_count()), entries_(dir_.empty() ? std::vector<std::string>{} : dir_entries(dir_)) {}
+      : dir_(std::move(dir)),
+        fds_(open_fd_count()),
+        entries_(dir_.empty() ? std::vector<std::string>{} : dir_entries(dir_)) {}
 
   /// After the failed call: nothing `rec` saw mapped is still mapped, `path`
   /// (when not empty) is in no mapping of this process, no descriptor leaked,
@@ -87,9 +89,9 @@ inline void check_file_holds(int fd, const std::string& bytes) {
   const ssize_t n = got.empty() ? 0 : ::pread(fd, got.data(), got.size(), 0);
   got.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
   const auto diff = std::mismatch(got.begin(), got.end(), bytes.begin(), bytes.end());
-  const std::size_t first_difference =
-      diff.first == got.end() && diff.second == bytes.end() ? std::string::npos
-                                                            : static_cast<std::size_t>(diff.second - bytes.begin());
+  const std::size_t first_difference = diff.first == got.end() && diff.second == bytes.end()
+                                           ? std::string::npos
+                                           : static_cast<std::size_t>(diff.second - bytes.begin());
   CHECK(first_difference == std::string::npos);
 }
 

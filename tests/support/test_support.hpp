@@ -14,8 +14,8 @@
 #include <functional>
 #include <mutex>
 #include <optional>
-#include <string>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include <fcntl.h>

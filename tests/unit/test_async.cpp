@@ -32,8 +32,8 @@ constexpr std::size_t record_size = 128;
 struct gated_interposer : syscall_interposer {
   std::mutex mu;
   std::condition_variable cv;
-  int entered = 0;         // fdatasync calls started
-  int allowed = 1 << 30;   // calls with index < allowed may return
+  int entered = 0;             // fdatasync calls started
+  int allowed = 1 << 30;       // calls with index < allowed may return
   std::vector<int> fail_with;  // errno for call i (0 or absent: the real call)
   int setup_errno = 0;
   int setup_calls = 0;
@@ -319,19 +319,16 @@ TEST_CASE("async: io_uring group commit behind a flush run by a blocked writer",
   CHECK(leader_ok);
   for (auto& h : later) REQUIRE(h.wait());
   const auto st = g.stats();
-  CHECK(st.flushes == 2);      // the writer's, then one IORING_OP_FSYNC for the seven
-  CHECK(gi.calls() == 1);      // the second never went through fdatasync(2)
+  CHECK(st.flushes == 2);  // the writer's, then one IORING_OP_FSYNC for the seven
+  CHECK(gi.calls() == 1);  // the second never went through fdatasync(2)
   // Callbacks run on the ring's thread after `done`; all seven complete before
   // the committer's destructor returns.
   g.detach(m);
-  {
-    group_committer gone = std::move(g);
-  }
+  { group_committer gone = std::move(g); }
   CHECK(callbacks == 7);
 }
 
-TEST_CASE("async: a failed flush reaches every covered waiter; later requests report durability_lost",
-          "[async]") {
+TEST_CASE("async: a failed flush reaches every covered waiter; later requests report durability_lost", "[async]") {
   for (int v = 0; v < 3; ++v) {
     // v 0: fallback thread; 1: io_uring; 2: io_uring, the first writer keeps
     // running flushes (inline_rounds 2).
@@ -597,11 +594,11 @@ TEST_CASE("async: destroying the committer with requests in flight completes the
       for (int i = 0; i < 40; ++i) {
         std::memset(m.data() + i * 4096, i, 4096);
         auto payload = std::make_unique<std::vector<int>>(100, i);  // ASan sees any use after free
-        auto h = g.persist_async(m, static_cast<std::size_t>(i) * 4096, 4096,
-                                 [shared_count, p = std::shared_ptr<std::vector<int>>(std::move(payload))](
-                                     result<void> r) {
-                                   if (r && (*p)[99] >= 0) ++*shared_count;
-                                 });
+        auto h =
+            g.persist_async(m, static_cast<std::size_t>(i) * 4096, 4096,
+                            [shared_count, p = std::shared_ptr<std::vector<int>>(std::move(payload))](result<void> r) {
+                              if (r && (*p)[99] >= 0) ++*shared_count;
+                            });
         REQUIRE(h);
         if (i % 2 == 0) kept.push_back(std::move(h.value()));  // the others are dropped at once
       }
@@ -616,9 +613,7 @@ TEST_CASE("async: destroying the committer with requests in flight completes the
         gi.release_all();
       }
       m.close().value();  // the mapping may go first: the committer flushes its own descriptor
-      {
-        group_committer gone = std::move(g);
-      }
+      { group_committer gone = std::move(g); }
       if (releaser.joinable()) releaser.join();
     }
     CHECK(*shared_count == 40);

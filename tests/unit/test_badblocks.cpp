@@ -95,8 +95,7 @@ TEST_CASE("bad blocks: fsdax sectors are placed in the file through the partitio
   CHECK(in_map.value().ranges == mapped);
 }
 
-TEST_CASE("bad blocks: a plain SIGBUS on a listed page reads as media_error with the listed range",
-          "[badblocks]") {
+TEST_CASE("bad blocks: a plain SIGBUS on a listed page reads as media_error with the listed range", "[badblocks]") {
   mdtest::fake_sysfs sys;
   // Partition byte 8 MiB + 4K .. +8K: file 68K..72K (second extent).
   fake_partition(sys, "18440 8\n");
@@ -269,7 +268,8 @@ TEST_CASE("bad blocks: planted sectors under a real file on pmem", "[badblocks][
     CHECK(rd.error().length() == 4 * kib);
   } else {
     WARN("the kernel served a planted bad sector without a fault (the DAX read path does not check "
-         "badblocks on this kernel): " << last_error_detail());
+         "badblocks on this kernel): "
+         << last_error_detail());
   }
   // repair() rewrites the page through pwrite; the kernel clears its badblocks entry on success.
   std::vector<char> page(4 * kib, 'R');

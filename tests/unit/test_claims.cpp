@@ -232,8 +232,8 @@ struct statx_script : mdtest::recording_interposer {
     if (r == 0) {
       st->stx_attributes_mask = mask ? (st->stx_attributes_mask | STATX_ATTR_DAX)
                                      : (st->stx_attributes_mask & ~std::uint64_t{STATX_ATTR_DAX});
-      st->stx_attributes = attr ? (st->stx_attributes | STATX_ATTR_DAX)
-                                : (st->stx_attributes & ~std::uint64_t{STATX_ATTR_DAX});
+      st->stx_attributes =
+          attr ? (st->stx_attributes | STATX_ATTR_DAX) : (st->stx_attributes & ~std::uint64_t{STATX_ATTR_DAX});
     }
     return r;
   }
@@ -244,8 +244,8 @@ TEST_CASE("claims: STATX_ATTR_DAX is trusted only when stx_attributes_mask has t
   temp_file f(mdtest::test_dir(), 4096);
   struct row {
     bool mask, attr;
-    const char* cause;           // in the refusal's detail
-    std::optional<bool> dax;     // probe_report::dax
+    const char* cause;        // in the refusal's detail
+    std::optional<bool> dax;  // probe_report::dax
   } const rows[] = {
       {true, true, "DAX file without synchronous faults", true},
       {true, false, "not on a DAX file system (statx DAX=0)", false},
@@ -315,9 +315,7 @@ class fake_sysfs {
 
  private:
   static void mkdirs(const std::string& p) { REQUIRE(mdtest::run_command({"mkdir", "-p", p}) == 0); }
-  static void write(const std::string& p, const std::string& text) {
-    std::ofstream(p) << text;
-  }
+  static void write(const std::string& p, const std::string& text) { std::ofstream(p) << text; }
   std::string root_;
 };
 

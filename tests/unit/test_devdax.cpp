@@ -61,10 +61,9 @@ TEST_CASE("device DAX: size and alignment from sysfs, mode sync, granularity fro
   CHECK(d.device_dax());
   CHECK(d.size() == 8 * mib);
   CHECK(d.mode() == map_mode::sync);
-  CHECK(d.store_granularity() ==
-        (std::strcmp(domain, "cpu_cache") == 0 ? granularity::byte : granularity::cache_line));
+  CHECK(d.store_granularity() == (std::strcmp(domain, "cpu_cache") == 0 ? granularity::byte : granularity::cache_line));
   CHECK(d.domain() == (std::strcmp(domain, "cpu_cache") == 0 ? persistence_domain::cpu_cache
-                                                               : persistence_domain::memory_controller));
+                                                             : persistence_domain::memory_controller));
   const std::string ladder = d.describe();
   CHECK(ladder.find("direct: skipped (not applicable: device DAX") != std::string::npos);
   CHECK(ladder.find("sync: ok (device DAX") != std::string::npos);

@@ -259,8 +259,8 @@ TEST_CASE("fail_errno: printf-style text, then strerror and the errno, truncated
   auto ec = detail::fail_errno(ENOSPC, "grow: fallocate of %s at %d", "f.db", 4096);
   CHECK(ec == std::errc::no_space_on_device);
   char text[128];
-  const std::string want = std::string("grow: fallocate of f.db at 4096: ") + detail::errno_text(ENOSPC, text, sizeof text) +
-                           " (errno " + std::to_string(ENOSPC) + ")";
+  const std::string want = std::string("grow: fallocate of f.db at 4096: ") +
+                           detail::errno_text(ENOSPC, text, sizeof text) + " (errno " + std::to_string(ENOSPC) + ")";
   CHECK(std::string(last_error_detail()) == want);
   const std::string huge(3 * MAPDIRECT_ERROR_DETAIL_SIZE, 'w');
   (void)detail::fail_errno(EIO, "%s", huge.c_str());

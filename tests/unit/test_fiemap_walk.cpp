@@ -130,12 +130,12 @@ TEST_CASE("fiemap walk: block map pieces across batches, clipped, with holes and
     std::uint64_t off, len;
   };
   const range ranges[] = {
-      {0, file_end + 5 * blk},                  // every extent, leading and trailing holes
-      {t[3].logical + blk / 2, 90 * blk},       // starts inside an extent: clipped
+      {0, file_end + 5 * blk},                               // every extent, leading and trailing holes
+      {t[3].logical + blk / 2, 90 * blk},                    // starts inside an extent: clipped
       {t[10].logical, t[75].logical - t[10].logical + blk},  // ends inside an extent
-      {t[0].logical + t[0].length, blk / 2},    // inside the hole after extent 0
-      {file_end + blk, 8 * blk},                // past the last extent
-      {t[5].logical, 0},                        // empty
+      {t[0].logical + t[0].length, blk / 2},                 // inside the hole after extent 0
+      {file_end + blk, 8 * blk},                             // past the last extent
+      {t[5].logical, 0},                                     // empty
   };
   for (const range& r : ranges) {
     fake_fiemap fake;
@@ -189,16 +189,14 @@ TEST_CASE("fiemap walk: errors from FIEMAP and from the visitor stop both walks"
     int rc = 0;
     CHECK(walk(0, 64 * blk, rc).empty());
     CHECK(rc == EOPNOTSUPP);
-    CHECK(detail::walk_physical_extents(fake_fd, 0, 64 * blk, [](std::uint64_t, std::uint64_t, std::uint64_t) {
-            return 0;
-          }) == EOPNOTSUPP);
+    CHECK(detail::walk_physical_extents(fake_fd, 0, 64 * blk,
+                                        [](std::uint64_t, std::uint64_t, std::uint64_t) { return 0; }) == EOPNOTSUPP);
   }
   fake_fiemap fake;
   mapdirect::scoped_syscall_interposer scope(fake);
   int seen = 0;
-  const int rc = detail::walk_block_map(fake_fd, 0, 1000 * blk, 0, [&](std::uint64_t, std::uint64_t, unsigned) {
-    return ++seen == 40 ? ENOSPC : 0;
-  });
+  const int rc = detail::walk_block_map(
+      fake_fd, 0, 1000 * blk, 0, [&](std::uint64_t, std::uint64_t, unsigned) { return ++seen == 40 ? ENOSPC : 0; });
   CHECK(rc == ENOSPC);
   CHECK(seen == 40);
   int physical = 0;
@@ -214,11 +212,11 @@ TEST_CASE("fiemap walk: physical extents across batches, unclipped, without unkn
   fake_fiemap fake;
   mapdirect::scoped_syscall_interposer scope(fake);
   std::vector<extent> got;
-  const int rc = detail::walk_physical_extents(fake_fd, off, len,
-                                               [&](std::uint64_t phys, std::uint64_t logical, std::uint64_t n) {
-                                                 got.push_back(extent{logical, phys, n, 0});
-                                                 return 0;
-                                               });
+  const int rc =
+      detail::walk_physical_extents(fake_fd, off, len, [&](std::uint64_t phys, std::uint64_t logical, std::uint64_t n) {
+        got.push_back(extent{logical, phys, n, 0});
+        return 0;
+      });
   CHECK(rc == 0);
   std::vector<extent> want;
   for (const extent& e : t) {

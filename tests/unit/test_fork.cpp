@@ -38,8 +38,7 @@ seal_options leased_seal() {
 bool contains(const char* text, const char* what) { return std::strstr(text, what) != nullptr; }
 
 // The child's part; returns its exit code (0: everything worked as documented).
-int child_body(int i, direct_mapping& m, group_committer& g, persist_handle& inherited, iomap_seal& held,
-               int data_fd) {
+int child_body(int i, direct_mapping& m, group_committer& g, persist_handle& inherited, iomap_seal& held, int data_fd) {
   const std::size_t off = static_cast<std::size_t>(i) * slot;
   std::memset(m.data() + off, 'A' + i % 26, 128);
   // The attached mapping: msync in the child, and it says so.
@@ -86,9 +85,7 @@ int child_body(int i, direct_mapping& m, group_committer& g, persist_handle& inh
     (void)gone.release();
   }
   // Destroying the inherited committer returns (no thread to join here).
-  {
-    group_committer gone = std::move(g);
-  }
+  { group_committer gone = std::move(g); }
   if (!m.persist(off, 128)) return 36;  // still attached to the (leaked) inherited core
   return 0;
 }

@@ -270,8 +270,7 @@ TEST_CASE("another process truncates the file: beyond_eof with the offset where 
   CHECK(buf[0] == 0);
 }
 
-TEST_CASE("read/write report beyond_eof as documented: where the file now ends, to the end of the mapping",
-          "[guard]") {
+TEST_CASE("read/write report beyond_eof as documented: where the file now ends, to the end of the mapping", "[guard]") {
   const std::size_t p = page();
   SECTION("the issue's example: 16 pages truncated to 20580 bytes, read(6 pages, 100)") {
     temp_file f(mdtest::test_dir(), 16 * p);
@@ -304,7 +303,7 @@ TEST_CASE("read/write report beyond_eof as documented: where the file now ends, 
     CHECK(r.error() == errc::beyond_eof);
     CHECK(r.error().offset() == 2 * p + 100);
     CHECK(r.error().length() == 8 * p - (2 * p + 100));
-    REQUIRE(m.read(2 * p, buf, sizeof buf));  // still in the file
+    REQUIRE(m.read(2 * p, buf, sizeof buf));                       // still in the file
     truncate_from_child(f.path(), static_cast<off_t>(2 * p + 5));  // below the mapping's start
     auto below = m.read(3 * p, buf, 10);
     REQUIRE_FALSE(below);
@@ -372,8 +371,7 @@ TEST_CASE("truncation racing with a loop of guarded copies is caught, never fata
   CHECK(r.error().length() == 44 * p);
 }
 
-TEST_CASE("guarded_copy finds the file itself, also for the destination side and for a deleted file",
-          "[guard]") {
+TEST_CASE("guarded_copy finds the file itself, also for the destination side and for a deleted file", "[guard]") {
   const std::size_t p = page();
   temp_file f(mdtest::test_dir(), 8 * p);
   auto m = map_file(f, 8 * p);
@@ -482,8 +480,7 @@ TEST_CASE("two threads fault inside their own guards at once", "[guard]") {
   CHECK(healthy_failures.load() == 0);
 }
 
-TEST_CASE("media_error carries the poisoned range from si_addr_lsb (BUS_MCEERR_AR queued to ourselves)",
-          "[guard]") {
+TEST_CASE("media_error carries the poisoned range from si_addr_lsb (BUS_MCEERR_AR queued to ourselves)", "[guard]") {
   // Real poison needs CONFIG_MEMORY_FAILURE (see the [poison] test); the
   // decoding of a BUS_MCEERR_AR report is checked here with a queued one.
   const std::size_t p = page();
@@ -807,14 +804,13 @@ TEST_CASE("memory poison on a mapped page: media_error at its offset, repair, da
   // Inject under a guard: on DAX the kernel signals BUS_MCEERR_AR to every
   // process mapping the page right away (MF_MUST_KILL), us included.
   const guard_range whole{m.data(), m.size(), m.native_handle(), m.file_offset()};
-  auto inject = with_guard(whole, [&]() noexcept {
-    return ::madvise(m.data() + 3 * p, p, MADV_HWPOISON) == 0 ? 0 : errno;
-  });
+  auto inject =
+      with_guard(whole, [&]() noexcept { return ::madvise(m.data() + 3 * p, p, MADV_HWPOISON) == 0 ? 0 : errno; });
   if (inject && inject.value() != 0) {
     const int e = inject.value();
     if (must_run) FAIL("MADV_HWPOISON failed: " << std::strerror(e));
     WARN("skipped: MADV_HWPOISON failed with " << std::strerror(e)
-                                              << (e == EINVAL ? " (kernel built without CONFIG_MEMORY_FAILURE)" : ""));
+                                               << (e == EINVAL ? " (kernel built without CONFIG_MEMORY_FAILURE)" : ""));
     return;
   }
   std::vector<unsigned char> buf(p);

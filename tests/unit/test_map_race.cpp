@@ -27,12 +27,12 @@ using mdtest::temp_file;
 namespace {
 
 struct race_counts {
-  long maps = 0;              // successful map() calls
-  long map_failures = 0;      // failed map() calls
-  long stores_lost = 0;       // the mapper's store into its own mapping failed
-  long anon_rounds = 0;       // anonymous regions checked
-  long foreign_touched = 0;   // checks that found the anonymous region changed, unreadable or unwritable
-  long file_mismatch = 0;     // words of the file that are not what the mapper wrote
+  long maps = 0;             // successful map() calls
+  long map_failures = 0;     // failed map() calls
+  long stores_lost = 0;      // the mapper's store into its own mapping failed
+  long anon_rounds = 0;      // anonymous regions checked
+  long foreign_touched = 0;  // checks that found the anonymous region changed, unreadable or unwritable
+  long file_mismatch = 0;    // words of the file that are not what the mapper wrote
   std::uint64_t last_written = 0;
 };
 
@@ -163,15 +163,16 @@ namespace {
 // before map() can place the file there.
 struct unaligned_and_contended : syscall_interposer {
   static constexpr std::size_t huge = std::size_t{2} << 20;
-  int steal = 1;              // NOREPLACE placements to pre-empt
+  int steal = 1;  // NOREPLACE placements to pre-empt
   int noreplace_calls = 0;
-  int fixed_calls = 0;        // MAP_FIXED by the library: must stay 0
+  int fixed_calls = 0;  // MAP_FIXED by the library: must stay 0
   std::vector<char*> foreign;
   void* mmap(void* addr, std::size_t len, int prot, int flags, int fd, off_t off) noexcept override {
     if (flags & MAP_FIXED) ++fixed_calls;
     if (fd >= 0 && !addr) {
       // An unaligned placement, made inside this interposer's own reservation.
-      char* r = static_cast<char*>(::mmap(nullptr, len + 2 * huge, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
+      char* r = static_cast<char*>(
+          ::mmap(nullptr, len + 2 * huge, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
       if (r == MAP_FAILED) return MAP_FAILED;
       char* at = reinterpret_cast<char*>((reinterpret_cast<std::uintptr_t>(r) + huge - 1) & ~(huge - 1)) + 4096;
       void* p = ::mmap(at, len, prot, flags | MAP_FIXED, fd, off);

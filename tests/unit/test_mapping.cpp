@@ -63,8 +63,7 @@ TEST_CASE("tmpfs gives shared mode with page granularity", "[mapping]") {
   CHECK(ladder.steps[1].error == EOPNOTSUPP);
 }
 
-TEST_CASE("weakest = sync fails with mode_unavailable naming the cause when the host has no MAP_SYNC",
-          "[mapping]") {
+TEST_CASE("weakest = sync fails with mode_unavailable naming the cause when the host has no MAP_SYNC", "[mapping]") {
   temp_file f(mdtest::test_dir(), 4096);
   map_options o;
   o.weakest = map_mode::sync;
@@ -85,7 +84,8 @@ TEST_CASE("weakest = sync fails with mode_unavailable naming the cause when the 
   CHECK(detail.find("direct: skipped") != std::string::npos);
   // The cause names why: statx reports DAX off on ext4/tmpfs of a 5.10+ kernel.
   CHECK((detail.find("not on a DAX file system (statx DAX=0)") != std::string::npos ||
-         detail.find("without synchronous faults") != std::string::npos || detail.find("DAX state unknown") != std::string::npos));
+         detail.find("without synchronous faults") != std::string::npos ||
+         detail.find("DAX state unknown") != std::string::npos));
   CHECK(tracker.bytes_still_mapped() == 0);
   CHECK_FALSE(mdtest::path_is_mapped(f.path()));
 }
@@ -192,7 +192,7 @@ TEST_CASE("moves, self-move, double close and destructor after close", "[mapping
   CHECK(dup_fd != f.fd());
   REQUIRE(b.close());
   CHECK(::fcntl(dup_fd, F_GETFD) == -1);  // the duplicate is closed
-  CHECK(b.close());                        // second close: a no-op
+  CHECK(b.close());                       // second close: a no-op
   CHECK_FALSE(mdtest::path_is_mapped(f.path()));
   direct_mapping c;
   CHECK(c.close());
@@ -268,7 +268,8 @@ TEST_CASE("open(): create, exclusive, grow, and rollback on failure", "[mapping]
     }
     CHECK_FALSE(refuse.mmaps.empty());  // the failure came from the map, after the growth
     before.check_nothing_left(refuse, path);
-    mdtest::check_file_holds(path, std::string(3 * 4096 + 100, '\x5a') + std::string(8 * 4096 - (3 * 4096 + 100), '\0'));
+    mdtest::check_file_holds(path,
+                             std::string(3 * 4096 + 100, '\x5a') + std::string(8 * 4096 - (3 * 4096 + 100), '\0'));
   }
   SECTION("a failed map removes a file open() created") {
     const std::string fresh = path + ".fresh";

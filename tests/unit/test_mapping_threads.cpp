@@ -78,8 +78,7 @@ struct msync_clock : syscall_interposer {
 
 }  // namespace
 
-TEST_CASE("drain() does not return before the msync covering this thread's flush has finished",
-          "[mapping][threads]") {
+TEST_CASE("drain() does not return before the msync covering this thread's flush has finished", "[mapping][threads]") {
   temp_file f(mdtest::test_dir(), 4 * 4096);
   auto r = direct_mapping::map(f.fd(), 0, 4 * 4096, mdtest::shared_only());
   REQUIRE(r);

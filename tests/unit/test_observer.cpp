@@ -58,10 +58,12 @@ void on_flush(const void* line, flush_instruction f) noexcept {
   if (rec().on) rec().events.push_back({event::flush, reinterpret_cast<std::uintptr_t>(line), 0, f});
 }
 void on_nt_store(const void* addr, std::size_t len) noexcept {
-  if (rec().on) rec().events.push_back({event::nt, reinterpret_cast<std::uintptr_t>(addr), len, flush_instruction::none});
+  if (rec().on)
+    rec().events.push_back({event::nt, reinterpret_cast<std::uintptr_t>(addr), len, flush_instruction::none});
 }
 void on_store(const void* addr, std::size_t len) noexcept {
-  if (rec().on) rec().events.push_back({event::store, reinterpret_cast<std::uintptr_t>(addr), len, flush_instruction::none});
+  if (rec().on)
+    rec().events.push_back({event::store, reinterpret_cast<std::uintptr_t>(addr), len, flush_instruction::none});
 }
 void on_fence() noexcept {
   if (rec().on) rec().events.push_back({event::fence, 0, 0, flush_instruction::none});
@@ -157,7 +159,8 @@ std::vector<flush_instruction> instructions() {
   const auto best = detect_flush_instruction();
 #if defined(MAPDIRECT_ARCH_X86_64)
   std::vector<flush_instruction> out{flush_instruction::clflush};
-  if (best == flush_instruction::clflushopt || best == flush_instruction::clwb) out.push_back(flush_instruction::clflushopt);
+  if (best == flush_instruction::clflushopt || best == flush_instruction::clwb)
+    out.push_back(flush_instruction::clflushopt);
   if (best == flush_instruction::clwb) out.push_back(flush_instruction::clwb);
   return out;
 #elif defined(MAPDIRECT_ARCH_AARCH64)
@@ -228,16 +231,17 @@ TEST_CASE("observer: the checker rejects traces without flush, without fence, or
   const auto f = flush_instruction::clflushopt;
   using ev = std::vector<event>;
   CHECK(uncovered(ev{{event::flush, b, 0, f}, {event::fence, 0, 0, f}}, b, L, false).empty());
-  CHECK_FALSE(uncovered(ev{{event::fence, 0, 0, f}}, b, L, false).empty());                            // no flush
-  CHECK_FALSE(uncovered(ev{{event::flush, b, 0, f}}, b, L, false).empty());                            // no fence
-  CHECK_FALSE(uncovered(ev{{event::flush, b, 0, f}, {event::fence, 0, 0, f}}, b, L + 1, false).empty());  // a line short
+  CHECK_FALSE(uncovered(ev{{event::fence, 0, 0, f}}, b, L, false).empty());  // no flush
+  CHECK_FALSE(uncovered(ev{{event::flush, b, 0, f}}, b, L, false).empty());  // no fence
+  CHECK_FALSE(
+      uncovered(ev{{event::flush, b, 0, f}, {event::fence, 0, 0, f}}, b, L + 1, false).empty());  // a line short
   CHECK_FALSE(uncovered(ev{{event::flush, b, 0, f}, {event::store, b, 8, f}, {event::fence, 0, 0, f}}, b, L, false)
                   .empty());  // flushed before the store
   CHECK(uncovered(ev{{event::flush, b, 0, flush_instruction::clflush}}, b, L, false).empty());  // CLFLUSH is ordered
   CHECK(uncovered(ev{{event::nt, b, L, f}, {event::fence, 0, 0, f}}, b, L, false).empty());
   CHECK_FALSE(uncovered(ev{{event::nt, b, L, f}}, b, L, false).empty());  // NT store, no fence
   CHECK_FALSE(uncovered(ev{{event::flush, b, 0, flush_instruction::clflush}, {event::nt, b, L, f}}, b, L, false)
-                  .empty());  // CLFLUSH does not order a later NT store
+                  .empty());                                          // CLFLUSH does not order a later NT store
   CHECK(uncovered(ev{{event::fence, 0, 0, f}}, b, L, true).empty());  // byte: a fence is enough
   CHECK_FALSE(uncovered(ev{}, b, L, true).empty());                   // byte: but it is needed
 }
@@ -267,42 +271,43 @@ TEST_CASE("observer: flush_lines reports exactly the overlapping lines and drain
 TEST_CASE("observer: raw memcpy_flush/memset_flush/flush_lines + drain cover every byte stored", "[observer]") {
   std::vector<unsigned char> mem(8192 + 256), src(8192 + 256), ref(8192 + 256);
   for (std::size_t i = 0; i < src.size(); ++i) src[i] = static_cast<unsigned char>(i * 131 + 17);
-  auto* base = reinterpret_cast<unsigned char*>((reinterpret_cast<std::uintptr_t>(mem.data()) + 63) & ~std::uintptr_t{63});
+  auto* base =
+      reinterpret_cast<unsigned char*>((reinterpret_cast<std::uintptr_t>(mem.data()) + 63) & ~std::uintptr_t{63});
   for_each_nt_variant([&](auto isa) {
-  for (auto f : instructions()) {
-    for (std::size_t threshold : {std::size_t{0}, std::size_t{128}, no_nt}) {
-      for (std::size_t n : sizes) {
-        for (std::size_t a : aligns) {
-          INFO("variant " << static_cast<int>(isa) << " " << to_string(f) << " nt_threshold " << threshold << " size "
-                          << n << " alignment " << a);
-          const auto at = reinterpret_cast<std::uintptr_t>(base + a);
-          rec().start();
-          memcpy_flush(base + a, src.data() + 5, n, f, threshold);
-          drain(f);
-          auto ev = rec().stop();
-          REQUIRE(std::memcmp(base + a, src.data() + 5, n) == 0);
-          const std::string copy = uncovered(ev, at, n, false);
-          if (!copy.empty()) FAIL("memcpy_flush: " << copy);
-          rec().start();
-          memset_flush(base + a, 0x5a, n, f, threshold);
-          drain(f);
-          ev = rec().stop();
-          std::memset(ref.data(), 0x5a, n);
-          REQUIRE(std::memcmp(base + a, ref.data(), n) == 0);
-          const std::string fill = uncovered(ev, at, n, false);
-          if (!fill.empty()) FAIL("memset_flush: " << fill);
-          // The caller's own stores, then flush_lines + drain.
-          std::memset(base + a, 0x33, n);
-          rec().start();
-          flush_lines(base + a, n, f);
-          drain(f);
-          ev = rec().stop();
-          const std::string lines = uncovered(ev, at, n, false);
-          if (!lines.empty()) FAIL("flush_lines: " << lines);
+    for (auto f : instructions()) {
+      for (std::size_t threshold : {std::size_t{0}, std::size_t{128}, no_nt}) {
+        for (std::size_t n : sizes) {
+          for (std::size_t a : aligns) {
+            INFO("variant " << static_cast<int>(isa) << " " << to_string(f) << " nt_threshold " << threshold << " size "
+                            << n << " alignment " << a);
+            const auto at = reinterpret_cast<std::uintptr_t>(base + a);
+            rec().start();
+            memcpy_flush(base + a, src.data() + 5, n, f, threshold);
+            drain(f);
+            auto ev = rec().stop();
+            REQUIRE(std::memcmp(base + a, src.data() + 5, n) == 0);
+            const std::string copy = uncovered(ev, at, n, false);
+            if (!copy.empty()) FAIL("memcpy_flush: " << copy);
+            rec().start();
+            memset_flush(base + a, 0x5a, n, f, threshold);
+            drain(f);
+            ev = rec().stop();
+            std::memset(ref.data(), 0x5a, n);
+            REQUIRE(std::memcmp(base + a, ref.data(), n) == 0);
+            const std::string fill = uncovered(ev, at, n, false);
+            if (!fill.empty()) FAIL("memset_flush: " << fill);
+            // The caller's own stores, then flush_lines + drain.
+            std::memset(base + a, 0x33, n);
+            rec().start();
+            flush_lines(base + a, n, f);
+            drain(f);
+            ev = rec().stop();
+            const std::string lines = uncovered(ev, at, n, false);
+            if (!lines.empty()) FAIL("flush_lines: " << lines);
+          }
         }
       }
     }
-  }
   });
 }
 
@@ -323,7 +328,8 @@ TEST_CASE("observer: every non-temporal variant reports the same trace as SSE2 a
   const std::size_t big[] = {256, 320, 1000, 4096, 4100, 65536 + 13};
   std::vector<unsigned char> mem(65536 + 512), src(65536 + 512), ref(65536 + 512);
   for (std::size_t i = 0; i < src.size(); ++i) src[i] = static_cast<unsigned char>(i * 131 + 17);
-  auto* base = reinterpret_cast<unsigned char*>((reinterpret_cast<std::uintptr_t>(mem.data()) + 63) & ~std::uintptr_t{63});
+  auto* base =
+      reinterpret_cast<unsigned char*>((reinterpret_cast<std::uintptr_t>(mem.data()) + 63) & ~std::uintptr_t{63});
   const auto saved = detail::current_nt_isa();
   const auto variants = nt_variants();
   WARN("non-temporal variants this CPU runs: " << variants.size() << " (best: " << detail::to_string(variants.back())

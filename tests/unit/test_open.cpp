@@ -84,8 +84,7 @@ struct durability_recorder : syscall_interposer {
 using no_tmpfile = mdtest::no_tmpfile<durability_recorder>;
 }  // namespace
 
-TEST_CASE("open(create): a failing creator never removes the file another process created and acknowledged",
-          "[open]") {
+TEST_CASE("open(create): a failing creator never removes the file another process created and acknowledged", "[open]") {
   temp_dir dir;
   const std::string path = dir / "raced";
   int go[2], done[2];
@@ -194,10 +193,9 @@ TEST_CASE("open(create): without O_TMPFILE it creates by name, says so, and undo
     }
     CHECK(seam.tmpfile_refusals >= 1);
     CHECK(created);
-    CHECK(std::find_if(seam.events.begin(), seam.events.end(), [](const std::string& e) {
-            return e.rfind("fsync-dir:", 0) == 0;
-          }) != seam.events.end());
-    CHECK(read_file(dir / "fallback") .substr(0, 1) == "x");
+    CHECK(std::find_if(seam.events.begin(), seam.events.end(),
+                       [](const std::string& e) { return e.rfind("fsync-dir:", 0) == 0; }) != seam.events.end());
+    CHECK(read_file(dir / "fallback").substr(0, 1) == "x");
   }
   SECTION("a failed map removes the file only while provably nobody else has it") {
     struct failing_map : no_tmpfile {
@@ -445,7 +443,8 @@ struct real_open_watch : syscall_interposer {
 };
 }  // namespace
 
-TEST_CASE("open and probe refuse FIFOs and devices (also behind symlinks) without opening them", "[open][probe][security]") {
+TEST_CASE("open and probe refuse FIFOs and devices (also behind symlinks) without opening them",
+          "[open][probe][security]") {
   temp_dir dir;
   const std::string fifo = dir / "fifo";
   REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);

@@ -43,10 +43,10 @@ pmem2_granularity to_pmem2(granularity g) {
 }
 
 struct pmem2_answer {
-  bool setup_ok = false;      // config and source could be made
-  bool mapped = false;        // pmem2_map_new succeeded
+  bool setup_ok = false;  // config and source could be made
+  bool mapped = false;    // pmem2_map_new succeeded
   granularity got = granularity::page;
-  int error = 0;              // pmem2_map_new's result when it refused
+  int error = 0;  // pmem2_map_new's result when it refused
   std::string why;
 };
 
@@ -97,8 +97,7 @@ std::optional<granularity> expected_granularity(const std::string& dir) {
 }
 }  // namespace
 
-TEST_CASE("differential: libpmem2 and mapdirect accept, refuse and grade the same file alike, as expected",
-          "[pmem2]") {
+TEST_CASE("differential: libpmem2 and mapdirect accept, refuse and grade the same file alike, as expected", "[pmem2]") {
   std::vector<std::string> dirs{mdtest::test_dir()};
   if (::access("/dev/shm", W_OK) == 0) dirs.emplace_back("/dev/shm");
   std::size_t compared = 0;
@@ -120,9 +119,8 @@ TEST_CASE("differential: libpmem2 and mapdirect accept, refuse and grade the sam
         o.coarsest = required;
         auto ours = direct_mapping::map(f.fd(), 0, size, o);
         const bool fits = static_cast<int>(*want) <= static_cast<int>(required);
-        INFO("libpmem2: " << (theirs.mapped ? to_string(theirs.got) : theirs.why.c_str())
-                          << "; mapdirect: " << (ours ? to_string(ours.value().store_granularity())
-                                                      : last_error_detail()));
+        INFO("libpmem2: " << (theirs.mapped ? to_string(theirs.got) : theirs.why.c_str()) << "; mapdirect: "
+                          << (ours ? to_string(ours.value().store_granularity()) : last_error_detail()));
         // Both accept exactly when the expected granularity is fine enough.
         CHECK(theirs.mapped == fits);
         CHECK(static_cast<bool>(ours) == fits);

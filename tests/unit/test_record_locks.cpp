@@ -62,10 +62,10 @@ struct flock lock_of(const lock_config& c, short type) {
 
 // What happened to the lock while the child ran the calls.
 struct lock_report {
-  int result = -1;             // the calls' own result: 0 ok, 77 unsupported here, else a failure code
-  bool visible_before = false; // the parent saw the lock before any call
-  std::string lost_after;      // checkpoints after which the lock was gone
-  std::string kept_after;      // checkpoints after which it was still there
+  int result = -1;              // the calls' own result: 0 ok, 77 unsupported here, else a failure code
+  bool visible_before = false;  // the parent saw the lock before any call
+  std::string lost_after;       // checkpoints after which the lock was gone
+  std::string kept_after;       // checkpoints after which it was still there
 };
 
 // The child calls this after each step; the parent checks the lock then.
@@ -205,7 +205,8 @@ TEST_CASE("record locks survive probe(fd) and probe(path)", "[locks][probe]") {
 TEST_CASE("record locks survive iomap_seal::acquire and release", "[locks][seal]") {
   check_lock_kept("iomap_seal", [](int fd, const std::string&, const checkpoint_fn& cp) {
     auto s = iomap_seal::acquire(fd, 0, file_size);
-    if (!s) return s.error() == errc::block_map_unverifiable || s.error() == std::errc::operation_not_supported ? 77 : 1;
+    if (!s)
+      return s.error() == errc::block_map_unverifiable || s.error() == std::errc::operation_not_supported ? 77 : 1;
     cp('s');
     if (!s.value().release()) return 2;
     cp('r');

@@ -90,7 +90,8 @@ TEST_CASE("reserve: a MAP_SYNC mapping is placed in its reservation without MAP_
   CHECK(back == text);
 }
 
-TEST_CASE("align: a large MAP_SYNC mapping is moved to a 2 MiB boundary despite MAP_SHARED_VALIDATE", "[mapping][seam]") {
+TEST_CASE("align: a large MAP_SYNC mapping is moved to a 2 MiB boundary despite MAP_SHARED_VALIDATE",
+          "[mapping][seam]") {
   // Mapped from a 4 KiB offset: a kernel that aligns large file mappings
   // itself (THP) places it congruent to the offset, i.e. not 2 MiB-aligned,
   // so that map() has to move it.

@@ -268,7 +268,7 @@ TEST_CASE("ring seam: the exact cover of a failed CQE (requests before and after
   auto h2 = async(g, m, 4096);  // covered by flush 2
   auto h3 = async(g, m, 8192);  // covered by flush 2
   ri.release(1);
-  REQUIRE(ri.wait_cqes(2));  // flush 2 done in the kernel, completion held
+  REQUIRE(ri.wait_cqes(2));      // flush 2 done in the kernel, completion held
   auto h4 = async(g, m, 12288);  // enqueued while flush 2 was in flight: not covered
   ri.release_all();
   CHECK(h1.wait());
@@ -347,7 +347,7 @@ TEST_CASE("ring seam: a stale fsync completion that fails fails every pending re
   auto r1 = h1.wait();
   REQUIRE_FALSE(r1);
   CHECK(r1.error() == std::error_code(EBUSY, std::system_category()));
-  REQUIRE(ri.wait_cqes(1));  // the stale completion is held
+  REQUIRE(ri.wait_cqes(1));     // the stale completion is held
   auto h2 = async(g, m, 4096);  // flush 2 starts for it
   REQUIRE(ri.wait_fsync_sqes(2));
   std::error_code waiter_error;

@@ -193,9 +193,9 @@ TEST_CASE("seal: reflinked extents on XFS are unshared, both files keep their da
     CHECK(stability_problem(b, 0, 2 * MiB).empty());
     CHECK_FALSE(any_extent_with(a, 0, MiB, FIEMAP_EXTENT_SHARED));
   }
-  CHECK((read_range(b, 0, MiB) == data));  // as bool: printing megabytes would drown the report
+  CHECK((read_range(b, 0, MiB) == data));                      // as bool: printing megabytes would drown the report
   CHECK((read_range(b, MiB, MiB) == std::string(MiB, '\0')));  // as bool: printing megabytes would drown the report
-  CHECK((read_range(a, 0, MiB) == data));  // as bool: printing megabytes would drown the report
+  CHECK((read_range(a, 0, MiB) == data));                      // as bool: printing megabytes would drown the report
   ::close(a);
   ::close(b);
 }
@@ -241,8 +241,7 @@ TEST_CASE("seal: shared extents fall back to a copy-on-write rewrite without FAL
   ::close(b);
 }
 
-TEST_CASE("seal: ENOSPC on a tiny file system is a clear error and changes neither size nor data",
-          "[seal][loopfs]") {
+TEST_CASE("seal: ENOSPC on a tiny file system is a clear error and changes neither size nor data", "[seal][loopfs]") {
   std::string why;
   mdtest::loopfs_options o;
   o.fstype = "ext4";

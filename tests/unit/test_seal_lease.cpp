@@ -101,8 +101,7 @@ TEST_CASE("lease: a non-blocking open and a truncate by another process both not
   CHECK(f.size() == 64 * 1024);
 }
 
-TEST_CASE("lease: refused while the file has another open file description; nothing is left behind",
-          "[seal][lease]") {
+TEST_CASE("lease: refused while the file has another open file description; nothing is left behind", "[seal][lease]") {
   temp_file f(mdtest::test_dir(), 16384);
   const int other = ::open(f.path().c_str(), O_RDONLY | O_CLOEXEC);
   REQUIRE(other >= 0);
@@ -130,7 +129,8 @@ void someone_elses_handler(int) {}
 TEST_CASE("lease: a lease signal that already has another handler is refused, not stolen", "[seal][lease]") {
   temp_file f(mdtest::test_dir(), 4096);
   const int sig = SIGRTMIN + 9;
-  struct sigaction sa {}, old{};
+  struct sigaction sa {
+  }, old{};
   sa.sa_handler = &someone_elses_handler;
   sigemptyset(&sa.sa_mask);
   REQUIRE(::sigaction(sig, &sa, &old) == 0);

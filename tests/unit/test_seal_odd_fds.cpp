@@ -12,8 +12,8 @@
 
 #include <atomic>
 #include <chrono>
-#include <optional>
 #include <cstring>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -219,8 +219,7 @@ TEST_CASE("seal: a leased seal on the caller's own O_APPEND or O_DIRECT descript
   }
 }
 
-TEST_CASE("seal: without a mappable file, an O_APPEND dup is refused up front and changes nothing",
-          "[seal][oddfd]") {
+TEST_CASE("seal: without a mappable file, an O_APPEND dup is refused up front and changes nothing", "[seal][oddfd]") {
   temp_file f(mdtest::test_dir());
   std::string why;
   if (!make_mixed(f, MiB, why)) {
@@ -330,8 +329,7 @@ TEST_CASE("repair through a mapping of an O_DIRECT descriptor writes unaligned s
   ::close(dfd);
 }
 
-TEST_CASE("seal: a store by another writer into an unwritten extent while acquiring is never lost",
-          "[seal][oddfd]") {
+TEST_CASE("seal: a store by another writer into an unwritten extent while acquiring is never lost", "[seal][oddfd]") {
   temp_file f(mdtest::test_dir());
   std::string why;
   if (!make_mixed(f, 4 * MiB, why)) {

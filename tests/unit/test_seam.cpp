@@ -195,8 +195,11 @@ TEST_CASE("seam: persist msyncs exactly the page-rounded range", "[seam]") {
   REQUIRE(m.store_granularity() == granularity::page);
   struct {
     std::size_t off, len, lo, hi;
-  } const cases[] = {{4100, 10, 4096, 8192}, {4000, 200, 0, 8192}, {0, 1, 0, 4096},
-                     {8192, 4096, 8192, 12288}, {3 * 4096 + 1, 4096 + 4095, 3 * 4096, 5 * 4096}};
+  } const cases[] = {{4100, 10, 4096, 8192},
+                     {4000, 200, 0, 8192},
+                     {0, 1, 0, 4096},
+                     {8192, 4096, 8192, 12288},
+                     {3 * 4096 + 1, 4096 + 4095, 3 * 4096, 5 * 4096}};
   for (const auto& c : cases) {
     rec.msyncs.clear();
     REQUIRE(m.persist(c.off, c.len));
@@ -405,7 +408,8 @@ TEST_CASE("seam: map(-1) is invalid_argument and makes no syscall", "[seam]") {
   CHECK(rec.mmaps.empty());
 }
 
-TEST_CASE("seam: when the mapping fails, open() removes only a file it created and never shrinks one", "[seam][mapping]") {
+TEST_CASE("seam: when the mapping fails, open() removes only a file it created and never shrinks one",
+          "[seam][mapping]") {
   // Every file mmap fails with ENOMEM on every host, so the rollback always runs.
   const std::string path = mdtest::private_dir() + "/mapdirect-seam-rollback";
   ::unlink(path.c_str());
@@ -441,8 +445,7 @@ TEST_CASE("seam: when the mapping fails, open() removes only a file it created a
   ::unlink(path.c_str());
 }
 
-TEST_CASE("seam: a seal whose range is still shared after stabilising fails with block_map_unstable",
-          "[seam][seal]") {
+TEST_CASE("seam: a seal whose range is still shared after stabilising fails with block_map_unstable", "[seam][seal]") {
   // FIEMAP answers as the kernel does, except that every extent stays
   // "shared" whatever the seal does to it: the verify pass after stabilising
   // must notice, and the seal must not be granted.

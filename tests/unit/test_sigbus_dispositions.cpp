@@ -50,8 +50,7 @@ std::string describe(const child_outcome& o) {
   if (WIFSIGNALED(o.status))
     std::snprintf(buf, sizeof buf, "child killed by signal %d (%s), log \"%s\"", WTERMSIG(o.status),
                   strsignal(WTERMSIG(o.status)), o.log.c_str());
-  else
-    std::snprintf(buf, sizeof buf, "child exited %d, log \"%s\"", o.exit_code(), o.log.c_str());
+  else std::snprintf(buf, sizeof buf, "child exited %d, log \"%s\"", o.exit_code(), o.log.c_str());
   return buf;
 }
 
@@ -217,10 +216,8 @@ void chaining_handler(int sig, siginfo_t* info, void* context) {
   note('h');
   const struct sigaction& prev = g_saved_by_app;
   if (prev.sa_handler == SIG_DFL || prev.sa_handler == SIG_IGN) return;
-  if (prev.sa_flags & SA_SIGINFO)
-    prev.sa_sigaction(sig, info, context);
-  else
-    prev.sa_handler(sig);
+  if (prev.sa_flags & SA_SIGINFO) prev.sa_sigaction(sig, info, context);
+  else prev.sa_handler(sig);
 }
 void install_chaining_handler() {
   struct sigaction sa {};
@@ -359,8 +356,7 @@ bool blocked(int sig) {
 }
 }  // namespace
 
-TEST_CASE("a guarded fault taken in another signal's handler comes back with the guard's signal mask",
-          "[sigbus]") {
+TEST_CASE("a guarded fault taken in another signal's handler comes back with the guard's signal mask", "[sigbus]") {
   truncated t;
   g_truncated = &t;
   auto o = run_child([&] {
@@ -587,7 +583,7 @@ TEST_CASE("guarded faults on a thread running on its alternate signal stack (SA_
       std::vector<char> stack(256 * 1024);
       g_altstack = stack.data();
       g_altstack_size = stack.size();
-      stack_t ss {};
+      stack_t ss{};
       ss.ss_sp = stack.data();
       ss.ss_size = stack.size();
       if (::sigaltstack(&ss, nullptr) != 0) {
@@ -597,7 +593,7 @@ TEST_CASE("guarded faults on a thread running on its alternate signal stack (SA_
       set_signal(SIGUSR1, altstack_handler, SA_ONSTACK);
       ::raise(SIGUSR1);
       result = g_onstack_result == 1 ? 0 : 20 + g_onstack_result;
-      stack_t off {};
+      stack_t off{};
       off.ss_flags = SS_DISABLE;
       ::sigaltstack(&off, nullptr);
     });

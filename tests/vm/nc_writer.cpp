@@ -197,8 +197,7 @@ int write_log(const char* path, bool use_mmap, std::uint64_t size, std::uint64_t
     if (use_mmap) {
       std::memcpy(base + off, &r, sizeof r);
       // A CPU cache flush and a fence: all a MAP_SYNC mapping would need.
-      for (std::uint64_t line = off & ~std::uint64_t{63}; line < off + sizeof r; line += 64)
-        _mm_clflush(base + line);
+      for (std::uint64_t line = off & ~std::uint64_t{63}; line < off + sizeof r; line += 64) _mm_clflush(base + line);
       _mm_sfence();
     } else if (::pwrite(fd, &r, sizeof r, static_cast<off_t>(off)) != static_cast<ssize_t>(sizeof r)) {
       die("pwrite");  // and no fdatasync, on purpose
@@ -233,9 +232,8 @@ int main(int argc, char** argv) {
     if (method >= 0 && stride >= 64 && stride % 64 == 0 && size > stride)
       return write_log(argv[2], method == 1, size, stride, interval_us, count);
   }
-  std::fprintf(stderr,
-               "usage: nc_writer write FILE --method mmap|pwrite [--size BYTES] [--stride BYTES] "
-               "[--interval-us N] [--count N]\n"
-               "       nc_writer verify FILE\n");
+  std::fprintf(stderr, "usage: nc_writer write FILE --method mmap|pwrite [--size BYTES] [--stride BYTES] "
+                       "[--interval-us N] [--count N]\n"
+                       "       nc_writer verify FILE\n");
   return 2;
 }

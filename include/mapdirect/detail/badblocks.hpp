@@ -16,12 +16,12 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <algorithm>
 #include <new>
 #include <string>
 #include <vector>
@@ -147,8 +147,8 @@ inline std::error_code bad_blocks_of_devdax(const struct stat& st, std::uint64_t
   devdax_info info;
   const int q = query_devdax(st.st_rdev, info);
   if (q == ENODEV)
-    return fail(errc::invalid_argument, "bad_blocks: character device %u:%u is not a device DAX",
-                major(st.st_rdev), minor(st.st_rdev));
+    return fail(errc::invalid_argument, "bad_blocks: character device %u:%u is not a device DAX", major(st.st_rdev),
+                minor(st.st_rdev));
   if (q != 0) return fail_errno(q, "bad_blocks: reading the device DAX size from sysfs");
   if (!info.region_path[0]) {
     r.source = "unknown: no nd region found above the device DAX in sysfs";
@@ -284,7 +284,8 @@ namespace detail {
 /// For turning a guarded access's plain SIGBUS on a bad page (the pmem
 /// driver refuses it without a machine check) into errc::media_error. The
 /// thread's error detail is left as it was.
-inline bool listed_bad_range(int fd, std::uint64_t base, std::uint64_t off, std::uint64_t len, bad_range& hit) noexcept {
+inline bool listed_bad_range(int fd, std::uint64_t base, std::uint64_t off, std::uint64_t len,
+                             bad_range& hit) noexcept {
   char saved[MAPDIRECT_ERROR_DETAIL_SIZE];
   std::snprintf(saved, sizeof saved, "%s", error_detail_buffer());
   const int saved_errno = errno;

@@ -76,9 +76,9 @@ struct commit_request {
 
   std::atomic<unsigned> refs{1};
   std::atomic<bool> done{false};
-  std::error_code error;        // written under the core's lock before `done`
-  std::uint64_t ticket = 0;     // order of arrival on its lane
-  bool waited = false;          // a thread blocks on it (may run the flush itself)
+  std::error_code error;     // written under the core's lock before `done`
+  std::uint64_t ticket = 0;  // order of arrival on its lane
+  bool waited = false;       // a thread blocks on it (may run the flush itself)
   commit_request* next = nullptr;
   commit_lane* lane = nullptr;
   commit_core* core = nullptr;  // holds a reference on the core
@@ -115,16 +115,16 @@ struct commit_lane {
   commit_lane* next_lane = nullptr;
   dev_t dev = 0;
   ino_t ino = 0;
-  int fd = -1;                 // the committer's descriptor of the file (see open_lane)
+  int fd = -1;                   // the committer's descriptor of the file (see open_lane)
   bool own_description = false;  // fd is a description of its own (else a dup: see reopen_error)
-  int reopen_error = 0;        // why the reopen was refused (EACCES, EBUSY: leased, ...)
+  int reopen_error = 0;          // why the reopen was refused (EACCES, EBUSY: leased, ...)
   std::uint32_t index = 0;
-  std::uint64_t issued = 0;    // last ticket handed out
-  std::uint64_t covered = 0;   // tickets <= covered belong to a flush already started
-  std::uint32_t flight = 0;    // id of the flush in flight (stale ring completions are ignored)
-  bool in_flight = false;      // a flush is running (or queued for the fallback thread)
-  bool queued = false;         // fallback thread: waiting to be picked up
-  int failed = 0;              // sticky errno of a failed flush (fsyncgate)
+  std::uint64_t issued = 0;   // last ticket handed out
+  std::uint64_t covered = 0;  // tickets <= covered belong to a flush already started
+  std::uint32_t flight = 0;   // id of the flush in flight (stale ring completions are ignored)
+  bool in_flight = false;     // a flush is running (or queued for the fallback thread)
+  bool queued = false;        // fallback thread: waiting to be picked up
+  int failed = 0;             // sticky errno of a failed flush (fsyncgate)
   // Merging cohorts of blocking writers. While a flush runs, the writers it
   // will release cannot enqueue; starting the next flush at once would cover
   // only those that arrived meanwhile, and two half cohorts would alternate.
@@ -134,9 +134,9 @@ struct commit_lane {
   // (merge_deadline), whichever comes first. It only delays the start: a
   // flush still covers exactly the requests enqueued before it starts.
   using clock = std::chrono::steady_clock;
-  clock::time_point flush_started{};  // start of the flush in flight
-  bool merging = false;               // a merge window is open
-  std::uint64_t merge_target = 0;     // the window closes once issued reaches this
+  clock::time_point flush_started{};   // start of the flush in flight
+  bool merging = false;                // a merge window is open
+  std::uint64_t merge_target = 0;      // the window closes once issued reaches this
   clock::time_point merge_deadline{};  // ... or at this time
   // Requesters' descriptors already checked once through fdatasync after this
   // lane's own description existed (see enqueue). A reused number names a
@@ -165,7 +165,6 @@ struct done_list {
     tail = r;
   }
 };
-
 
 class commit_core final : public page_persister {
  public:
@@ -255,9 +254,7 @@ class commit_core final : public page_persister {
 
   // True on the io_uring backend, false on the thread backend.
   bool uses_uring() const noexcept { return uring_; }
-  const char* backend_detail() const noexcept {
-    return inherited() ? inherited_detail : backend_detail_;
-  }
+  const char* backend_detail() const noexcept { return inherited() ? inherited_detail : backend_detail_; }
   int notify_fd() const noexcept { return inherited() ? -1 : event_fd_; }
 
   commit_counters stats() noexcept {
@@ -339,8 +336,9 @@ class commit_core final : public page_persister {
     complete(failed);
     // Fallback backend: the early write-back runs on the caller (it only
     // starts I/O; its errors surface in the next fdatasync).
-    if (wb_len) (void)sys::sync_file_range(fd, static_cast<off_t>(file_offset), static_cast<off_t>(wb_len),
-                                           SYNC_FILE_RANGE_WRITE);
+    if (wb_len)
+      (void)sys::sync_file_range(fd, static_cast<off_t>(file_offset), static_cast<off_t>(wb_len),
+                                 SYNC_FILE_RANGE_WRITE);
     return {};
   }
 
@@ -422,8 +420,7 @@ class commit_core final : public page_persister {
 
   // Records the detail of a request's error for the calling thread.
   static void describe_error(const std::error_code& ec) noexcept {
-    if (ec == errc::durability_lost)
-      (void)fail_durability_lost("group_committer");
+    if (ec == errc::durability_lost) (void)fail_durability_lost("group_committer");
     else if (ec.category() == std::system_category())
       (void)fail_errno(ec.value(), "group_committer: fdatasync of the file failed with %s", errno_name(ec.value()));
   }
@@ -919,7 +916,7 @@ class commit_core final : public page_persister {
   std::mutex mu_;
   std::condition_variable cv_;         // request completions, idle lanes
   std::condition_variable worker_cv_;  // fallback thread: work or stop
-  bool uring_ = false;  // io_uring backend (else the thread backend)
+  bool uring_ = false;                 // io_uring backend (else the thread backend)
   char backend_detail_[160] = {};
   bool early_writeback_ = false;
   bool inline_flush_ = true;

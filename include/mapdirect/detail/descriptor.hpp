@@ -16,9 +16,9 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <cstdint>
 #include <cstring>
 #include <ctime>
 
@@ -212,8 +212,8 @@ class deferred_closes {
       struct stat st {};
       const int fl = sys::fcntl(fd, F_GETFL);
       if (s.dev == dev && s.ino == ino && sys::fstat(fd, &st) == 0 && st.st_dev == dev && st.st_ino == ino &&
-          s.pos == description_tag() && sys::lseek(fd, 0, SEEK_CUR) == s.pos &&
-          fl >= 0 && (fl & (O_APPEND | O_DIRECT | O_PATH)) == 0 &&
+          s.pos == description_tag() && sys::lseek(fd, 0, SEEK_CUR) == s.pos && fl >= 0 &&
+          (fl & (O_APPEND | O_DIRECT | O_PATH)) == 0 &&
           ((fl & O_ACCMODE) == O_RDWR || (fl & O_ACCMODE) == (access & O_ACCMODE))) {
         forget(s);
         return fd;

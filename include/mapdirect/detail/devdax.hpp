@@ -23,15 +23,15 @@ namespace detail {
 
 /// What sysfs says about a device DAX character device.
 struct devdax_info {
-  char name[32] = {};                ///< "dax0.0"
-  std::uint64_t size = 0;            ///< bytes (the `size` attribute; st_size is 0 on a character device)
-  std::uint64_t align = 0;           ///< mapping offsets and lengths must be multiples (the `align` attribute)
-  bool align_known = false;          ///< false: no `align` attribute (old kernel): the page size is assumed
-  std::uint64_t resource = 0;        ///< physical start of the device's range (`resource`), 0 if unknown
+  char name[32] = {};          ///< "dax0.0"
+  std::uint64_t size = 0;      ///< bytes (the `size` attribute; st_size is 0 on a character device)
+  std::uint64_t align = 0;     ///< mapping offsets and lengths must be multiples (the `align` attribute)
+  bool align_known = false;    ///< false: no `align` attribute (old kernel): the page size is assumed
+  std::uint64_t resource = 0;  ///< physical start of the device's range (`resource`), 0 if unknown
   bool resource_known = false;
-  char region[32] = {};              ///< the nd region ("region0"), "" if not found
-  char region_path[256] = {};        ///< its sysfs directory (resolved), "" if not found
-  std::uint64_t region_resource = 0; ///< physical start of that region
+  char region[32] = {};               ///< the nd region ("region0"), "" if not found
+  char region_path[256] = {};         ///< its sysfs directory (resolved), "" if not found
+  std::uint64_t region_resource = 0;  ///< physical start of that region
   bool region_resource_known = false;
   persistence_domain domain = persistence_domain::unknown;
 };

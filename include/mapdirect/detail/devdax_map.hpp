@@ -35,13 +35,11 @@ inline std::error_code check_devdax_request(const struct stat& st, const map_opt
   if (offset % info.align != 0)
     return fail(errc::misaligned_offset,
                 "map: offset %llu on device DAX %s is not a multiple of its alignment %llu (%s)",
-                static_cast<unsigned long long>(offset), info.name,
-                static_cast<unsigned long long>(info.align),
+                static_cast<unsigned long long>(offset), info.name, static_cast<unsigned long long>(info.align),
                 info.align_known ? "sysfs align" : "no align attribute: page size assumed");
   if (offset >= info.size)
     return fail(errc::beyond_eof, "map: offset %llu is at or past the end of device DAX %s (%llu bytes)",
-                static_cast<unsigned long long>(offset), info.name,
-                static_cast<unsigned long long>(info.size));
+                static_cast<unsigned long long>(offset), info.name, static_cast<unsigned long long>(info.size));
   if (length == 0) {
     if (info.size - offset > std::numeric_limits<std::size_t>::max())
       return fail(errc::invalid_argument, "map: device too large for the address space");
@@ -49,12 +47,11 @@ inline std::error_code check_devdax_request(const struct stat& st, const map_opt
   }
   if (length > info.size - offset)
     return fail(errc::beyond_eof, "map: range [%llu, %llu) extends past the end of device DAX %s (%llu bytes)",
-                static_cast<unsigned long long>(offset), static_cast<unsigned long long>(offset + length),
-                info.name, static_cast<unsigned long long>(info.size));
+                static_cast<unsigned long long>(offset), static_cast<unsigned long long>(offset + length), info.name,
+                static_cast<unsigned long long>(info.size));
   if (length % info.align != 0)
-    return fail(errc::invalid_argument,
-                "map: length %zu on device DAX %s is not a multiple of its alignment %llu (%s)", length,
-                info.name, static_cast<unsigned long long>(info.align),
+    return fail(errc::invalid_argument, "map: length %zu on device DAX %s is not a multiple of its alignment %llu (%s)",
+                length, info.name, static_cast<unsigned long long>(info.align),
                 info.align_known ? "sysfs align" : "no align attribute: page size assumed");
   if (options.reserve > length)
     return fail(errc::invalid_argument,
@@ -103,12 +100,13 @@ inline result<direct_mapping> direct_mapping::map_device_dax(int fd, std::uint64
   sync.error = try_map(length, MAP_SHARED, m.fd_, offset, options.populate, mapped, prot_for(options.access));
   if (sync.error != 0) {
     if (sync.error == EINVAL) sync.cause = "device DAX refused the mapping (EINVAL: alignment, or a private mapping)";
-    else if (sync.error == EACCES) sync.cause = "descriptor not open O_RDWR (map_access::read_only maps a read-only one)";
+    else if (sync.error == EACCES)
+      sync.cause = "descriptor not open O_RDWR (map_access::read_only maps a read-only one)";
     else if (sync.error == ENXIO) sync.cause = "range outside the device";
     char steps[MAPDIRECT_ERROR_DETAIL_SIZE];
     (void)describe_ladder(m.ladder_, steps, sizeof steps);
-    detail::set_detail("map: device DAX %s: mmap failed with %s; tried:\n%s", info.name,
-                       detail::errno_name(sync.error), steps);
+    detail::set_detail("map: device DAX %s: mmap failed with %s; tried:\n%s", info.name, detail::errno_name(sync.error),
+                       steps);
     return detail::errno_code(sync.error);
   }
   m.mode_ = map_mode::sync;

@@ -50,8 +50,8 @@ inline unsigned classify_extent_flags(std::uint32_t flags) noexcept {
   if (flags & FIEMAP_EXTENT_UNWRITTEN) p |= extent_unwritten;
   if (flags & (FIEMAP_EXTENT_DELALLOC | FIEMAP_EXTENT_UNKNOWN)) p |= extent_delalloc;
   if (flags & FIEMAP_EXTENT_SHARED) p |= extent_shared;
-  if (flags & (FIEMAP_EXTENT_DATA_INLINE | FIEMAP_EXTENT_DATA_TAIL | FIEMAP_EXTENT_ENCODED |
-               FIEMAP_EXTENT_NOT_ALIGNED | FIEMAP_EXTENT_DATA_ENCRYPTED))
+  if (flags & (FIEMAP_EXTENT_DATA_INLINE | FIEMAP_EXTENT_DATA_TAIL | FIEMAP_EXTENT_ENCODED | FIEMAP_EXTENT_NOT_ALIGNED |
+               FIEMAP_EXTENT_DATA_ENCRYPTED))
     p |= extent_not_plain;
   return p;
 }
@@ -81,8 +81,7 @@ struct block_map_summary {
 
   /// True when every byte of the range is allocated, written, unshared and plain.
   bool stable() const noexcept {
-    return hole_bytes == 0 && unwritten_bytes == 0 && delalloc_bytes == 0 && shared_bytes == 0 &&
-           not_plain_bytes == 0;
+    return hole_bytes == 0 && unwritten_bytes == 0 && delalloc_bytes == 0 && shared_bytes == 0 && not_plain_bytes == 0;
   }
 };
 
@@ -307,7 +306,12 @@ class stabiliser {
  public:
   stabiliser(int fd, std::uint64_t offset, std::uint64_t end, std::uint64_t old_size, stabilise_report& report,
              stabilise_progress progress = {}) noexcept
-      : fd_(fd), offset_(offset), end_(end), length_(end - offset), old_size_(old_size), report_(report),
+      : fd_(fd),
+        offset_(offset),
+        end_(end),
+        length_(end - offset),
+        old_size_(old_size),
+        report_(report),
         progress_(progress) {}
 
   std::error_code run(bool allow_unverifiable) noexcept {
@@ -485,16 +489,14 @@ class stabiliser {
     if (const int e = summarise_block_map(fd_, offset_, length_, after))
       return fail_with(file_errno(e, "seal: FIEMAP (verify)"));
     if (!after.stable())
-      return fail_with(fail(errc::block_map_unstable,
-                            "seal: after stabilising, byte %llu of the range is still %s (%llu hole, %llu unwritten, "
-                            "%llu delalloc, %llu shared, %llu inline/encoded bytes)",
-                            static_cast<unsigned long long>(after.first_problem),
-                            extent_problem_name(after.first_problem_kind),
-                            static_cast<unsigned long long>(after.hole_bytes),
-                            static_cast<unsigned long long>(after.unwritten_bytes),
-                            static_cast<unsigned long long>(after.delalloc_bytes),
-                            static_cast<unsigned long long>(after.shared_bytes),
-                            static_cast<unsigned long long>(after.not_plain_bytes)));
+      return fail_with(fail(
+          errc::block_map_unstable,
+          "seal: after stabilising, byte %llu of the range is still %s (%llu hole, %llu unwritten, "
+          "%llu delalloc, %llu shared, %llu inline/encoded bytes)",
+          static_cast<unsigned long long>(after.first_problem), extent_problem_name(after.first_problem_kind),
+          static_cast<unsigned long long>(after.hole_bytes), static_cast<unsigned long long>(after.unwritten_bytes),
+          static_cast<unsigned long long>(after.delalloc_bytes), static_cast<unsigned long long>(after.shared_bytes),
+          static_cast<unsigned long long>(after.not_plain_bytes)));
     report_.extents = after.extents;
     report_.verified = true;
     return {};

@@ -109,7 +109,8 @@ inline access_result<void> repair_write(const repair_writer& out, int map_fd, st
     const int e = errno;
     struct stat st {};
     // The write-back error may be this file's only report of lost data.
-    if (is_writeback_error(e) && sys::fstat(map_fd, &st) == 0) durability_registry::mark_lost(st.st_dev, st.st_ino, map_fd);
+    if (is_writeback_error(e) && sys::fstat(map_fd, &st) == 0)
+      durability_registry::mark_lost(st.st_dev, st.st_ino, map_fd);
     return access_error(fail_errno(e, "repair: fdatasync after the rewrite"));
   }
   return outcome::success();
@@ -138,8 +139,8 @@ inline access_result<void> repair_check(const guard_range& map, std::size_t offs
                         e.offset(), e.length(), e.address());
   }
   if (!same.value())
-    return access_error(fail(errc::io_error, "repair: the mapping does not show the rewritten data at offset %zu",
-                             offset));
+    return access_error(
+        fail(errc::io_error, "repair: the mapping does not show the rewritten data at offset %zu", offset));
   return outcome::success();
 }
 

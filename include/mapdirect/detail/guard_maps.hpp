@@ -78,8 +78,8 @@ inline bool parse_maps_line(const char* p, const char* end, vma_info& v) noexcep
   v.file_offset = off;
   v.dev = makedev(static_cast<unsigned>(major), static_cast<unsigned>(minor));
   v.inode = inode;
-  const std::size_t n = static_cast<std::size_t>(end - p) < sizeof v.path - 1 ? static_cast<std::size_t>(end - p)
-                                                                                : sizeof v.path - 1;
+  const std::size_t n =
+      static_cast<std::size_t>(end - p) < sizeof v.path - 1 ? static_cast<std::size_t>(end - p) : sizeof v.path - 1;
   std::memcpy(v.path, p, n);
   v.path[n] = '\0';
   return true;
@@ -135,8 +135,7 @@ inline int open_vma_file(const vma_info& v) noexcept {
     const int fd = sys::open(path, O_PATH | O_CLOEXEC);
     if (fd < 0) continue;
     struct stat st {};
-    if (sys::fstat(fd, &st) == 0 && st.st_dev == v.dev && static_cast<std::uint64_t>(st.st_ino) == v.inode)
-      return fd;
+    if (sys::fstat(fd, &st) == 0 && st.st_dev == v.dev && static_cast<std::uint64_t>(st.st_ino) == v.inode) return fd;
     sys::close_quietly(fd);
   }
   return -1;

@@ -102,9 +102,14 @@ inline std::error_code open_parent(const char* path, parent_dir& out, const char
 
 /// Name of a file type, for messages.
 inline const char* file_type_name(mode_t m) noexcept {
-  return S_ISREG(m) ? "a regular file" : S_ISDIR(m) ? "a directory" : S_ISCHR(m) ? "a character device"
-         : S_ISBLK(m) ? "a block device" : S_ISFIFO(m) ? "a FIFO" : S_ISSOCK(m) ? "a socket"
-         : S_ISLNK(m) ? "a symbolic link" : "of unknown type";
+  return S_ISREG(m)    ? "a regular file"
+         : S_ISDIR(m)  ? "a directory"
+         : S_ISCHR(m)  ? "a character device"
+         : S_ISBLK(m)  ? "a block device"
+         : S_ISFIFO(m) ? "a FIFO"
+         : S_ISSOCK(m) ? "a socket"
+         : S_ISLNK(m)  ? "a symbolic link"
+                       : "of unknown type";
 }
 
 /// A sticky directory others (or the group) may write to: /tmp, /var/tmp,
@@ -232,8 +237,8 @@ inline std::error_code check_foreign(int dirfd, int opath, const struct stat& st
 // fs.protected_regular applies; else through /proc/self/fd of the O_PATH
 // descriptor), then checked to be the inode step 1 examined.
 inline std::error_code open_checked(int dirfd, const char* name, const char* path, const open_rules& rules,
-                                    const char* what, int opath, const struct stat& st, bool last_is_link,
-                                    int& fd_out, struct stat& st_out) noexcept {
+                                    const char* what, int opath, const struct stat& st, bool last_is_link, int& fd_out,
+                                    struct stat& st_out) noexcept {
   int fd = -1;
   {
     const stdio_placeholders low;
@@ -306,8 +311,10 @@ inline std::error_code open_existing(int dirfd, const char* name, const char* pa
 inline std::error_code fsync_dir(int dirfd, const char* path, const char* what) noexcept {
   if (retry_eintr([&] { return sys::fsync(dirfd); }) == 0) return {};
   const int e = errno;
-  return fail_errno(e, "%s: fsync of the directory of %s failed (the file exists but its name may not survive a "
-                     "power cut)", what, path);
+  return fail_errno(e,
+                    "%s: fsync of the directory of %s failed (the file exists but its name may not survive a "
+                    "power cut)",
+                    what, path);
 }
 
 /// Gives the unnamed file `fd` (O_TMPFILE) the name `name` in `dirfd`
@@ -331,7 +338,8 @@ inline int link_tmpfile(int fd, int dirfd, const char* name) noexcept {
 /// the link count after opening). Returns true if removed; else leaves it
 /// and appends why to `why`.
 inline bool unlink_if_still_ours(int dirfd, const char* name, int fd, char* why, std::size_t cap) noexcept {
-  struct stat mine {}, named {};
+  struct stat mine {
+  }, named{};
   if (sys::fstat(fd, &mine) != 0 || sys::fstatat(dirfd, name, &named, AT_SYMLINK_NOFOLLOW) != 0 ||
       mine.st_dev != named.st_dev || mine.st_ino != named.st_ino) {
     std::snprintf(why, cap, "the name no longer refers to the file this call created");

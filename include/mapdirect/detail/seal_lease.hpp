@@ -47,7 +47,7 @@ struct lease_slot {
   /// Set (sticky) once the description's lease signal or owner was found
   /// changed: someone sharing the description can redirect or silence notices.
   std::atomic<bool> compromised{false};
-  std::atomic<int> sig{0};        ///< the signal mapdirect set with F_SETSIG
+  std::atomic<int> sig{0};  ///< the signal mapdirect set with F_SETSIG
 };
 
 inline lease_slot* lease_table() noexcept {
@@ -89,8 +89,7 @@ inline int default_lease_signal() noexcept { return SIGRTMIN + 6; }
 /// (EBUSY) to replace a handler someone else installed.
 inline std::error_code install_lease_handler(int sig) noexcept {
   if (sig < SIGRTMIN || sig > SIGRTMAX)
-    return fail(errc::invalid_argument, "lease: signal %d is not a realtime signal (%d..%d)", sig, SIGRTMIN,
-                SIGRTMAX);
+    return fail(errc::invalid_argument, "lease: signal %d is not a realtime signal (%d..%d)", sig, SIGRTMIN, SIGRTMAX);
   struct sigaction old {};
   if (sys::sigaction(sig, nullptr, &old) != 0) return fail_errno(errno, "lease: sigaction (query)");
   if ((old.sa_flags & SA_SIGINFO) && old.sa_sigaction == &lease_break_handler) return {};
@@ -266,13 +265,13 @@ class file_lease {
   bool inherited() const noexcept { return owner_pid_ != 0 && ::getpid() != owner_pid_; }
 
   lease_slot* slot_ = nullptr;
-  int fd_ = -1;          // the leased descriptor, once F_SETLEASE succeeded
+  int fd_ = -1;  // the leased descriptor, once F_SETLEASE succeeded
   int event_fd_ = -1;
   int restore_fd_ = -1;  // where old_sig_/old_owner_ must be put back
   int old_sig_ = 0;
   int old_owner_ = 0;
-  int sig_ = 0;           // the signal take() set
-  pid_t owner_pid_ = 0;   // the owner take() set (F_OWNER_PID): the process that took the lease
+  int sig_ = 0;          // the signal take() set
+  pid_t owner_pid_ = 0;  // the owner take() set (F_OWNER_PID): the process that took the lease
 };
 
 }  // namespace detail

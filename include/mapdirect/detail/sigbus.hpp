@@ -20,8 +20,8 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/syscall.h>
-#include <unistd.h>
 #include <ucontext.h>
+#include <unistd.h>
 
 MAPDIRECT_BEGIN_NAMESPACE
 namespace detail {
@@ -136,8 +136,8 @@ struct chain_call {
 };
 
 inline chain_call& current_chain() noexcept {
-  static thread_local chain_call c __attribute__((tls_model("initial-exec"))) = {nullptr, nullptr, nullptr, -1,
-                                                                                0,       0,       0};
+  static thread_local chain_call c
+      __attribute__((tls_model("initial-exec"))) = {nullptr, nullptr, nullptr, -1, 0, 0, 0};
   return c;
 }
 
@@ -162,7 +162,9 @@ inline bool same_disposition(const struct sigaction& a, const struct sigaction& 
 /// A fault the kernel raised for the instruction that is executing, which
 /// it will retry if the handler returns. SI_USER/SI_TKILL/SI_QUEUE... are
 /// <= 0, SI_KERNEL is 0x80 and BUS_MCEERR_AO is an asynchronous report.
-inline bool is_synchronous_fault(int code) noexcept { return code > 0 && code != SI_KERNEL && code != linux_abi::bus_mceerr_ao; }
+inline bool is_synchronous_fault(int code) noexcept {
+  return code > 0 && code != SI_KERNEL && code != linux_abi::bus_mceerr_ao;
+}
 
 /// The interrupted program counter, or 0 where not known.
 inline std::uintptr_t interrupted_pc(void* context) noexcept {
@@ -224,10 +226,8 @@ inline void call_foreign(saved_disposition& d, int index, int sig, siginfo_t* in
   std::atomic_signal_fence(std::memory_order_seq_cst);
   sigset_t saved;
   ::pthread_sigmask(SIG_BLOCK, &block, &saved);
-  if (prev.sa_flags & SA_SIGINFO)
-    prev.sa_sigaction(sig, info, context);
-  else
-    prev.sa_handler(sig);
+  if (prev.sa_flags & SA_SIGINFO) prev.sa_sigaction(sig, info, context);
+  else prev.sa_handler(sig);
   ::pthread_sigmask(SIG_SETMASK, &saved, nullptr);
   std::atomic_signal_fence(std::memory_order_seq_cst);
   c.info = outer.info;
@@ -246,11 +246,9 @@ inline void chain_sigbus(int sig, siginfo_t* info, void* context, int code, cons
   // again, which would recurse until the stack overflows. A stale record
   // (that handler left by a jump) is told by the stack depth.
   const chain_call& c = current_chain();
-  if (c.mark && std::less<const void*>()(mark, c.mark) && (c.info == info || c.context == context))
-    index = c.index - 1;
+  if (c.mark && std::less<const void*>()(mark, c.mark) && (c.info == info || c.context == context)) index = c.index - 1;
   saved_disposition* d = index >= 0 ? &g.chain[index] : nullptr;
-  if (d && (static_cast<unsigned>(d->act.sa_flags) & SA_RESETHAND) &&
-      d->reset_done.load(std::memory_order_acquire))
+  if (d && (static_cast<unsigned>(d->act.sa_flags) & SA_RESETHAND) && d->reset_done.load(std::memory_order_acquire))
     d = nullptr;  // its one call happened: SIG_DFL now
   if (!d || is_default_action(d->act)) {
     take_default_action(sig, info, code);

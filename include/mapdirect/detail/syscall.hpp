@@ -31,10 +31,10 @@ MAPDIRECT_BEGIN_NAMESPACE
 namespace detail {
 namespace sys {
 // Each wrapper: the interposer when one is installed, else the real call.
-#define MAPDIRECT_SYSCALL(name, params, args)                                               \
-  inline auto name params noexcept {                                                        \
+#define MAPDIRECT_SYSCALL(name, params, args)                                                             \
+  inline auto name params noexcept {                                                                      \
     if (syscall_interposer* i = active_interposer().load(std::memory_order_acquire)) return i->name args; \
-    return syscall_interposer{}.name args;                                                  \
+    return syscall_interposer{}.name args;                                                                \
   }
 MAPDIRECT_SYSCALL(open, (const char* path, int flags, mode_t mode = 0), (path, flags, mode))
 MAPDIRECT_SYSCALL(openat, (int dirfd, const char* path, int flags, mode_t mode = 0), (dirfd, path, flags, mode))
@@ -63,7 +63,7 @@ MAPDIRECT_SYSCALL(linkat, (int olddirfd, const char* oldpath, int newdirfd, cons
                   (olddirfd, oldpath, newdirfd, newpath, flags))
 MAPDIRECT_SYSCALL(fstatat, (int dirfd, const char* path, struct stat* st, int flags), (dirfd, path, st, flags))
 MAPDIRECT_SYSCALL(readlink, (const char* path, char* buf, std::size_t n), (path, buf, n))
-MAPDIRECT_SYSCALL(uname, (struct utsname* u), (u))
+MAPDIRECT_SYSCALL(uname, (struct utsname * u), (u))
 MAPDIRECT_SYSCALL(io_uring_setup, (unsigned entries, void* params), (entries, params))
 MAPDIRECT_SYSCALL(sigaction, (int sig, const struct sigaction* act, struct sigaction* old), (sig, act, old))
 MAPDIRECT_SYSCALL(eventfd, (unsigned initval, int flags), (initval, flags))
