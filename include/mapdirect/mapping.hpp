@@ -567,7 +567,6 @@ class direct_mapping {
   // errc::media_error with the listed range (detail/badblocks.hpp).
   access_error media_error_if_listed(const access_error& e, const char* what) const noexcept;
 
-  static result<void> durability_lost(const char* what = "persist") noexcept;
   // The per-file state is the only one: a mapping's own flag could disagree
   // with a clear_durability_error() made through another mapping of the file.
   bool file_lost() const noexcept;
@@ -906,10 +905,6 @@ inline access_error direct_mapping::media_error_if_listed(const access_error& e,
   return access_error(make_error_code(errc::media_error), off, static_cast<std::size_t>(hit.length), e.address());
 }
 
-inline result<void> direct_mapping::durability_lost(const char* what) noexcept {
-  return detail::fail_durability_lost(what);
-}
-
 inline bool direct_mapping::file_lost() const noexcept { return detail::durability_registry::is_lost(dev_, ino_); }
 
 inline void direct_mapping::note_pending(std::size_t lo, std::size_t hi) noexcept {
@@ -926,7 +921,7 @@ inline void direct_mapping::note_pending(std::size_t lo, std::size_t hi) noexcep
 }
 
 inline result<void> direct_mapping::drain_pages() noexcept {
-  if (file_lost()) return durability_lost("drain");
+  if (file_lost()) return detail::fail_durability_lost("drain");
   pthread_mutex_lock(&pin_.lock);
   const std::uint64_t ticket = sync_.flush_gen;
   const std::uint64_t seen_failures = sync_.fail_seq;
@@ -962,12 +957,12 @@ inline result<void> direct_mapping::drain_pages() noexcept {
     if (!r) break;
   }
   pthread_mutex_unlock(&pin_.lock);
-  if (r && file_lost()) return durability_lost("drain");
+  if (r && file_lost()) return detail::fail_durability_lost("drain");
   return r;
 }
 
 inline result<void> direct_mapping::another_threads_failure(std::error_code ec) noexcept {
-  if (ec == errc::durability_lost) return durability_lost("drain");
+  if (ec == errc::durability_lost) return detail::fail_durability_lost("drain");
   if (ec.category() == std::system_category())
     return detail::fail_errno(ec.value(), "drain: msync(MS_SYNC) by a concurrent drain covering this flush");
   detail::set_detail("drain: a concurrent drain covering this flush failed (%s error %d)", ec.category().name(),
@@ -976,7 +971,7 @@ inline result<void> direct_mapping::another_threads_failure(std::error_code ec) 
 }
 
 inline result<void> direct_mapping::persist_pages(std::size_t offset, std::size_t length) noexcept {
-  if (file_lost()) return durability_lost();
+  if (file_lost()) return detail::fail_durability_lost("persist");
   if (length == 0) return outcome::success();
   // Whole pages: msync needs a page-aligned start, and rounding the end
   // ourselves (within the page-rounded mapping) makes the range explicit.
@@ -994,7 +989,7 @@ inline result<void> direct_mapping::persist_pages(std::size_t offset, std::size_
     return detail::fail_errno(e, "msync(MS_SYNC)");
   }
   // A consumer sharing the description may have taken the error first.
-  if (file_lost()) return durability_lost();
+  if (file_lost()) return detail::fail_durability_lost("persist");
   return outcome::success();
 }
 

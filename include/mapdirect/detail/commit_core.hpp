@@ -271,7 +271,7 @@ class commit_core final : public page_persister {
   // the calling thread, as an unattached mapping does.
   // (dev, ino) identify fd's file.
   std::error_code persist_inherited(int fd, dev_t dev, ino_t ino, void* addr, std::size_t length) noexcept {
-    if (durability_registry::is_lost(dev, ino)) return registry_lost_error();
+    if (durability_registry::is_lost(dev, ino)) return fail_durability_lost("group_committer");
     if (length && sys::msync(addr, length, MS_SYNC) != 0) {
       const int e = errno;
       if (is_writeback_error(e)) durability_registry::mark_lost(dev, ino, fd);
@@ -287,7 +287,7 @@ class commit_core final : public page_persister {
   std::error_code enqueue(int fd, dev_t dev, ino_t ino, std::uint64_t file_offset, std::size_t length,
                           commit_request* req, bool waited) noexcept {
     // A write-back error some mapdirect consumer saw on this file (issue 10 item 2).
-    if (durability_registry::is_lost(dev, ino)) return registry_lost_error();
+    if (durability_registry::is_lost(dev, ino)) return fail_durability_lost("group_committer");
     std::size_t wb_len = 0;
     done_list failed;
     // A file's first request opens its descriptor outside the lock: an open
@@ -326,7 +326,7 @@ class commit_core final : public page_persister {
         const int e = l->failed;
         lk.unlock();
         discard_lane(fresh);
-        return lost_error(e);
+        return fail_durability_lost("group_committer", e);
       }
       wb_len = queue_locked(*l, req, waited, file_offset, length);
       failed = deferred_.take();
@@ -426,10 +426,6 @@ class commit_core final : public page_persister {
   }
 
  private:
-  static std::error_code lost_error(int e) noexcept { return fail_durability_lost("group_committer", e); }
-
-  static std::error_code registry_lost_error() noexcept { return fail_durability_lost("group_committer"); }
-
   // A lane for the file behind fd, with a description of its own where
   // possible (issue 10 item 2): Linux reports a write-back error once per open
   // file description, and one opened now sees every error from now on. Never
