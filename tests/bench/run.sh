@@ -261,6 +261,28 @@ if plot:
                 f.write(f"{n} {a:.4f} {b:.4f}\n")
             f.write("\n\n")
 
+# Hot and cold curves of both libraries (bench_persist --cold_ratios rows,
+# destination aligned): raw/cold_hot.dat, blocks copy-hot, copy-cold,
+# fill-hot, fill-cold, each "bytes mapdirect_GBs libpmem_GBs plain_GBs".
+cold_txt = os.path.join(raw, "bench_persist_cold.txt")
+if os.path.exists(cold_txt):
+    blocks = {}
+    for line in open(cold_txt):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 9 and cells[0] in ("copy", "fill") and cells[2] == "aligned" and cells[3].isdigit():
+            blocks.setdefault((cells[0], cells[1]), []).append((int(cells[3]), cells[6], cells[7], cells[8]))
+    if blocks:
+        with open(os.path.join(raw, "cold_hot.dat"), "w") as f:
+            for key in (("copy", "hot"), ("copy", "cold"), ("fill", "hot"), ("fill", "cold")):
+                f.write(f"# {key[0]} {key[1]}: bytes mapdirect_GBs libpmem_GBs plain_GBs\n")
+                for row in sorted(blocks.get(key, [])):
+                    f.write(" ".join(str(c) for c in row) + "\n")
+                f.write("\n\n")
+        w("## Hot and cold buffers")
+        w("")
+        w("![GB/s by size on hot and cold buffers, mapdirect and libpmem](cold_hot.png)")
+        w("")
+
 with open(os.path.join(out, "results.md"), "w") as f:
     f.write("\n".join(lines) + "\n")
 print(f"wrote {os.path.join(out, 'results.md')}")
@@ -285,4 +307,34 @@ plot "$out/raw/plot.dat" index 0 using 1:2 with linespoints lw 2 pt 7 title "map
      "" index 1 using 1:3 with linespoints lw 2 pt 4 dt 2 title "pmem_memset_persist"
 GP
   echo "wrote $out/copy_fill.png"
+fi
+if [ -s "$out/raw/cold_hot.dat" ]; then
+  gnuplot <<GP
+set terminal pngcairo size 1200,520 font "sans,10" noenhanced
+set output "$out/cold_hot.png"
+set multiplot layout 1,2 title "Hot and cold buffers (bench_persist --cold_ratios, destination aligned; higher is better)"
+set logscale x 2
+set logscale y 10
+set xrange [40:26000000]
+set xlabel "bytes per call"
+set ylabel "GB/s (median round, thread CPU time)"
+set key top left
+set grid
+set xtics ("64" 64, "256" 256, "4K" 4096, "64K" 65536, "1M" 1048576, "16M" 16777216)
+d = "$out/raw/cold_hot.dat"
+set title "copy_persist vs pmem_memcpy_persist"
+plot d index 0 using 1:2 with linespoints lw 2 pt 7 lc 1 title "mapdirect, hot", \\
+     d index 0 using 1:3 with linespoints lw 2 pt 6 lc 1 dt 2 title "libpmem, hot", \\
+     d index 1 using 1:2 with linespoints lw 2 pt 5 lc 2 title "mapdirect, cold", \\
+     d index 1 using 1:3 with linespoints lw 2 pt 4 lc 2 dt 2 title "libpmem, cold", \\
+     d index 1 using 1:4 with lines lw 1 lc 0 dt 3 title "plain memcpy, cold (ceiling)"
+set title "fill_persist vs pmem_memset_persist"
+plot d index 2 using 1:2 with linespoints lw 2 pt 7 lc 1 title "mapdirect, hot", \\
+     d index 2 using 1:3 with linespoints lw 2 pt 6 lc 1 dt 2 title "libpmem, hot", \\
+     d index 3 using 1:2 with linespoints lw 2 pt 5 lc 2 title "mapdirect, cold", \\
+     d index 3 using 1:3 with linespoints lw 2 pt 4 lc 2 dt 2 title "libpmem, cold", \\
+     d index 3 using 1:4 with lines lw 1 lc 0 dt 3 title "plain memset, cold (ceiling)"
+unset multiplot
+GP
+  echo "wrote $out/cold_hot.png"
 fi
