@@ -1517,26 +1517,20 @@ inline result<direct_mapping> open_existing_and_map(const parent_dir& parent, co
     if (!options.grow)
       return fail(errc::beyond_eof, "open: %s has %lld bytes, fewer than the requested %llu; set grow to extend it",
                   path, static_cast<long long>(st.st_size), static_cast<unsigned long long>(size));
-    // Growing changes the block map: refuse while this process holds a seal,
-    // counted in so that a seal acquired concurrently waits for the change.
-    unsealed_change change;
-    struct stat counted {};
-    if (auto ec = change.begin(fd.get(), "open: growing", counted)) {
-      if (ec == make_error_code(errc::sealed))
+    // extend_file refuses while a seal is held (counted in, so a seal acquired
+    // meanwhile waits for the change) and leaves the size unchanged on failure.
+    if (auto grown = extend_file(fd.get(), size, options.preallocate); !grown) {
+      if (grown.error() == errc::sealed)
         return fail(errc::sealed, "open: refusing to grow %s: iomap_seal(s) held on it", path);
-      return ec;
+      struct stat now {};  // another process may have grown it past `size` meanwhile: fine
+      const bool big_enough = grown.error() == errc::invalid_argument && sys::fstat(fd.get(), &now) == 0 &&
+                              static_cast<std::uint64_t>(now.st_size) >= size;
+      if (!big_enough) {
+        append_detail("(open: growing %s to %llu bytes; its size is unchanged)", path,
+                      static_cast<unsigned long long>(size));
+        return grown.error();
+      }
     }
-    // Never rolled back (another process may already map the new size): a
-    // failure below leaves the file larger.
-    const off_t grow_by = static_cast<off_t>(size) - st.st_size;
-    int rc = -1;
-    if (options.preallocate) {
-      rc = sys::fallocate(fd.get(), 0, st.st_size, grow_by);
-      if (rc != 0 && errno != EOPNOTSUPP)
-        return fail_errno(errno, "open: fallocate (allocating blocks for the new size; the file may be larger now)");
-    }
-    if (rc != 0 && sys::ftruncate(fd.get(), static_cast<off_t>(size)) != 0)
-      return fail_errno(errno, "open: ftruncate (extending the file)");
   }
   if (size > std::numeric_limits<std::size_t>::max())
     return fail(errc::invalid_argument, "open: size too large for the address space");

@@ -271,6 +271,32 @@ TEST_CASE("open(): create, exclusive, grow, and rollback on failure", "[mapping]
     mdtest::check_file_holds(path,
                              std::string(3 * 4096 + 100, '\x5a') + std::string(8 * 4096 - (3 * 4096 + 100), '\0'));
   }
+  SECTION("a growth whose fallocate fails part way leaves the size unchanged") {
+    // ext4 raises i_size as fallocate allocates: an ENOSPC part way leaves
+    // the file larger unless open() puts the size back (extend_file does).
+    struct partial_fallocate : mapdirect::syscall_interposer {
+      int calls = 0;
+      int fallocate(int fd, int mode, off_t off, off_t len) noexcept override {
+        if (mode != 0) return ::fallocate(fd, mode, off, len);
+        ++calls;
+        if (::ftruncate(fd, off + len / 2) != 0) return -1;
+        errno = ENOSPC;
+        return -1;
+      }
+    } partial;
+    open_options g;
+    g.size = 8 * 4096;
+    g.grow = true;
+    {
+      mapdirect::scoped_syscall_interposer scope(partial);
+      auto m = direct_mapping::open(path, g);
+      REQUIRE_FALSE(m);
+      CHECK(m.error() == std::error_code(ENOSPC, std::system_category()));
+      CHECK(std::string(mapdirect::last_error_detail()).find("size is unchanged") != std::string::npos);
+    }
+    CHECK(partial.calls == 1);
+    mdtest::check_file_holds(path, std::string(3 * 4096 + 100, '\x5a'));
+  }
   SECTION("a failed map removes a file open() created") {
     const std::string fresh = path + ".fresh";
     const mdtest::rollback_witness before(mdtest::private_dir());  // no stray temporary name either
