@@ -72,7 +72,6 @@ constexpr const char* to_string(seal_kind k) noexcept {
   return "?";
 }
 
-/// Options for iomap_seal::acquire.
 /// Progress of iomap_seal::acquire on a large range: `done` of `total` units
 /// of work (bytes of the range walked, twice: allocating, then unsharing and
 /// writing). Return false to cancel. Called on acquire's thread; must not
