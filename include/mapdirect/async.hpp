@@ -267,7 +267,8 @@ class group_committer {
   /// Requests durability of [offset, offset+length) of m (stores made before
   /// this call; see the guarantee at the top of async.hpp). On a sync/direct
   /// mapping the CPU flush runs now and the handle is already complete.
-  /// Errors: errc::not_mapped (empty mapping), errc::empty_object (empty
+  /// Errors: errc::not_mapped (empty mapping), errc::read_only (a read-only
+  /// mapping), errc::empty_object (empty
   /// committer, or committer being destroyed), errc::out_of_range, errc::durability_lost (an earlier flush of
   /// the file failed, through this committer or any mapdirect consumer),
   /// fcntl/sync_file_range errno codes, ENOMEM; in a child of fork() (completes
@@ -436,6 +437,8 @@ result<persist_handle> group_committer::submit(direct_mapping& m, std::size_t of
                                                Immediate immediate, bool waited) noexcept {
   if (!core_) return detail::fail(errc::empty_object, "persist_async: empty group_committer");
   if (!m) return detail::fail(errc::not_mapped, "persist_async: no mapping");
+  if (m.access() == map_access::read_only)  // as m.persist(): nothing to make durable, say so
+    return detail::fail(errc::read_only, "persist_async: the mapping is read-only (map_options::access)");
   if (offset > m.size() || length > m.size() - offset)
     return detail::fail(errc::out_of_range, "persist_async: range [%zu, +%zu) outside mapping of %zu bytes", offset,
                         length, m.size());

@@ -161,6 +161,22 @@ set_detail(const char* fmt, ...) noexcept {
 
 inline void clear_detail() noexcept { error_detail_buffer()[0] = '\0'; }
 
+// Appends to the current detail text.
+#if defined(__GNUC__)
+__attribute__((format(printf, 1, 2)))
+#endif
+inline void
+append_detail(const char* fmt, ...) noexcept {
+  char before[MAPDIRECT_ERROR_DETAIL_SIZE];
+  std::snprintf(before, sizeof before, "%s", error_detail_buffer());
+  char more[MAPDIRECT_ERROR_DETAIL_SIZE];
+  va_list args;
+  va_start(args, fmt);
+  std::vsnprintf(more, sizeof more, fmt, args);
+  va_end(args);
+  set_detail("%s%s%s", before, *before ? "; " : "", more);
+}
+
 /// An error_code from an errno value.
 inline std::error_code errno_code(int e) noexcept { return {e, std::system_category()}; }
 

@@ -1461,22 +1461,6 @@ inline std::error_code size_new_file(int fd, std::uint64_t size, bool preallocat
   return {};
 }
 
-// Appends to the current detail text.
-#if defined(__GNUC__)
-__attribute__((format(printf, 1, 2)))
-#endif
-inline void
-append_detail(const char* fmt, ...) noexcept {
-  char before[MAPDIRECT_ERROR_DETAIL_SIZE];
-  std::snprintf(before, sizeof before, "%s", error_detail_buffer());
-  char more[MAPDIRECT_ERROR_DETAIL_SIZE];
-  va_list args;
-  va_start(args, fmt);
-  std::vsnprintf(more, sizeof more, fmt, args);
-  va_end(args);
-  set_detail("%s%s%s", before, *before ? "; " : "", more);
-}
-
 // True (with the detail set) when the file was unlinked meanwhile (for
 // example another creator's rollback): mapping a file without a name would
 // lose whatever is written to it.

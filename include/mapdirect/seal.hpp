@@ -107,7 +107,8 @@ struct seal_options {
   /// Returning false cancels: acquire fails with
   /// std::errc::operation_canceled, the file's size is restored and no byte
   /// of data has changed (blocks allocated so far stay allocated and read as
-  /// zeros, as after any failed acquire).
+  /// zeros, as after any failed acquire). Should restoring the size fail
+  /// (EIO), last_error_detail() says so and gives the size it has.
   seal_progress progress = nullptr;
   /// Passed to progress unchanged.
   void* progress_context = nullptr;
@@ -252,7 +253,7 @@ class iomap_seal {
   std::error_code pin_native(seal_method method, std::uint64_t old_size) noexcept;
   std::error_code take_lease(int signal, std::uint64_t old_size) noexcept;
   // A failure after stabilising must not leave the file grown.
-  void undo_growth(std::uint64_t old_size) noexcept;
+  std::error_code undo_growth(std::uint64_t old_size, std::error_code ec) noexcept;
 
   int fd_ = -1;
   std::uint64_t offset_ = 0;
@@ -373,8 +374,10 @@ inline std::error_code iomap_seal::open_descriptor(int fd, const struct stat& st
   return {};
 }
 
-inline void iomap_seal::undo_growth(std::uint64_t old_size) noexcept {
-  if (report_.extended) (void)detail::sys::ftruncate(fd_, static_cast<off_t>(old_size));
+// After `ec`'s detail is set: the size put back is appended to it.
+inline std::error_code iomap_seal::undo_growth(std::uint64_t old_size, std::error_code ec) noexcept {
+  if (report_.extended) detail::restore_size(fd_, old_size);
+  return ec;
 }
 
 inline std::error_code iomap_seal::pin_native(seal_method method, std::uint64_t old_size) noexcept {
@@ -386,25 +389,23 @@ inline std::error_code iomap_seal::pin_native(seal_method method, std::uint64_t 
   }
   const int e = errno;
   if (e == EPERM || e == EACCES) {
-    undo_growth(old_size);
-    return detail::fail_errno(e,
-                              "seal: fcntl(F_MAY_SEAL_IOMAP) refused with %s (sealing a block map needs "
-                              "CAP_LINUX_IMMUTABLE, or a descriptor passed by a process that has it)",
-                              detail::errno_name(e));
+    return undo_growth(old_size, detail::fail_errno(e,
+                                                    "seal: fcntl(F_MAY_SEAL_IOMAP) refused with %s (sealing a "
+                                                    "block map needs CAP_LINUX_IMMUTABLE, or a descriptor passed "
+                                                    "by a process that has it)",
+                                                    detail::errno_name(e)));
   }
   if (e == ETXTBSY) {
-    undo_growth(old_size);
-    return detail::file_errno(e, "seal: fcntl(F_MAY_SEAL_IOMAP)");
+    return undo_growth(old_size, detail::file_errno(e, "seal: fcntl(F_MAY_SEAL_IOMAP)"));
   }
   const bool unknown = (e == EINVAL || e == EOPNOTSUPP || e == ENOTTY);
   if (!unknown || method == seal_method::native) {
-    undo_growth(old_size);
     if (unknown)
-      return detail::fail(errc::mode_unavailable,
-                          "seal: fcntl(F_MAY_SEAL_IOMAP) failed with %s: the kernel or file system has no native "
-                          "block-map seal",
-                          detail::errno_name(e));
-    return detail::fail_errno(e, "seal: fcntl(F_MAY_SEAL_IOMAP)");
+      return undo_growth(old_size, detail::fail(errc::mode_unavailable,
+                                                "seal: fcntl(F_MAY_SEAL_IOMAP) failed with %s: the kernel or file "
+                                                "system has no native block-map seal",
+                                                detail::errno_name(e)));
+    return undo_growth(old_size, detail::fail_errno(e, "seal: fcntl(F_MAY_SEAL_IOMAP)"));
   }
   // automatic: the kernel lacks the native seal; the stabilised one stands.
 #else
@@ -430,8 +431,7 @@ inline std::error_code iomap_seal::take_lease(int signal, std::uint64_t old_size
     errno = saved;
   }
 #endif
-  undo_growth(old_size);
-  return ec;
+  return undo_growth(old_size, ec);
 }
 
 inline result<std::uint64_t> iomap_seal::verify() const noexcept {

@@ -519,6 +519,32 @@ TEST_CASE("async: bad input is refused with a clear error and changes nothing", 
   CHECK(f.read_all() == std::string(8192, '\0'));
 }
 
+// Attack finding: a read-only mapping's persist() fails with errc::read_only,
+// so the committer's persist (what an attached mapping's persist() does) and
+// persist_async must too, never report a durability that was not asked for.
+TEST_CASE("async: a read-only mapping is refused with errc::read_only like its own persist()", "[async]") {
+  temp_file f(mdtest::test_dir(), 8192);
+  auto g = make_committer(true);
+  const int ro = ::open(f.path().c_str(), O_RDONLY | O_CLOEXEC);
+  REQUIRE(ro >= 0);
+  map_options o;
+  o.access = map_access::read_only;
+  auto m = direct_mapping::map(ro, 0, 8192, o);
+  ::close(ro);
+  REQUIRE(m);
+  auto own = m.value().persist(0, 100);
+  REQUIRE_FALSE(own);
+  CHECK(own.error() == errc::read_only);
+  auto h = g.persist_async(m.value(), 0, 100);
+  REQUIRE_FALSE(h);
+  CHECK(h.error() == errc::read_only);
+  CHECK(std::string(last_error_detail()).find("read-only") != std::string::npos);
+  auto p = g.persist(m.value(), 0, 100);
+  REQUIRE_FALSE(p);
+  CHECK(p.error() == errc::read_only);
+  CHECK(g.stats().requests == 0);
+}
+
 // Review finding (issue 11): the mapping already knows its file's st_dev and
 // st_ino, so a request must not fstat the descriptor again.
 TEST_CASE("async: requests on a mapping do not fstat its descriptor per request", "[async]") {

@@ -444,6 +444,55 @@ TEST_CASE("seal: a progress callback that cancels leaves size and data unchanged
   }
 }
 
+// Attack finding: when putting the size back fails (EIO), acquire must not
+// claim it was restored; the detail names the size the file has.
+TEST_CASE("seal: a cancel whose size restore fails says so, with the size the file has", "[seal][progress]") {
+  if (!dir_has_fiemap(mdtest::test_dir())) {
+    WARN("skipped: the test directory's file system has no FIEMAP");
+    return;
+  }
+  struct no_shrink : syscall_interposer {
+    int ftruncate(int fd, off_t len) noexcept override {
+      struct stat st {};
+      if (::fstat(fd, &st) == 0 && len < st.st_size) {
+        errno = EIO;
+        return -1;
+      }
+      return ::ftruncate(fd, len);
+    }
+  } refuse;
+  temp_file f(mdtest::test_dir(), 8192);
+  progress_log log;
+  log.cancel_at = 2;  // the second pass: after acquire grew the file
+  seal_options o;
+  o.extend = true;
+  o.progress = &progress_log::record;
+  o.progress_context = &log;
+  std::string detail;
+  {
+    scoped_syscall_interposer scope(refuse);
+    auto s = iomap_seal::acquire(f.fd(), 4096, 4 * MiB, o);
+    REQUIRE_FALSE(s);
+    CHECK(s.error() == std::errc::operation_canceled);
+    detail = last_error_detail();
+  }
+  INFO(detail);
+  struct stat st {};
+  REQUIRE(::fstat(f.fd(), &st) == 0);
+  REQUIRE(st.st_size == static_cast<off_t>(4096 + 4 * MiB));  // the restore really failed
+  CHECK(detail.find("is restored") == std::string::npos);
+  CHECK(detail.find("restoring the file's size to 8192 failed with EIO") != std::string::npos);
+  CHECK(detail.find(std::to_string(4096 + 4 * MiB) + " bytes now") != std::string::npos);
+  // Without the failure, the detail says the size is back.
+  temp_file g(mdtest::test_dir(), 8192);
+  progress_log again;
+  again.cancel_at = 2;
+  o.progress_context = &again;
+  auto s = iomap_seal::acquire(g.fd(), 4096, 4 * MiB, o);
+  REQUIRE_FALSE(s);
+  CHECK(std::string(last_error_detail()).find("size is restored to 8192") != std::string::npos);
+}
+
 TEST_CASE("seal: tmpfs has no FIEMAP: a distinct unverifiable result, never a silent success", "[seal]") {
   if (::access("/dev/shm", W_OK) != 0) {
     WARN("skipped: /dev/shm (tmpfs) is not writable here");

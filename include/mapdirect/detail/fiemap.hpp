@@ -298,6 +298,20 @@ struct stabilise_progress {
   void* context = nullptr;
 };
 
+// Puts a file grown by a failed operation back to `old_size`, appending to the
+// detail whether that worked: a failed ftruncate (EIO, a native seal) leaves it
+// larger, and the caller must not be told otherwise.
+inline void restore_size(int fd, std::uint64_t old_size) noexcept {
+  if (retry_eintr([&] { return sys::ftruncate(fd, static_cast<off_t>(old_size)); }) == 0) {
+    append_detail("the file's size is restored to %llu", static_cast<unsigned long long>(old_size));
+    return;
+  }
+  const int e = errno;
+  struct stat st {};
+  const long long now = sys::fstat(fd, &st) == 0 ? static_cast<long long>(st.st_size) : -1;
+  append_detail("restoring the file's size to %llu failed with %s: it is %lld bytes now",
+                static_cast<unsigned long long>(old_size), errno_name(e), now);
+}
 // Makes [offset, end) of a file allocated, written and unshared, growing it
 // to `end` when asked, in the numbered steps of run(). On failure the
 // file's size is restored and no byte of existing data has changed (blocks
@@ -352,15 +366,16 @@ class stabiliser {
     return false;
   }
 
-  // The callback cancelled: the size is restored (fail_with), data unchanged.
+  // The callback cancelled: data unchanged, the size restored (fail_with).
   std::error_code canceled() noexcept {
-    set_detail("seal: canceled by seal_options::progress after %llu of %llu units; the file's size is restored and "
-               "no data changed (blocks allocated so far stay allocated)",
+    set_detail("seal: canceled by seal_options::progress after %llu of %llu units; no data changed (blocks "
+               "allocated so far stay allocated)",
                static_cast<unsigned long long>(last_reported_), static_cast<unsigned long long>(2 * length_));
     return fail_with(errno_code(ECANCELED));
   }
+  // Puts back the size this stabilisation grew, and says whether it could.
   std::error_code fail_with(std::error_code ec) noexcept {
-    if (grew_) (void)sys::ftruncate(fd_, static_cast<off_t>(old_size_));
+    if (grew_) restore_size(fd_, old_size_);
     return ec;
   }
 
