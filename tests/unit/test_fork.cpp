@@ -93,6 +93,15 @@ int child_body(int i, direct_mapping& m, group_committer& g, persist_handle& inh
 
 TEST_CASE("fork: 100 children of a busy process persist, seal and map; none hangs, the parent is unaffected",
           "[fork]") {
+#if defined(__SANITIZE_ADDRESS__)
+  // The children allocate. An AddressSanitizer runtime without a fork handler
+  // (LLVM before PR 75290, Dec 2023: GCC 12's and clang 14's) keeps its
+  // allocator lock as a parent thread held it at fork(), and a child's malloc
+  // can hang forever: a hang of the runtime, not of mapdirect. The same test
+  // runs in every other build (C++17, C++20, clang, the VM tier).
+  WARN("skipped: this AddressSanitizer runtime has no fork handler (LLVM PR 75290); a child's malloc can deadlock");
+  return;
+#endif
   // MAPDIRECT_FORK_CHILDREN lowers the count (checking the test against broken code: each hang costs the alarm).
   const char* env = std::getenv("MAPDIRECT_FORK_CHILDREN");
   const int children = env && std::atoi(env) > 0 ? std::atoi(env) : default_children;
