@@ -312,8 +312,8 @@ __attribute__((target("avx2"))) inline void stream_copy_blocks_avx2(char* dst, c
                                                                     std::size_t n) noexcept {
   std::size_t i = 0;
   for (; i + 256 <= n; i += 256) {
-    // Software prefetch four iterations ahead, within the source only (as the AVX-512 loop).
-    for (std::size_t k = i + 1024, e = std::min(i + 1280, n); k < e; k += 64) _mm_prefetch(src + k, _MM_HINT_T0);
+    // Software prefetch 2 KiB ahead, within the source only (as the AVX-512 loop).
+    for (std::size_t k = i + 2048, e = std::min(i + 2304, n); k < e; k += 64) _mm_prefetch(src + k, _MM_HINT_T0);
     const __m256i* s = reinterpret_cast<const __m256i*>(src + i);
     const __m256i a0 = _mm256_loadu_si256(s + 0), a1 = _mm256_loadu_si256(s + 1);
     const __m256i a2 = _mm256_loadu_si256(s + 2), a3 = _mm256_loadu_si256(s + 3);
@@ -359,9 +359,11 @@ __attribute__((target("avx512f"))) inline void stream_copy_blocks_avx512(char* d
   for (; i + 512 <= n; i += 512) {
     const char* s = src + i;
     char* d = dst + i;
-    // Software prefetch two iterations ahead, within the source only: on a
-    // cold source the hardware prefetcher has not ramped up on a few KiB.
-    for (std::size_t k = i + 1024, e = std::min(i + 1536, n); k < e; k += 64) _mm_prefetch(src + k, _MM_HINT_T0);
+    // Software prefetch 2 KiB (four iterations) ahead, within the source
+    // only: on a cold source the hardware prefetcher has not ramped up on a
+    // few KiB, and it stops at each 4 KiB page. 2 KiB measured best of
+    // 0.5/1/2/3 KiB on cold 16 KiB-16 MiB copies (docs/bench/cold.md).
+    for (std::size_t k = i + 2048, e = std::min(i + 2560, n); k < e; k += 64) _mm_prefetch(src + k, _MM_HINT_T0);
     const __m512i a0 = _mm512_loadu_si512(s), a1 = _mm512_loadu_si512(s + 64);
     const __m512i a2 = _mm512_loadu_si512(s + 128), a3 = _mm512_loadu_si512(s + 192);
     const __m512i a4 = _mm512_loadu_si512(s + 256), a5 = _mm512_loadu_si512(s + 320);

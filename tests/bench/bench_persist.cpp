@@ -14,15 +14,18 @@
 #include <libpmem.h>
 
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace md = mapdirect;
@@ -49,12 +52,13 @@ struct buffer {
   std::size_t size;
 };
 
+// One page of slack: the misaligned rows copy kMaxCopy bytes to dst + 7.
 buffer& src_buf() {
-  static buffer b(kMaxCopy);
+  static buffer b(kMaxCopy + 4096);
   return b;
 }
 buffer& dst_buf() {
-  static buffer b(kMaxCopy);
+  static buffer b(kMaxCopy + 4096);
   return b;
 }
 
@@ -250,7 +254,7 @@ void register_all() {
 }
 
 // ---- Cold-buffer and misaligned rows: own interleaved harness ----
-// `bench_persist --cold_ratios[=ROUNDS]` runs this instead of Google
+// `bench_persist --cold_ratios[=ROUNDS] [--cold_procs=N]` runs this instead of Google
 // Benchmark and prints a markdown table. How buffers are chosen:
 //  - hot: the same source and destination every call (src_buf/dst_buf), as
 //    the Google Benchmark rows above;
@@ -300,9 +304,16 @@ double thread_ns() {
   return static_cast<double>(ts.tv_sec) * 1e9 + static_cast<double>(ts.tv_nsec);
 }
 
+// One untimed call first, then `iters` timed ones: every batch starts from the
+// cache state its own method leaves (what Google Benchmark's repeated calls
+// measure), not the one the previous batch left. Without it the first batch of
+// a round on hot buffers met destination lines the plain memcpy had just made
+// dirty in the cache, the second found them written back, and the order
+// (alternating per round) decided a 1 MiB row's ratio (0.55 or 1.5).
 double run_batch(const ratio_case& c, who w, std::size_t iters, cursor& cur) {
-  const double t0 = thread_ns();
-  for (std::size_t i = 0; i < iters; ++i, ++cur.k) {
+  double t0 = 0;
+  for (std::size_t i = 0; i <= iters; ++i, ++cur.k) {
+    if (i == 1) t0 = thread_ns();
     char* d;
     const char* s;
     if (c.cold) {
@@ -332,6 +343,26 @@ double run_batch(const ratio_case& c, who w, std::size_t iters, cursor& cur) {
   return thread_ns() - t0;
 }
 
+// Distribution-free 95% confidence interval of the median: the order
+// statistics at ranks n/2 -+ 0.98 sqrt(n) (normal approximation to the
+// binomial). A ratio is "faster" when the whole interval is below 1.0,
+// "SLOWER" when it is above, otherwise "parity" (no difference this many
+// rounds can resolve).
+std::pair<double, double> median_ci95(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const double n = static_cast<double>(v.size());
+  const double half = 0.98 * std::sqrt(n);
+  const auto lo = static_cast<std::size_t>(std::max(0.0, std::floor(n / 2 - half)));
+  const auto hi = static_cast<std::size_t>(std::min(n - 1, std::ceil(n / 2 + half) - 1));
+  return {v[std::min(lo, v.size() - 1)], v[hi]};
+}
+
+const char* verdict(std::pair<double, double> ci) {
+  if (ci.second < 1.0) return "faster";
+  if (ci.first > 1.0) return "SLOWER";
+  return "parity";
+}
+
 double quantile(std::vector<double> v, double q) {
   std::sort(v.begin(), v.end());
   const double pos = q * static_cast<double>(v.size() - 1);
@@ -340,19 +371,7 @@ double quantile(std::vector<double> v, double q) {
   return v[lo] + (v[hi] - v[lo]) * (pos - static_cast<double>(lo));
 }
 
-int cold_ratios(int rounds) {
-  // MAPDIRECT_BENCH_NT_ISA=sse2|avx2|avx512 measures one variant instead of the dispatched one.
-  if (const char* e = std::getenv("MAPDIRECT_BENCH_NT_ISA")) {
-    bool ok = false;
-    for (auto i : {md::detail::nt_isa::sse2, md::detail::nt_isa::avx2, md::detail::nt_isa::avx512})
-      if (std::strcmp(e, md::detail::to_string(i)) == 0) ok = md::detail::force_nt_isa(i);
-    if (!ok) {
-      std::fprintf(stderr, "MAPDIRECT_BENCH_NT_ISA=%s: unknown or not supported here\n", e);
-      return 2;
-    }
-  }
-  (void)src_arena();
-  (void)dst_arena();
+std::vector<ratio_case> ratio_cases() {
   const std::size_t sizes[] = {64, 128, 256, 1000, 4096, 16 << 10, 64 << 10, 1 << 20, 16 << 20};
   std::vector<ratio_case> cases;
   for (bool copy : {true, false})
@@ -363,15 +382,22 @@ int cold_ratios(int rounds) {
           if (const char* only = std::getenv("MAPDIRECT_BENCH_ONLY");
               !only || std::strcmp(only, copy ? "copy" : "fill") == 0 || std::strcmp(only, cold ? "cold" : "hot") == 0)
             cases.push_back({copy, n, mis, cold});
-  struct samples {
-    std::vector<double> ratio, md, pm, plain;
-  };
-  std::vector<samples> res(cases.size());
+  return cases;
+}
+
+// Per case, per round: ratio, mapdirect B/ns, libpmem B/ns, plain B/ns.
+constexpr std::size_t kSampleFields = 4;
+
+// One process's rounds; samples appended in case-major order.
+std::vector<double> measure_rounds(const std::vector<ratio_case>& cases, int rounds) {
+  (void)src_arena();
+  (void)dst_arena();
+  std::vector<double> out(cases.size() * static_cast<std::size_t>(rounds) * kSampleFields);
   std::vector<std::size_t> iters(cases.size());
   cursor cur;
   for (std::size_t i = 0; i < cases.size(); ++i) {
-    // About 256 KiB per batch (short: fewer preemptions), at least one call.
-    iters[i] = std::max<std::size_t>(1, std::min<std::size_t>(1024, (std::size_t{256} << 10) / cases[i].n));
+    // About 1 MiB per batch (at most 4096 calls), at least one call.
+    iters[i] = std::max<std::size_t>(1, std::min<std::size_t>(4096, (std::size_t{1} << 20) / cases[i].n));
   }
   for (int r = 0; r < rounds; ++r) {
     for (std::size_t i = 0; i < cases.size(); ++i) {
@@ -387,35 +413,128 @@ int cold_ratios(int rounds) {
       }
       const double tc = run_batch(c, who::plain, iters[i], cur);
       const double bytes = static_cast<double>(c.n * iters[i]);
-      res[i].ratio.push_back(tm / tp);
-      res[i].md.push_back(bytes / tm);
-      res[i].pm.push_back(bytes / tp);
-      res[i].plain.push_back(bytes / tc);
+      double* o = &out[(i * static_cast<std::size_t>(rounds) + static_cast<std::size_t>(r)) * kSampleFields];
+      o[0] = tm / tp;
+      o[1] = bytes / tm;
+      o[2] = bytes / tp;
+      o[3] = bytes / tc;
     }
   }
-  std::printf("cpu: %s; flush: %s; non-temporal variant: %s; libpmem API %d.%d; %d rounds, thread CPU time\n\n",
-              cpu_model().c_str(), md::to_string(kFlush), md::detail::to_string(md::detail::current_nt_isa()),
-              PMEM_MAJOR_VERSION, PMEM_MINOR_VERSION, rounds);
+  return out;
+}
+
+// Runs measure_rounds in a child process and reads its samples back: each
+// process gets its own arenas (fresh physical pages) and its own code and
+// cache placement, which moved a row's median by up to 2% between processes
+// on the measuring machine, more than the 95% interval of one process.
+bool measure_in_child(const std::vector<ratio_case>& cases, int rounds, std::vector<double>& out) {
+  int fds[2];
+  if (::pipe(fds) != 0) return false;
+  const pid_t pid = ::fork();
+  if (pid < 0) return false;
+  if (pid == 0) {
+    ::close(fds[0]);
+    const std::vector<double> v = measure_rounds(cases, rounds);
+    const char* p = reinterpret_cast<const char*>(v.data());
+    std::size_t left = v.size() * sizeof(double);
+    while (left > 0) {
+      const ssize_t w = ::write(fds[1], p, left);
+      if (w <= 0) ::_exit(1);
+      p += w;
+      left -= static_cast<std::size_t>(w);
+    }
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  out.assign(cases.size() * static_cast<std::size_t>(rounds) * kSampleFields, 0.0);
+  char* p = reinterpret_cast<char*>(out.data());
+  std::size_t left = out.size() * sizeof(double);
+  while (left > 0) {
+    const ssize_t r = ::read(fds[0], p, left);
+    if (r <= 0) break;
+    p += r;
+    left -= static_cast<std::size_t>(r);
+  }
+  ::close(fds[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return left == 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+int cold_ratios(int rounds, int procs) {
+  // MAPDIRECT_BENCH_NT_ISA=sse2|avx2|avx512 measures one variant instead of the dispatched one.
+  if (const char* e = std::getenv("MAPDIRECT_BENCH_NT_ISA")) {
+    bool ok = false;
+    for (auto i : {md::detail::nt_isa::sse2, md::detail::nt_isa::avx2, md::detail::nt_isa::avx512})
+      if (std::strcmp(e, md::detail::to_string(i)) == 0) ok = md::detail::force_nt_isa(i);
+    if (!ok) {
+      std::fprintf(stderr, "MAPDIRECT_BENCH_NT_ISA=%s: unknown or not supported here\n", e);
+      return 2;
+    }
+  }
+  const std::vector<ratio_case> cases = ratio_cases();
+  struct samples {
+    std::vector<double> ratio, md, pm, plain;
+    std::vector<double> proc_median;  // each process's median ratio
+  };
+  std::vector<samples> res(cases.size());
+  for (int p = 0; p < procs; ++p) {
+    std::vector<double> v;
+    if (!measure_in_child(cases, rounds, v)) {
+      std::fprintf(stderr, "bench_persist: measuring process %d failed\n", p + 1);
+      return 1;
+    }
+    for (std::size_t i = 0; i < cases.size(); ++i) {
+      std::vector<double> mine;
+      for (int r = 0; r < rounds; ++r) {
+        const double* o = &v[(i * static_cast<std::size_t>(rounds) + static_cast<std::size_t>(r)) * kSampleFields];
+        res[i].ratio.push_back(o[0]);
+        res[i].md.push_back(o[1]);
+        res[i].pm.push_back(o[2]);
+        res[i].plain.push_back(o[3]);
+        mine.push_back(o[0]);
+      }
+      res[i].proc_median.push_back(quantile(mine, 0.5));
+    }
+  }
   std::printf(
-      "| op | buffers | dst | bytes | ratio (median) | ratio p25-p75 | mapdirect GB/s | libpmem GB/s | plain GB/s |\n");
-  std::printf("|---|---|---|---:|---:|---:|---:|---:|---:|\n");
+      "cpu: %s; flush: %s; non-temporal variant: %s; libpmem API %d.%d; %d processes x %d rounds, thread CPU "
+      "time\n\n",
+      cpu_model().c_str(), md::to_string(kFlush), md::detail::to_string(md::detail::current_nt_isa()),
+      PMEM_MAJOR_VERSION, PMEM_MINOR_VERSION, procs, rounds);
+  std::printf(
+      "| op | buffers | dst | bytes | ratio (median) | 95%% CI of the median | verdict | median per process | "
+      "mapdirect GB/s | libpmem GB/s | plain GB/s |\n");
+  std::printf("|---|---|---|---:|---:|---:|:---|---:|---:|---:|---:|\n");
   for (std::size_t i = 0; i < cases.size(); ++i) {
     const ratio_case& c = cases[i];
-    std::printf("| %s | %s | %s | %zu | %.3f | %.3f-%.3f | %.2f | %.2f | %.2f |\n", c.copy ? "copy" : "fill",
-                c.cold ? "cold" : "hot", c.misalign ? "+7" : "aligned", c.n, quantile(res[i].ratio, 0.5),
-                quantile(res[i].ratio, 0.25), quantile(res[i].ratio, 0.75), quantile(res[i].md, 0.5),
-                quantile(res[i].pm, 0.5), quantile(res[i].plain, 0.5));
+    const auto ci = median_ci95(res[i].ratio);
+    std::string per;
+    for (double m : res[i].proc_median) {
+      char b[16];
+      std::snprintf(b, sizeof b, "%s%.3f", per.empty() ? "" : " / ", m);
+      per += b;
+    }
+    std::printf("| %s | %s | %s | %zu | %.3f | %.3f-%.3f | %s | %s | %.2f | %.2f | %.2f |\n", c.copy ? "copy" : "fill",
+                c.cold ? "cold" : "hot", c.misalign ? "+7" : "aligned", c.n, quantile(res[i].ratio, 0.5), ci.first,
+                ci.second, verdict(ci), per.c_str(), quantile(res[i].md, 0.5), quantile(res[i].pm, 0.5),
+                quantile(res[i].plain, 0.5));
   }
   return 0;
 }
 }  // namespace
 
 int main(int argc, char** argv) {
+  // --cold_ratios[=ROUNDS] [--cold_procs=N]: ROUNDS rounds in each of N
+  // processes (default 101 x 3), pooled.
+  int cold_rounds = 0, cold_procs = 3;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--cold_ratios") return cold_ratios(41);
-    if (a.rfind("--cold_ratios=", 0) == 0) return cold_ratios(std::max(1, std::atoi(a.c_str() + 14)));
+    if (a == "--cold_ratios") cold_rounds = 101;
+    if (a.rfind("--cold_ratios=", 0) == 0) cold_rounds = std::max(1, std::atoi(a.c_str() + 14));
+    if (a.rfind("--cold_procs=", 0) == 0) cold_procs = std::max(1, std::atoi(a.c_str() + 13));
   }
+  if (cold_rounds > 0) return cold_ratios(cold_rounds, cold_procs);
   // Touch the buffers now, outside any timed region.
   (void)src_buf();
   (void)dst_buf();

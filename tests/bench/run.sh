@@ -8,7 +8,8 @@
 #   BENCH_REPS=7          repetitions per benchmark (the minimum, else the median, is reported)
 #   BENCH_MIN_TIME=0.2    seconds per repetition
 #   BENCH_FILTER=regex    run only matching benchmarks
-#   BENCH_COLD_ROUNDS=101 rounds of bench_persist --cold_ratios
+#   BENCH_COLD_ROUNDS=101 rounds of bench_persist --cold_ratios in each of
+#   BENCH_COLD_PROCS=3    processes (pooled)
 #   BENCH_JOBS=2          build parallelism
 #   MAPDIRECT_BENCH_DIR   where bench_map puts its 1 GiB file (default /tmp)
 # Needs: cmake, a C++17 compiler, libpmem-dev, libpmem2-dev, libbenchmark-dev,
@@ -53,7 +54,7 @@ for src in "$here"/bench_*.cpp; do
 done
 # Cold-buffer and misaligned copy/fill rows (bench_persist's own interleaved harness).
 echo "== bench_persist --cold_ratios"
-"$build/tests/bench/bench_persist" --cold_ratios="${BENCH_COLD_ROUNDS:-101}" | tee "$out/raw/bench_persist_cold.txt"
+"$build/tests/bench/bench_persist" --cold_ratios="${BENCH_COLD_ROUNDS:-101}" --cold_procs="${BENCH_COLD_PROCS:-3}" | tee "$out/raw/bench_persist_cold.txt"
 
 python3 - "$out" <<'PY'
 import glob, json, os, platform, re, subprocess, sys, datetime
@@ -269,8 +270,8 @@ if os.path.exists(cold_txt):
     blocks = {}
     for line in open(cold_txt):
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 9 and cells[0] in ("copy", "fill") and cells[2] == "aligned" and cells[3].isdigit():
-            blocks.setdefault((cells[0], cells[1]), []).append((int(cells[3]), cells[6], cells[7], cells[8]))
+        if len(cells) == 11 and cells[0] in ("copy", "fill") and cells[2] == "aligned" and cells[3].isdigit():
+            blocks.setdefault((cells[0], cells[1]), []).append((int(cells[3]), cells[8], cells[9], cells[10]))
     if blocks:
         with open(os.path.join(raw, "cold_hot.dat"), "w") as f:
             for key in (("copy", "hot"), ("copy", "cold"), ("fill", "hot"), ("fill", "cold")):
