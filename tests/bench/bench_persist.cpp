@@ -497,14 +497,12 @@ int cold_ratios(int rounds, int procs) {
       res[i].proc_median.push_back(quantile(mine, 0.5));
     }
   }
-  std::printf(
-      "cpu: %s; flush: %s; non-temporal variant: %s; libpmem API %d.%d; %d processes x %d rounds, thread CPU "
-      "time\n\n",
-      cpu_model().c_str(), md::to_string(kFlush), md::detail::to_string(md::detail::current_nt_isa()),
-      PMEM_MAJOR_VERSION, PMEM_MINOR_VERSION, procs, rounds);
-  std::printf(
-      "| op | buffers | dst | bytes | ratio (median) | 95%% CI of the median | verdict | median per process | "
-      "mapdirect GB/s | libpmem GB/s | plain GB/s |\n");
+  std::printf("cpu: %s; flush: %s; non-temporal variant: %s; libpmem API %d.%d; %d processes x %d rounds, thread CPU "
+              "time\n\n",
+              cpu_model().c_str(), md::to_string(kFlush), md::detail::to_string(md::detail::current_nt_isa()),
+              PMEM_MAJOR_VERSION, PMEM_MINOR_VERSION, procs, rounds);
+  std::printf("| op | buffers | dst | bytes | ratio (median) | 95%% CI of the median | verdict | median per process | "
+              "mapdirect GB/s | libpmem GB/s | plain GB/s |\n");
   std::printf("|---|---|---|---:|---:|---:|:---|---:|---:|---:|---:|\n");
   for (std::size_t i = 0; i < cases.size(); ++i) {
     const ratio_case& c = cases[i];
