@@ -11,6 +11,9 @@
 #   BENCH_COLD_ROUNDS=101 rounds of bench_persist --cold_ratios in each of
 #   BENCH_COLD_PROCS=3    processes (pooled)
 #   BENCH_JOBS=2          build parallelism
+#   BENCH_ASYNC_ARGS="/var/tmp 0.5 5"  bench_async: directory, seconds per cell, rounds
+#   BENCH_AB_REV=a855204  committer before/after run against this commit ("" skips it)
+#   BENCH_AB_PAIRS=7      its alternated pairs of processes
 #   MAPDIRECT_BENCH_DIR   where bench_map puts its 1 GiB file (default /tmp)
 # Needs: cmake, a C++17 compiler, libpmem-dev, libpmem2-dev, libbenchmark-dev,
 # gnuplot (gnuplot-nox) and python3.
@@ -34,7 +37,9 @@ cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DMAPDIRECT_BUILD_BENCHM
 cmake --build "$build" --target mapdirect_benchmarks -j "$jobs"
 
 mkdir -p "$out/raw"
-rm -f "$out"/raw/*.json "$out"/raw/*.txt
+# Only what this script writes: raw/ also keeps other runs' records (RocksDB, SQLite, VM tiers).
+rm -f "$out"/raw/bench_*.json "$out"/raw/bench_*.txt "$out"/raw/plot.dat "$out"/raw/cold_hot.dat \
+  "$out"/raw/committer_ab.txt
 
 for src in "$here"/bench_*.cpp; do
   name=$(basename "$src" .cpp)
@@ -44,7 +49,10 @@ for src in "$here"/bench_*.cpp; do
   # gets its text output recorded as is.
   if grep -Eq '^[[:space:]]*int[[:space:]]+main[[:space:]]*\(' "$src" && ! grep -q 'benchmark::Initialize' "$src"; then
     echo "== $name (own harness)"
-    "$exe" | tee "$out/raw/$name.txt"
+    args=()
+    # bench_async: directory, seconds per cell, interleaved rounds.
+    [ "$name" = bench_async ] && read -r -a args <<<"${BENCH_ASYNC_ARGS:-/var/tmp 0.5 5}"
+    "$exe" "${args[@]}" | tee "$out/raw/$name.txt"
   else
     echo "== $name"
     "$exe" --benchmark_filter="$filter" --benchmark_repetitions="$reps" \
@@ -55,6 +63,16 @@ done
 # Cold-buffer and misaligned copy/fill rows (bench_persist's own interleaved harness).
 echo "== bench_persist --cold_ratios"
 "$build/tests/bench/bench_persist" --cold_ratios="${BENCH_COLD_ROUNDS:-101}" --cold_procs="${BENCH_COLD_PROCS:-3}" | tee "$out/raw/bench_persist_cold.txt"
+
+# The committer before and after its merged cohorts (one writer must not
+# regress; the pipelined path keeps its rate): a855204 is main just before them.
+ab_rev=${BENCH_AB_REV-a855204}
+if [ -n "$ab_rev" ] && git -C "$root" cat-file -e "$ab_rev^{commit}" 2>/dev/null; then
+  echo "== committer before ($ab_rev) and after"
+  bash "$here/ab/before_after.sh" "$ab_rev" "${BENCH_AB_PAIRS:-7}" 1 | tee "$out/raw/committer_ab.txt"
+elif [ -n "$ab_rev" ]; then
+  echo "run.sh: $ab_rev is not a commit here (not a git checkout?): no before/after run"
+fi
 
 python3 - "$out" <<'PY'
 import glob, json, os, platform, re, subprocess, sys, datetime
@@ -288,6 +306,10 @@ with open(os.path.join(out, "results.md"), "w") as f:
     f.write("\n".join(lines) + "\n")
 print(f"wrote {os.path.join(out, 'results.md')}")
 PY
+
+# Issue 16's tables (cold/hot ratios, bandwidth ceiling, group commit, before/after)
+# into results.md and into the marked blocks of README.md and docs/bench/*.md.
+python3 "$here/tables.py" "$root"
 
 if [ -s "$out/raw/plot.dat" ]; then
   gnuplot <<GP
