@@ -87,7 +87,7 @@ def run(cmd):
         return "?"
 
 # name -> CPU time (ns) and bytes/s of the chosen aggregate, from every JSON file.
-results, context = {}, {}
+results, context, spread = {}, {}, {}
 for path in sorted(glob.glob(os.path.join(raw, "*.json"))):
     with open(path) as f:
         data = json.load(f)
@@ -100,6 +100,10 @@ for path in sorted(glob.glob(os.path.join(raw, "*.json"))):
         # Prefer the "min" aggregate (our benchmarks add it), else the median;
         # a plain run (one repetition) is kept until an aggregate replaces it.
         agg = b.get("aggregate_name") if b.get("run_type") == "aggregate" else None
+        if agg in ("mean", "stddev"):
+            # The spread of the repetitions: a ratio within it is parity, not a verdict.
+            spread.setdefault(b["run_name"], {})[agg] = b["cpu_time"]
+            continue
         if agg not in (None, "min", "median"):
             continue
         prev = results.get(b["run_name"], {}).get("agg")
@@ -120,6 +124,20 @@ for path in sorted(glob.glob(os.path.join(raw, "*.json"))):
             "label": b.get("label", ""),
             "agg": agg,
         }
+
+def rel_spread(name):
+    """Standard deviation / mean of a benchmark's repetitions (0 when unknown)."""
+    sp = spread.get(name, {})
+    return sp["stddev"] / sp["mean"] if sp.get("mean") and "stddev" in sp else 0.0
+
+def judge(better, target, tolerance):
+    """better: True when the target is met; within the repetitions' spread it is parity."""
+    if better:
+        return "met"
+    return f"parity (within the repetitions' spread, {tolerance * 100:.1f}%)" if tolerance > 0 else "MISSED"
+
+for name in results:
+    results[name]["spread"] = rel_spread(name)
 
 # Names are <operation>/<library>/<arg>; pair mapdirect with every other library.
 groups = {}
@@ -232,13 +250,15 @@ for op, title, kind, target in ops:
                 ratio = f"{s:.2f}x"
                 t = copy_target(arg) if op in ("copy", "fill", "mapping_copy") else None
                 if t is not None:
-                    verdict = f">= {t}: {'met' if s >= t else 'MISSED'}"
+                    tol = md["spread"] + ref["spread"]
+                    verdict = f">= {t}: " + judge(s >= t, t, tol if s >= t - tol else 0.0)
                 plot.setdefault(op, []).append((int(arg), md["bps"] / 1e9, ref["bps"] / 1e9))
             else:
                 q = md["ns"] / ref["ns"]
                 ratio = f"{q:.3f}"
                 if target is not None:
-                    verdict = f"<= {target}: {'met' if q <= target else 'MISSED'}"
+                    tol = md["spread"] + ref["spread"]
+                    verdict = f"<= {target}: " + judge(q <= target, target, tol if q <= target + tol else 0.0)
         mdcell = "-" if not md else md.get("error") or (f"{md['bps'] / 1e9:.2f}" if kind == "gbs" else fmt_ns(md["ns"]))
         if md and md.get("label"):
             mdcell += f" ({md['label']})"
