@@ -14,6 +14,7 @@
 #define MAPDIRECT_FILE_HPP
 
 #include "config.hpp"
+#include "detail/restore_size.hpp"
 #include "detail/seal_registry.hpp"
 #include "detail/syscall.hpp"
 #include "error.hpp"
@@ -120,7 +121,9 @@ inline result<void> truncate_file(int fd, std::uint64_t size) noexcept {
 
 /// Grows the file to `size` (which must not be below the current size);
 /// with `preallocate` the new blocks are allocated (fallocate, falling back
-/// to a sparse extension where unsupported). On failure the size is unchanged.
+/// to a sparse extension where unsupported). On failure the size is
+/// unchanged; where a fallocate that failed part way had grown it and putting
+/// it back fails too (EIO), last_error_detail() says so and gives the size.
 /// Errors: errc::sealed, errc::invalid_argument (size below the file's),
 /// fallocate/ftruncate errno codes (ENOSPC, EDQUOT, EFBIG).
 inline result<void> extend_file(int fd, std::uint64_t size, bool preallocate = true) noexcept {
@@ -138,9 +141,14 @@ inline result<void> extend_file(int fd, std::uint64_t size, bool preallocate = t
     if (detail::sys::fallocate(fd, 0, st.st_size, static_cast<off_t>(size - old_size)) == 0) return outcome::success();
     const int e = errno;
     if (e != EOPNOTSUPP) {
-      // fallocate may have grown the file before failing: put the size back.
-      (void)detail::sys::ftruncate(fd, st.st_size);
-      return detail::file_errno(e, "extend_file: fallocate");
+      // fallocate may have grown the file before failing (ext4 raises the
+      // size as it allocates): put the size back, and say whether it is.
+      const std::error_code ec = detail::file_errno(e, "extend_file: fallocate");
+      struct stat now {};
+      if (detail::sys::fstat(fd, &now) == 0 && now.st_size == st.st_size)
+        detail::append_detail("the file's size is unchanged (%llu)", static_cast<unsigned long long>(old_size));
+      else (void)detail::restore_size(fd, old_size);
+      return ec;
     }
   }
   if (detail::sys::ftruncate(fd, static_cast<off_t>(size)) != 0)

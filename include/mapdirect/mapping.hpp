@@ -25,6 +25,7 @@
 #include "detail/linux_abi.hpp"
 #include "detail/nd.hpp"
 #include "detail/open_file.hpp"
+#include "detail/restore_size.hpp"
 #include "detail/seal_registry.hpp"
 #include "detail/syscall.hpp"
 #include "error.hpp"
@@ -1158,9 +1159,11 @@ inline void direct_mapping::align_mapping(bool populate) noexcept {
   }
 }
 
+// Appends to the detail whether the size is back (call it after the failure's
+// own detail is set).
 inline void direct_mapping::undo_grow_file(const grow_plan& plan, iomap_seal& new_seal, bool extended) noexcept {
   (void)new_seal.release();
-  if (extended) (void)detail::sys::ftruncate(fd_, static_cast<off_t>(plan.old_file));
+  if (extended) (void)detail::restore_size(fd_, plan.old_file);
 }
 
 inline std::error_code direct_mapping::relocate(std::size_t capacity, std::size_t new_map_length) noexcept {
@@ -1509,9 +1512,8 @@ inline result<direct_mapping> open_existing_and_map(const parent_dir& parent, co
       struct stat now {};  // another process may have grown it past `size` meanwhile: fine
       const bool big_enough = grown.error() == errc::invalid_argument && sys::fstat(fd.get(), &now) == 0 &&
                               static_cast<std::uint64_t>(now.st_size) >= size;
-      if (!big_enough) {
-        append_detail("(open: growing %s to %llu bytes; its size is unchanged)", path,
-                      static_cast<unsigned long long>(size));
+      if (!big_enough) {  // extend_file's detail says what the size is now
+        append_detail("(open: growing %s to %llu bytes)", path, static_cast<unsigned long long>(size));
         return grown.error();
       }
     }
@@ -1587,9 +1589,10 @@ inline std::error_code direct_mapping::grow_file(const grow_plan& plan, const gr
     // The new size must be durable before anything is stored past the old end.
     const int e = errno;
     note_flush_failure(detail::errno_code(e));
+    const std::error_code ec = detail::fail_errno(e, "grow: fdatasync (making the new size durable)");
     undo_grow_file(plan, new_seal, extended);
     extended = false;
-    return detail::fail_errno(e, "grow: fdatasync (making the new size durable; the extension was undone)");
+    return ec;
   }
   return {};
 }

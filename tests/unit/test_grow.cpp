@@ -306,6 +306,97 @@ TEST_CASE("grow: a failed mmap of the new part undoes the extension", "[grow][se
   CHECK(again.error() == errc::reservation_exhausted);
 }
 
+// The undo's own failure is reported: a detail that said the extension was
+// undone while the file stayed larger would mislead the caller.
+TEST_CASE("grow: a failed mmap whose size restore fails too says so, with the size the file has", "[grow][seam]") {
+  struct fail_map_and_shrink : failing_fixed_mmap {
+    bool refuse_shrink = true;
+    int ftruncate(int fd, off_t len) noexcept override {
+      struct stat now {};
+      if (refuse_shrink && ::fstat(fd, &now) == 0 && len < now.st_size) {
+        errno = EIO;
+        return -1;
+      }
+      return ::ftruncate(fd, len);
+    }
+  };
+  for (bool refuse_shrink : {true, false}) {
+    INFO("the shrinking ftruncate " << (refuse_shrink ? "fails with EIO" : "works"));
+    mdtest::temp_file f(mdtest::test_dir(), 16 * kib);
+    auto r = direct_mapping::map(f.fd(), 0, 16 * kib, reserving(256 * kib));
+    REQUIRE(r);
+    std::string detail;
+    {
+      fail_map_and_shrink fail;
+      fail.refuse_shrink = refuse_shrink;
+      scoped_syscall_interposer scope(fail);
+      auto g = r.value().grow(64 * kib);
+      REQUIRE_FALSE(g);
+      CHECK(g.error() == std::errc::not_enough_memory);
+      detail = last_error_detail();
+    }
+    INFO(detail);
+    struct stat st {};
+    REQUIRE(::fstat(f.fd(), &st) == 0);
+    CHECK(r.value().size() == 16 * kib);
+    if (refuse_shrink) {
+      REQUIRE(st.st_size == static_cast<off_t>(64 * kib));  // the restore really failed
+      CHECK(detail.find("is restored") == std::string::npos);
+      CHECK(detail.find("restoring the file's size to 16384 failed with EIO: it is 65536 bytes now") !=
+            std::string::npos);
+    } else {
+      CHECK(st.st_size == static_cast<off_t>(16 * kib));
+      CHECK(detail.find("the file's size is restored to 16384") != std::string::npos);
+    }
+  }
+}
+
+TEST_CASE("grow: a failed fdatasync of the new size undoes the extension and says whether it could", "[grow][seam]") {
+  struct eio_fdatasync : syscall_interposer {
+    bool refuse_shrink = false;
+    int fdatasync(int) noexcept override {
+      errno = EIO;
+      return -1;
+    }
+    int ftruncate(int fd, off_t len) noexcept override {
+      struct stat now {};
+      if (refuse_shrink && ::fstat(fd, &now) == 0 && len < now.st_size) {
+        errno = EIO;
+        return -1;
+      }
+      return ::ftruncate(fd, len);
+    }
+  };
+  for (bool refuse_shrink : {false, true}) {
+    INFO("the shrinking ftruncate " << (refuse_shrink ? "fails with EIO" : "works"));
+    mdtest::temp_file f(mdtest::test_dir(), 16 * kib);
+    auto r = direct_mapping::map(f.fd(), 0, 16 * kib, reserving(256 * kib));
+    REQUIRE(r);
+    std::string detail;
+    {
+      eio_fdatasync fail;
+      fail.refuse_shrink = refuse_shrink;
+      scoped_syscall_interposer scope(fail);
+      auto g = r.value().grow(64 * kib);
+      REQUIRE_FALSE(g);
+      CHECK(g.error() == std::error_code(EIO, std::system_category()));
+      detail = last_error_detail();
+    }
+    INFO(detail);
+    CHECK(detail.find("grow: fdatasync") != std::string::npos);
+    struct stat st {};
+    REQUIRE(::fstat(f.fd(), &st) == 0);
+    if (refuse_shrink) {
+      REQUIRE(st.st_size == static_cast<off_t>(64 * kib));
+      CHECK(detail.find("restoring the file's size to 16384 failed with EIO: it is 65536 bytes now") !=
+            std::string::npos);
+    } else {
+      CHECK(st.st_size == static_cast<off_t>(16 * kib));
+      CHECK(detail.find("the file's size is restored to 16384") != std::string::npos);
+    }
+  }
+}
+
 TEST_CASE("grow: emulated MAP_SYNC keeps MAP_SYNC and the granularity on the grown part", "[grow][seam]") {
   mdtest::temp_file f(mdtest::test_dir(), 16 * kib);
   mdtest::recording_interposer rec;

@@ -292,9 +292,68 @@ TEST_CASE("open(): create, exclusive, grow, and rollback on failure", "[mapping]
       auto m = direct_mapping::open(path, g);
       REQUIRE_FALSE(m);
       CHECK(m.error() == std::error_code(ENOSPC, std::system_category()));
-      CHECK(std::string(mapdirect::last_error_detail()).find("size is unchanged") != std::string::npos);
+      CHECK(std::string(mapdirect::last_error_detail()).find("size is restored to 12388") != std::string::npos);
     }
     CHECK(partial.calls == 1);
+    mdtest::check_file_holds(path, std::string(3 * 4096 + 100, '\x5a'));
+  }
+  SECTION("a growth whose size cannot be put back says so, with the size the file has") {
+    // As above, and the shrinking ftruncate fails too (EIO): the detail must
+    // not claim the size is unchanged or restored.
+    struct partial_no_shrink : mapdirect::syscall_interposer {
+      int fallocate(int fd, int mode, off_t off, off_t len) noexcept override {
+        if (mode != 0) return ::fallocate(fd, mode, off, len);
+        if (::ftruncate(fd, off + len / 2) != 0) return -1;
+        errno = ENOSPC;
+        return -1;
+      }
+      int ftruncate(int fd, off_t len) noexcept override {
+        struct stat now {};
+        if (::fstat(fd, &now) == 0 && len < now.st_size) {
+          errno = EIO;
+          return -1;
+        }
+        return ::ftruncate(fd, len);
+      }
+    } refuse;
+    open_options g;
+    g.size = 8 * 4096;
+    g.grow = true;
+    std::string detail;
+    {
+      mapdirect::scoped_syscall_interposer scope(refuse);
+      auto m = direct_mapping::open(path, g);
+      REQUIRE_FALSE(m);
+      CHECK(m.error() == std::error_code(ENOSPC, std::system_category()));
+      detail = mapdirect::last_error_detail();
+    }
+    INFO(detail);
+    REQUIRE(::stat(path.c_str(), &st) == 0);
+    const off_t grown = (3 * 4096 + 100) + (8 * 4096 - (3 * 4096 + 100)) / 2;
+    REQUIRE(st.st_size == grown);  // the restore really failed
+    CHECK(detail.find("unchanged") == std::string::npos);
+    CHECK(detail.find("is restored") == std::string::npos);
+    CHECK(detail.find("restoring the file's size to 12388 failed with EIO: it is " + std::to_string(grown) +
+                      " bytes now") != std::string::npos);
+  }
+  SECTION("a growth that fails before changing the size says it is unchanged") {
+    struct no_space : mapdirect::syscall_interposer {
+      int fallocate(int fd, int mode, off_t off, off_t len) noexcept override {
+        if (mode != 0) return ::fallocate(fd, mode, off, len);
+        errno = ENOSPC;
+        return -1;
+      }
+    } refuse;
+    open_options g;
+    g.size = 8 * 4096;
+    g.grow = true;
+    {
+      mapdirect::scoped_syscall_interposer scope(refuse);
+      auto m = direct_mapping::open(path, g);
+      REQUIRE_FALSE(m);
+      CHECK(m.error() == std::error_code(ENOSPC, std::system_category()));
+      CHECK(std::string(mapdirect::last_error_detail()).find("size is unchanged (12388)") != std::string::npos);
+    }
     mdtest::check_file_holds(path, std::string(3 * 4096 + 100, '\x5a'));
   }
   SECTION("a failed map removes a file open() created") {

@@ -11,10 +11,18 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <mutex>
+#include <set>
+#include <string>
 #include <thread>
 #include <vector>
+
+#include <dirent.h>
+#include <unistd.h>
 
 using namespace mapdirect;
 using mdtest::temp_file;
@@ -420,6 +428,87 @@ TEST_CASE("ring seam: blocked writers released by a flush are covered by the nex
   }
   for (auto& t : pool) t.join();
   for (int i = 0; i < writers; ++i) CHECK(done[i] == 2);
+  g.detach(m);
+}
+
+namespace {
+// The io_uring descriptors open in this process.
+std::set<int> ring_fds() {
+  std::set<int> out;
+  if (DIR* d = ::opendir("/proc/self/fd")) {
+    while (const dirent* e = ::readdir(d)) {
+      char target[64] = {};
+      const std::string link = std::string("/proc/self/fd/") + e->d_name;
+      if (::readlink(link.c_str(), target, sizeof target - 1) > 0 && std::string(target) == "anon_inode:[io_uring]")
+        out.insert(std::atoi(e->d_name));
+    }
+    ::closedir(d);
+  }
+  return out;
+}
+
+// A field ("SqTail", ...) of a ring's /proc/self/fdinfo entry; -1 if absent.
+long long ring_fdinfo(int fd, const char* field) {
+  const std::string path = "/proc/self/fdinfo/" + std::to_string(fd);
+  FILE* f = std::fopen(path.c_str(), "r");
+  if (!f) return -1;
+  char line[256];
+  long long v = -1;
+  const std::string prefix = std::string(field) + ":";
+  while (std::fgets(line, sizeof line, f))
+    if (std::string(line).rfind(prefix, 0) == 0) v = std::atoll(line + prefix.size());
+  std::fclose(f);
+  return v;
+}
+}  // namespace
+
+// Found by the issue-16 benchmark (a hang with 8 writers, persist_async +
+// wait, inline_flush = false): io_uring_queue_mmap leaves the ring's feature
+// bits clear, so liburing took the pre-5.11 path in the reap thread's timed
+// wait (a merge window's deadline): it queued a timeout SQE of its own and
+// submitted the whole queue from that thread, outside the lock the other
+// submitters hold. A flush prepared meanwhile went out as its slot's stale
+// contents and never completed. Every SQE the kernel consumed must be one the
+// committer queued (through the seam), plus the set-up round trip.
+TEST_CASE("ring seam: the reap thread's timed waits submit nothing (every SQE is the committer's own)",
+          "[async][ring]") {
+  if (!ring_available()) return;
+  temp_file f(mdtest::test_dir(), 256 * 1024);
+  ring_interposer ri;
+  scoped_syscall_interposer guard(ri);
+  const std::set<int> before = ring_fds();
+  auto g = ring_committer();
+  int ring_fd = -1;
+  for (int fd : ring_fds())
+    if (!before.count(fd)) ring_fd = fd;
+  REQUIRE(ring_fd >= 0);
+  auto m = map_shared(f, 256 * 1024);
+  g.attach(m);
+  // Blocking writers of unequal length: flushes that release waiters open
+  // merge windows, and once the short writers are done some windows run to
+  // their deadline, which the reap thread waits for with a timeout.
+  constexpr int writers = 4;
+  std::atomic<int> failures{0};
+  std::vector<std::thread> pool;
+  for (int i = 0; i < writers; ++i)
+    pool.emplace_back([&, i] {
+      const int records = i == 0 ? 120 : 30;
+      for (int k = 0; k < records; ++k)
+        if (!m.fill_persist(static_cast<std::size_t>(i) * 32768 + static_cast<std::size_t>(k) * 128, 'w', 128))
+          ++failures;
+    });
+  for (auto& t : pool) t.join();
+  CHECK(failures == 0);
+  const auto st = g.stats();
+  INFO("merge windows " << st.merge_windows << ", expired " << st.merge_expired << ", flushes " << st.flushes);
+  REQUIRE(st.merge_windows > 0);
+  std::size_t queued = 0;
+  {
+    std::lock_guard<std::mutex> lk(ri.mu);
+    queued = ri.sqes.size();
+  }
+  // The kernel's count of consumed SQEs: ours, plus the set-up round trip's NOP.
+  CHECK(ring_fdinfo(ring_fd, "SqHead") == static_cast<long long>(queued) + 1);
   g.detach(m);
 }
 

@@ -594,9 +594,10 @@ class commit_core final : public page_persister {
   // last flush's duration, at most half of it: waiting can cost at most what
   // the merge can gain.
   void open_merge_window_locked(commit_lane& l, std::uint64_t released) noexcept {
-    // Enforced by a blocked waiter (inline flushes) or by the reap thread; the
+    // Enforced by a blocked waiter (inline flushes) or by the reap thread,
+    // which needs a timed wait that submits nothing (Linux 5.11); the
     // fallback thread without inline flushes starts every flush at once.
-    if (released == 0 || closing_ || (!inline_flush_ && !uring_)) return;
+    if (released == 0 || closing_ || (!inline_flush_ && !(uring_ && ring_.has_timed_wait()))) return;
     std::uint64_t queued = 0, queued_waiters = 0;
     for (const commit_request* r = l.head; r; r = r->next) {
       ++queued;

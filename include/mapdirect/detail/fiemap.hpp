@@ -14,6 +14,7 @@
 #include "../guard.hpp"
 #include "durability.hpp"
 #include "linux_abi.hpp"
+#include "restore_size.hpp"
 #include "syscall.hpp"
 
 #include <cerrno>
@@ -298,20 +299,6 @@ struct stabilise_progress {
   void* context = nullptr;
 };
 
-// Puts a file grown by a failed operation back to `old_size`, appending to the
-// detail whether that worked: a failed ftruncate (EIO, a native seal) leaves it
-// larger, and the caller must not be told otherwise.
-inline void restore_size(int fd, std::uint64_t old_size) noexcept {
-  if (retry_eintr([&] { return sys::ftruncate(fd, static_cast<off_t>(old_size)); }) == 0) {
-    append_detail("the file's size is restored to %llu", static_cast<unsigned long long>(old_size));
-    return;
-  }
-  const int e = errno;
-  struct stat st {};
-  const long long now = sys::fstat(fd, &st) == 0 ? static_cast<long long>(st.st_size) : -1;
-  append_detail("restoring the file's size to %llu failed with %s: it is %lld bytes now",
-                static_cast<unsigned long long>(old_size), errno_name(e), now);
-}
 // Makes [offset, end) of a file allocated, written and unshared, growing it
 // to `end` when asked, in the numbered steps of run(). On failure the
 // file's size is restored and no byte of existing data has changed (blocks

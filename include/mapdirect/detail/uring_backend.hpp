@@ -44,9 +44,15 @@ class uring_backend {
       return false;
     }
     ok_ = true;
-    // io_uring_queue_init does this after mapping; io_uring_queue_mmap (2.3) does
-    // not: without it every submission would reuse the first SQE.
+    // io_uring_queue_init does these after mapping; io_uring_queue_mmap (2.3)
+    // does not. Without the array every submission would reuse the first SQE;
+    // without the features liburing assumes a pre-5.11 kernel, and
+    // io_uring_wait_cqe_timeout then queues a timeout SQE and submits the
+    // whole queue from the waiting thread, racing the threads that submit
+    // under the committer's lock (a flush prepared meanwhile went out as the
+    // slot's stale contents and never completed: a hang).
     for (unsigned i = 0; i < p.sq_entries; ++i) ring_.sq.array[i] = i;
+    ring_.features = p.features;
     const bool have_fsync = probe_opcodes(early_writeback);
     const int rt = have_fsync ? round_trip() : -EINVAL;
     if (!have_fsync || rt < 0) {
@@ -132,7 +138,12 @@ class uring_backend {
     return io_uring_wait_cqe(&ring_, &cqe);
   }
 
-  // As wait(), for at most `ns` nanoseconds (-ETIME when none came).
+  // True when wait_for() waits without submitting (IORING_FEAT_EXT_ARG,
+  // Linux 5.11): only then may it run outside the lock the submitters hold.
+  bool has_timed_wait() const noexcept { return ok_ && (ring_.features & IORING_FEAT_EXT_ARG) != 0; }
+
+  // As wait(), for at most `ns` nanoseconds (-ETIME when none came). Only
+  // where has_timed_wait(): otherwise liburing would submit from here.
   int wait_for(long long ns) noexcept {
     io_uring_cqe* cqe = nullptr;
     __kernel_timespec ts{};
