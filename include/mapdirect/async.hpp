@@ -35,8 +35,8 @@
 // After a flush that released blocked writers, while other blocked writers
 // exist, the next flush of the file starts once as many requests as that
 // flush released are queued again, or after a bound derived from the measured
-// flush time (their share of the next group times its duration, at most half
-// of it), whichever comes first. No knob: a lone writer, requests without a
+// flush time (their share of the next group times its duration, so never
+// more than one flush), whichever comes first. No knob: a lone writer, requests without a
 // blocked writer (pipelined, callbacks), inline_rounds > 1 and the fallback
 // thread without inline_flush never wait. It only delays a flush's start:
 // the guarantee above is unchanged. committer_stats::merge_windows counts.

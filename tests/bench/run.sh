@@ -13,7 +13,7 @@
 #   BENCH_JOBS=2          build parallelism
 #   BENCH_ASYNC_ARGS="/var/tmp 0.5 5"  bench_async: directory, seconds per cell, rounds
 #   BENCH_AB_REV=a855204  committer before/after run against this commit ("" skips it)
-#   BENCH_AB_PAIRS=7      its alternated pairs of processes
+#   BENCH_AB_PAIRS=12     its pairs of processes (order alternating)
 #   MAPDIRECT_BENCH_DIR   where bench_map puts its 1 GiB file (default /tmp)
 # Needs: cmake, a C++17 compiler, libpmem-dev, libpmem2-dev, libbenchmark-dev,
 # gnuplot (gnuplot-nox) and python3.
@@ -69,7 +69,7 @@ echo "== bench_persist --cold_ratios"
 ab_rev=${BENCH_AB_REV-a855204}
 if [ -n "$ab_rev" ] && git -C "$root" cat-file -e "$ab_rev^{commit}" 2>/dev/null; then
   echo "== committer before ($ab_rev) and after"
-  bash "$here/ab/before_after.sh" "$ab_rev" "${BENCH_AB_PAIRS:-7}" 1 | tee "$out/raw/committer_ab.txt"
+  bash "$here/ab/before_after.sh" "$ab_rev" "${BENCH_AB_PAIRS:-12}" 1 | tee "$out/raw/committer_ab.txt"
 elif [ -n "$ab_rev" ]; then
   echo "run.sh: $ab_rev is not a commit here (not a git checkout?): no before/after run"
 fi

@@ -508,8 +508,13 @@ TEST_CASE("ring seam: the reap thread's timed waits submit nothing (every SQE is
     queued = ri.sqes.size();
   }
   // The kernel's count of consumed SQEs: ours, plus the set-up round trip's NOP.
-  CHECK(ring_fdinfo(ring_fd, "SqHead") == static_cast<long long>(queued) + 1);
+  const long long consumed = ring_fdinfo(ring_fd, "SqHead");
   g.detach(m);
+  if (consumed < 0) {
+    WARN("skipped: this kernel's io_uring fdinfo has no SqHead line");
+    return;
+  }
+  CHECK(consumed == static_cast<long long>(queued) + 1);
 }
 
 #endif  // MAPDIRECT_TEST_URING

@@ -591,8 +591,11 @@ class commit_core final : public page_persister {
   // with), nor when most queued requests have no blocked writer (pipelined
   // requests: the next flush then has plenty to cover and starts at once).
   // The bound: the share of the next group those writers would add, times the
-  // last flush's duration, at most half of it: waiting can cost at most what
-  // the merge can gain.
+  // last flush's duration (so never more than one flush): a merge saves one
+  // flush, so waiting costs at most what the merge can gain. (Half a flush, the
+  // first bound, expired in 9-74% of the windows with 8 writers on 2 CPUs,
+  // where waking 7 writers takes about that long: 0.78-0.98 N records per
+  // flush, against 0.998 N with this one and no lower throughput.)
   void open_merge_window_locked(commit_lane& l, std::uint64_t released) noexcept {
     // Enforced by a blocked waiter (inline flushes) or by the reap thread,
     // which needs a timed wait that submits nothing (Linux 5.11); the
@@ -606,8 +609,7 @@ class commit_core final : public page_persister {
     if (released + queued_waiters < 2 || queued - queued_waiters > queued_waiters) return;
     const auto now = commit_lane::clock::now();
     const auto took = now - l.flush_started;
-    auto bound = took * static_cast<std::int64_t>(released) / static_cast<std::int64_t>(queued + released);
-    if (bound > took / 2) bound = took / 2;
+    const auto bound = took * static_cast<std::int64_t>(released) / static_cast<std::int64_t>(queued + released);
     l.merging = true;
     l.merge_target = l.issued + released;
     l.merge_deadline = now + bound;

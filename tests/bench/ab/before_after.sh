@@ -22,8 +22,12 @@ for side in before after; do
   [ "$side" = after ] && inc=$root/include
   c++ -O2 -std=c++17 -I "$inc" "$here/committer.cpp" -o "$work/bin_$side" -luring -lpthread
 done
+# Pairs alternate their order (before-after, after-before, ...): a disk that
+# is slower for the second process of a pair hits both sides alike.
 for ((i = 0; i < pairs; ++i)); do
-  for side in before after; do "$work/bin_$side" "$secs" | sed "s/^/$side /"; done
+  order="before after"
+  ((i % 2)) && order="after before"
+  for side in $order; do "$work/bin_$side" "$secs" | sed "s/^/$side /"; done
 done | tee "$work/out.txt"
 python3 - "$work/out.txt" "$rev" <<'PY'
 import statistics, sys
@@ -34,7 +38,8 @@ for line in open(sys.argv[1]):
         runs[side].append({})
     runs[side][-1][method] = (float(rate), float(p50))
 med = statistics.median
-print(f"\nmedians over the runs (before = {sys.argv[2]}, after = working tree); 'vs a' divides by the")
+print(f"\nmedians over the runs (before = {sys.argv[2]}, after = working tree, {len(runs['after'])} pairs); "
+      "'vs a' divides by the")
 print("same process's msync cell, which cancels the disk's drift between processes")
 print("method | before rec/s | after rec/s | after/before | before p50 us | after p50 us | after/before "
       "| rec/s vs a, before / after | p50 vs a, before / after")
