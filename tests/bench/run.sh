@@ -361,7 +361,7 @@ set logscale y 10
 set xrange [40:26000000]
 set xlabel "bytes per call"
 set ylabel "GB/s (median round, thread CPU time)"
-set key top left
+set key bottom right
 set grid
 set xtics ("64" 64, "256" 256, "4K" 4096, "64K" 65536, "1M" 1048576, "16M" 16777216)
 d = "$out/raw/cold_hot.dat"
