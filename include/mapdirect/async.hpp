@@ -36,10 +36,12 @@
 // exist, the next flush of the file starts once as many requests as that
 // flush released are queued again, or after a bound derived from the measured
 // flush time (their share of the next group times its duration, so never
-// more than one flush), whichever comes first. No knob: a lone writer, requests without a
-// blocked writer (pipelined, callbacks), inline_rounds > 1 and the fallback
-// thread without inline_flush never wait. It only delays a flush's start:
-// the guarantee above is unchanged. committer_stats::merge_windows counts.
+// more than one flush), whichever comes first. No knob: a lone writer,
+// requests without a blocked writer (pipelined, callbacks), inline_rounds > 1,
+// and without inline_flush the fallback thread and io_uring before Linux 5.11
+// (no timed wait that submits nothing) never wait. It only delays a flush's
+// start: the guarantee above is unchanged. committer_stats::merge_windows
+// counts.
 //
 // Waiting. persist_handle::wait() blocks, ready() polls, a callback runs once
 // at completion, and notify_fd() is an eventfd that turns readable after

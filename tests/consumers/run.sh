@@ -69,7 +69,8 @@ case $mode in
     fi
     cat "$work/out.txt"
     # (CMake wraps the message: compare with the line breaks folded)
-    tr -s ' \n' ' ' <"$work/out.txt" | grep -q "component uring: this mapdirect was installed without mapdirect::uring (MAPDIRECT_WITH_URING=OFF)" \
+    grep -q "component uring: this mapdirect was installed without mapdirect::uring (MAPDIRECT_WITH_URING=OFF)" \
+      <<<"$(tr -s ' \n' ' ' <"$work/out.txt")" \
       || { echo "FAIL: no reason given"; exit 1; }
     # Without COMPONENTS the same install is found (core only).
     printf '%s\n' 'cmake_minimum_required(VERSION 3.16)' 'project(core LANGUAGES CXX)' \
@@ -92,7 +93,7 @@ case $mode in
          -DMAPDIRECT_WITH_URING=ON >"$work/out.txt" 2>&1; then
       echo "FAIL: MAPDIRECT_WITH_URING=ON configured without liburing"; cat "$work/out.txt"; exit 1
     fi
-    tr -s ' \n' ' ' <"$work/out.txt" | grep -q "MAPDIRECT_WITH_URING=ON but liburing >= 2.3 not found" || {
+    grep -q "MAPDIRECT_WITH_URING=ON but liburing >= 2.3 not found" <<<"$(tr -s ' \n' ' ' <"$work/out.txt")" || {
       echo "FAIL: no reason given"; cat "$work/out.txt"; exit 1; }
     # AUTO says so and goes on.
     PKG_CONFIG_LIBDIR="$work/empty" PKG_CONFIG_PATH= "$cmake_bin" -S "$src" -B "$work/auto-build" \

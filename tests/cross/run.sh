@@ -165,10 +165,12 @@ run_case() {  # run_case <binary> <case> [section]; prints the output, fails unl
   printf '%s\n' "$out"
   [ "$rc" = 0 ] || return 1
   # "All tests passed (N assertions in 1 test case)": anything else ran nothing or too much.
-  printf '%s\n' "$out" | grep -qE '^All tests passed \([0-9]+ assertions? in 1 test case\)$' && return 0
+  # (here-strings, not pipes: under pipefail a grep -q that stops early would
+  # fail the pipeline through the writer's SIGPIPE)
+  grep -qE '^All tests passed \([0-9]+ assertions? in 1 test case\)$' <<<"$out" && return 0
   # A case that skips before its first assertion (its WARN, which reaches the
   # skip log, names what is missing) passes with no assertions.
-  printf '%s\n' "$out" | grep -qE '^test cases: 1 \| 1 passed$' && printf '%s\n' "$out" | grep -q 'skipped'
+  grep -qE '^test cases: 1 \| 1 passed$' <<<"$out" && grep -q 'skipped' <<<"$out"
 }
 failed=0 passed=0 skipped=0 all_cases=()
 # Skips also go to the caller's log (scripts/run-tests.sh lists them at the end).
@@ -202,7 +204,7 @@ if [ "$run_tests" = 1 ]; then
         runs=()
         mapfile -t all_sections < <(sections_of "$c")
         for sk in "${skip_sections[@]}"; do
-          printf '%s\n' "${all_sections[@]}" | grep -qxF "${sk%%|*}" ||
+          grep -qxF "${sk%%|*}" <<<"$(printf '%s\n' "${all_sections[@]}")" ||
             { echo "FAILED: $c has no section '${sk%%|*}' (update qemu_limits)"; failed=$((failed + 1)); }
           echo "skipped section: $c / ${sk%%|*} (${sk#*|})"
           note_skip "$c / ${sk%%|*}" "skipped under qemu-aarch64: ${sk#*|}"
@@ -223,7 +225,7 @@ if [ "$run_tests" = 1 ]; then
   done
   # A limit that names no case would hide nothing and say nothing: stale.
   for entry in "${qemu_limits[@]}"; do
-    if ! printf '%s\n' "${all_cases[@]}" | grep -qxF "${entry%%|*}"; then
+    if ! grep -qxF "${entry%%|*}" <<<"$(printf '%s\n' "${all_cases[@]}")"; then
       echo "FAILED: qemu_limits names no test case: ${entry%%|*}"
       failed=$((failed + 1))
     fi
