@@ -9,6 +9,8 @@
 #include <system_error>
 
 #include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 namespace mdtest {
 
@@ -25,6 +27,21 @@ struct no_tmpfile : Base {
       return -1;
     }
     return this->mapdirect::syscall_interposer::openat(dirfd, path, flags, mode);
+  }
+};
+
+/// Base, with every ftruncate that would shrink the file refused (EIO) while
+/// `refuse_shrink` is set: a size rollback that fails. Growing still works.
+template <class Base>
+struct no_shrink : Base {
+  bool refuse_shrink = true;
+  int ftruncate(int fd, off_t len) noexcept override {
+    struct stat now {};
+    if (refuse_shrink && ::fstat(fd, &now) == 0 && len < now.st_size) {
+      errno = EIO;
+      return -1;
+    }
+    return this->Base::ftruncate(fd, len);
   }
 };
 

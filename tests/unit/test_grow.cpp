@@ -2,6 +2,7 @@
 // shrink(), relocation, sealed growth, ENOSPC and the seam.
 #include "catch.hpp"
 #include "loopfs.hpp"
+#include "refusals.hpp"
 #include "rollback_check.hpp"
 #include "test_support.hpp"
 
@@ -309,17 +310,6 @@ TEST_CASE("grow: a failed mmap of the new part undoes the extension", "[grow][se
 // The undo's own failure is reported: a detail that said the extension was
 // undone while the file stayed larger would mislead the caller.
 TEST_CASE("grow: a failed mmap whose size restore fails too says so, with the size the file has", "[grow][seam]") {
-  struct fail_map_and_shrink : failing_fixed_mmap {
-    bool refuse_shrink = true;
-    int ftruncate(int fd, off_t len) noexcept override {
-      struct stat now {};
-      if (refuse_shrink && ::fstat(fd, &now) == 0 && len < now.st_size) {
-        errno = EIO;
-        return -1;
-      }
-      return ::ftruncate(fd, len);
-    }
-  };
   for (bool refuse_shrink : {true, false}) {
     INFO("the shrinking ftruncate " << (refuse_shrink ? "fails with EIO" : "works"));
     mdtest::temp_file f(mdtest::test_dir(), 16 * kib);
@@ -327,7 +317,7 @@ TEST_CASE("grow: a failed mmap whose size restore fails too says so, with the si
     REQUIRE(r);
     std::string detail;
     {
-      fail_map_and_shrink fail;
+      mdtest::no_shrink<failing_fixed_mmap> fail;
       fail.refuse_shrink = refuse_shrink;
       scoped_syscall_interposer scope(fail);
       auto g = r.value().grow(64 * kib);
@@ -353,18 +343,9 @@ TEST_CASE("grow: a failed mmap whose size restore fails too says so, with the si
 
 TEST_CASE("grow: a failed fdatasync of the new size undoes the extension and says whether it could", "[grow][seam]") {
   struct eio_fdatasync : syscall_interposer {
-    bool refuse_shrink = false;
     int fdatasync(int) noexcept override {
       errno = EIO;
       return -1;
-    }
-    int ftruncate(int fd, off_t len) noexcept override {
-      struct stat now {};
-      if (refuse_shrink && ::fstat(fd, &now) == 0 && len < now.st_size) {
-        errno = EIO;
-        return -1;
-      }
-      return ::ftruncate(fd, len);
     }
   };
   for (bool refuse_shrink : {false, true}) {
@@ -374,7 +355,7 @@ TEST_CASE("grow: a failed fdatasync of the new size undoes the extension and say
     REQUIRE(r);
     std::string detail;
     {
-      eio_fdatasync fail;
+      mdtest::no_shrink<eio_fdatasync> fail;
       fail.refuse_shrink = refuse_shrink;
       scoped_syscall_interposer scope(fail);
       auto g = r.value().grow(64 * kib);

@@ -300,22 +300,15 @@ TEST_CASE("open(): create, exclusive, grow, and rollback on failure", "[mapping]
   SECTION("a growth whose size cannot be put back says so, with the size the file has") {
     // As above, and the shrinking ftruncate fails too (EIO): the detail must
     // not claim the size is unchanged or restored.
-    struct partial_no_shrink : mapdirect::syscall_interposer {
+    struct partial_fallocate : mapdirect::syscall_interposer {
       int fallocate(int fd, int mode, off_t off, off_t len) noexcept override {
         if (mode != 0) return ::fallocate(fd, mode, off, len);
         if (::ftruncate(fd, off + len / 2) != 0) return -1;
         errno = ENOSPC;
         return -1;
       }
-      int ftruncate(int fd, off_t len) noexcept override {
-        struct stat now {};
-        if (::fstat(fd, &now) == 0 && len < now.st_size) {
-          errno = EIO;
-          return -1;
-        }
-        return ::ftruncate(fd, len);
-      }
-    } refuse;
+    };
+    mdtest::no_shrink<partial_fallocate> refuse;
     open_options g;
     g.size = 8 * 4096;
     g.grow = true;

@@ -4,6 +4,7 @@
 // reported as unverifiable, and every failure path through the seam.
 #include "catch.hpp"
 #include "loopfs.hpp"
+#include "refusals.hpp"
 #include "rollback_check.hpp"
 #include "test_support.hpp"
 
@@ -451,16 +452,7 @@ TEST_CASE("seal: a cancel whose size restore fails says so, with the size the fi
     WARN("skipped: the test directory's file system has no FIEMAP");
     return;
   }
-  struct no_shrink : syscall_interposer {
-    int ftruncate(int fd, off_t len) noexcept override {
-      struct stat st {};
-      if (::fstat(fd, &st) == 0 && len < st.st_size) {
-        errno = EIO;
-        return -1;
-      }
-      return ::ftruncate(fd, len);
-    }
-  } refuse;
+  mdtest::no_shrink<syscall_interposer> refuse;
   temp_file f(mdtest::test_dir(), 8192);
   progress_log log;
   log.cancel_at = 2;  // the second pass: after acquire grew the file
